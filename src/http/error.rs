@@ -1,0 +1,73 @@
+//! [`ApiError`]: every failure of the HTTP API as a status and a JSON body
+//! `{"error": "...", "field": "..."}`.
+//!
+//! Client errors say what to fix and name the field at fault (`field` is
+//! `null` when no single field is). Server-side causes are logged here and
+//! never sent to the caller.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use crate::limiter::LimiterError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub field: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    field: Option<&'a str>,
+}
+
+impl ApiError {
+    /// A 400 about one field of the request.
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            field: Some(field.into()),
+        }
+    }
+
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    pub fn with_field(mut self, field: impl Into<String>) -> ApiError {
+        self.field = Some(field.into());
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: &self.message,
+            field: self.field.as_deref(),
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<LimiterError> for ApiError {
+    fn from(err: LimiterError) -> ApiError {
+        match err {
+            LimiterError::UnknownTier(e) => ApiError::field("tier", e.to_string()),
+            e @ LimiterError::CostAboveLimit { .. } => ApiError::field("cost", e.to_string()),
+            LimiterError::Store(e) => {
+                tracing::error!(error = %e, transient = e.transient, "store failed");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the rate-limit store is unavailable")
+            }
+        }
+    }
+}

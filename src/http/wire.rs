@@ -1,0 +1,279 @@
+//! The JSON wire format: parsing `/check` bodies into domain requests and
+//! shaping responses and headers.
+//!
+//! Bodies are parsed field by field (not with a derived `Deserialize`) so
+//! that every rejection names the field and says what would be accepted.
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::error::ApiError;
+use crate::core::Cost;
+use crate::limiter::{CheckRequest, Key, KeyError, Verdict};
+use crate::rules::RuleSet;
+use crate::settings::format_duration;
+
+const FIELDS: &str = "key, endpoint, tier, cost";
+
+/// Parses a `/check` body.
+pub fn parse_check(body: &[u8], max_key_bytes: usize) -> Result<CheckRequest, ApiError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::field("body", format!("body is not valid JSON: {e}")))?;
+    let Value::Object(fields) = value else {
+        return Err(ApiError::field(
+            "body",
+            "body must be a JSON object such as {\"key\": \"user:123\"}",
+        ));
+    };
+    let mut key = None;
+    let mut endpoint = None;
+    let mut tier = None;
+    let mut cost = Cost::ONE;
+    for (name, value) in fields {
+        match name.as_str() {
+            "key" => key = Some(parse_key(value, max_key_bytes)?),
+            "endpoint" => endpoint = optional_string("endpoint", value)?,
+            "tier" => tier = optional_string("tier", value)?,
+            "cost" => cost = parse_cost(&value)?,
+            _ => {
+                return Err(ApiError::field(
+                    name.clone(),
+                    format!("unknown field {name:?}; the fields are {FIELDS}"),
+                ))
+            }
+        }
+    }
+    let key = key.ok_or_else(|| ApiError::field("key", "key is required: who is being limited, e.g. \"user:123\""))?;
+    Ok(CheckRequest {
+        key,
+        endpoint,
+        tier,
+        cost,
+    })
+}
+
+fn parse_key(value: Value, max_key_bytes: usize) -> Result<Key, ApiError> {
+    let Value::String(key) = value else {
+        return Err(ApiError::field("key", "key must be a string"));
+    };
+    Key::parse(key, max_key_bytes).map_err(|e| match e {
+        KeyError::Empty => ApiError::field("key", "key must not be empty"),
+        KeyError::TooLong { .. } => ApiError::field("key", e.to_string()),
+    })
+}
+
+fn optional_string(field: &str, value: Value) -> Result<Option<String>, ApiError> {
+    match value {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s)),
+        _ => Err(ApiError::field(field, format!("{field} must be a string"))),
+    }
+}
+
+fn parse_cost(value: &Value) -> Result<Cost, ApiError> {
+    const RULE: &str = "cost must be a whole number of at least 1 (and at most the rule's limit)";
+    match value {
+        Value::Null => Ok(Cost::ONE),
+        Value::Number(n) => {
+            if let Some(units) = n.as_u64() {
+                Cost::new(units).ok_or_else(|| ApiError::field("cost", format!("{RULE}; got 0")))
+            } else if n.is_i64() {
+                Err(ApiError::field("cost", format!("{RULE}; got {n}")))
+            } else {
+                // A float: accept a whole value that is exact in a double
+                // (JSON writers often print 2 as 2.0), refuse the rest.
+                let f = n.as_f64().unwrap_or(f64::NAN);
+                if f.fract() != 0.0 {
+                    Err(ApiError::field("cost", format!("{RULE}; got {n} (fractional)")))
+                } else if f < 1.0 {
+                    Err(ApiError::field("cost", format!("{RULE}; got {n}")))
+                } else if f > 9_007_199_254_740_992.0 {
+                    Err(ApiError::field("cost", format!("{RULE}; got {n} (too large)")))
+                } else {
+                    // Exact: a whole double in 1..=2^53 converts losslessly.
+                    Cost::new(f as u64).ok_or_else(|| ApiError::field("cost", RULE))
+                }
+            }
+        }
+        _ => Err(ApiError::field("cost", format!("{RULE}; got a {}", json_type(value)))),
+    }
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// The `/check` response body, the same for 200 and 429.
+#[derive(Debug, Serialize)]
+pub struct CheckResponse<'a> {
+    pub allowed: bool,
+    pub limit: u64,
+    pub remaining: u64,
+    pub reset_after_ms: u64,
+    pub retry_after_ms: u64,
+    pub rule: &'a str,
+    pub tier: &'a str,
+    pub algorithm: &'static str,
+}
+
+impl<'a> From<&'a Verdict> for CheckResponse<'a> {
+    fn from(v: &'a Verdict) -> Self {
+        let d = &v.decision;
+        CheckResponse {
+            allowed: d.allowed,
+            limit: d.limit,
+            remaining: d.remaining,
+            reset_after_ms: d.reset_after_us.div_ceil(1_000),
+            retry_after_ms: d.retry_after_us.div_ceil(1_000),
+            rule: &v.rule,
+            tier: &v.tier,
+            algorithm: v.policy.algorithm().as_str(),
+        }
+    }
+}
+
+pub static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+pub static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+pub static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// The headers a caller copies to its own response:
+/// `X-RateLimit-{Limit,Remaining,Reset}`, the IETF `RateLimit-Policy` and
+/// `RateLimit` pair (draft-ietf-httpapi-ratelimit-headers-10) and, when
+/// denied, `Retry-After`.
+pub fn rate_limit_headers(v: &Verdict) -> HeaderMap {
+    let d = &v.decision;
+    let reset_at_s = d.at.as_micros().saturating_add(d.reset_after_us).div_ceil(1_000_000);
+    let reset_in_s = d.reset_after_us.div_ceil(1_000_000);
+    let window_s = v.policy.quota().window_us().div_ceil(1_000_000);
+    let name = sf_string(&v.rule);
+
+    let mut headers = HeaderMap::with_capacity(6);
+    headers.insert(X_RATELIMIT_LIMIT.clone(), HeaderValue::from(d.limit));
+    headers.insert(X_RATELIMIT_REMAINING.clone(), HeaderValue::from(d.remaining));
+    headers.insert(X_RATELIMIT_RESET.clone(), HeaderValue::from(reset_at_s));
+    let policy = format!("{name};q={};w={window_s}", d.limit);
+    let state = format!("{name};r={};t={reset_in_s}", d.remaining);
+    // Rule names are printable ASCII (checked at load), so these are valid.
+    if let Ok(value) = HeaderValue::from_str(&policy) {
+        headers.insert(RATELIMIT_POLICY.clone(), value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&state) {
+        headers.insert(RATELIMIT.clone(), value);
+    }
+    if !d.allowed {
+        headers.insert(
+            axum::http::header::RETRY_AFTER,
+            HeaderValue::from(d.retry_after_us.div_ceil(1_000_000)),
+        );
+    }
+    headers
+}
+
+/// An RFC 8941 structured-field string: quoted, with `"` and `\` escaped.
+fn sf_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+/// `GET /rules`: the effective rule table.
+#[derive(Debug, Serialize)]
+pub struct RulesView {
+    pub service: &'static str,
+    pub version: &'static str,
+    pub default_rule: &'static str,
+    pub default_tier: String,
+    pub tiers: Vec<String>,
+    pub rules: Vec<RuleView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RuleView {
+    pub rule: String,
+    /// The endpoint the rule matches; `null` for the default rule.
+    pub endpoint: Option<String>,
+    pub limits: Vec<LimitView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LimitView {
+    pub tier: String,
+    pub algorithm: &'static str,
+    pub limit: u64,
+    pub window: String,
+    pub window_ms: u64,
+}
+
+impl RulesView {
+    pub fn new(rules: &RuleSet) -> RulesView {
+        RulesView {
+            service: env!("CARGO_PKG_NAME"),
+            version: env!("CARGO_PKG_VERSION"),
+            default_rule: crate::rules::DEFAULT_RULE,
+            default_tier: rules.default_tier().to_string(),
+            tiers: rules.tiers().iter().map(ToString::to_string).collect(),
+            rules: rules
+                .rules()
+                .map(|rule| RuleView {
+                    rule: rule.name().to_string(),
+                    endpoint: (rule.name().as_ref() != crate::rules::DEFAULT_RULE).then(|| rule.name().to_string()),
+                    limits: rule
+                        .policies()
+                        .map(|(tier, policy)| LimitView {
+                            tier: tier.to_string(),
+                            algorithm: policy.algorithm().as_str(),
+                            limit: policy.limit(),
+                            window: format_duration(policy.quota().window()),
+                            window_ms: policy.quota().window_ms(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sf_strings_are_escaped() {
+        assert_eq!(sf_string("GET /a"), "\"GET /a\"");
+        assert_eq!(sf_string("a\"b\\c"), "\"a\\\"b\\\\c\"");
+    }
+
+    #[test]
+    fn cost_errors_explain_themselves() {
+        let msg = |v: Value| parse_cost(&v).unwrap_err().message;
+        assert!(msg(serde_json::json!(0)).contains("got 0"));
+        assert!(msg(serde_json::json!(-3)).contains("got -3"));
+        assert!(msg(serde_json::json!(1.5)).contains("fractional"));
+        assert!(msg(serde_json::json!(1e30)).contains("too large"));
+        assert!(msg(serde_json::json!("2")).contains("string"));
+        assert!(msg(serde_json::json!(-0.0)).contains("got -0.0"));
+        assert_eq!(
+            parse_cost(&serde_json::json!(2.0)).unwrap().get(),
+            2,
+            "a whole float is accepted"
+        );
+        assert_eq!(parse_cost(&Value::Null).unwrap(), Cost::ONE);
+    }
+}

@@ -1,0 +1,31 @@
+//! ratelimiter: a standalone HTTP rate-limit decision service.
+//!
+//! API servers ask `POST /check` whether a request may proceed and get back
+//! allow/deny plus the numbers for their rate-limit headers.
+//!
+//! # Layout
+//!
+//! - [`core`]: the five algorithms as pure functions of (state, now, cost,
+//!   quota), the [`core::Clock`] they are given time by, and the validated
+//!   [`core::Policy`] / [`core::Cost`] types. No I/O.
+//! - [`store`]: the [`store::Store`] trait (atomic check-and-update of one
+//!   key) and its implementations: [`store::memory`] for now.
+//! - [`rules`]: `[defaults]`, `[tiers]` and `[[rules]]` resolved into one
+//!   policy per rule × tier, validated at load.
+//! - [`limiter`]: request → rule, tier, policy → store → verdict. Handlers
+//!   call only this.
+//! - [`http`]: the router, thin handlers, the JSON wire format and the
+//!   single error type that maps every failure to a status and JSON body.
+//! - [`settings`]: typed configuration (TOML file + environment).
+//! - [`app`]: wiring, listener, graceful shutdown.
+//! - [`cli`], [`telemetry`]: command line and logging, used by `main.rs`.
+
+pub mod app;
+pub mod cli;
+pub mod core;
+pub mod http;
+pub mod limiter;
+pub mod rules;
+pub mod settings;
+pub mod store;
+pub mod telemetry;

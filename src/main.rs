@@ -1,0 +1,54 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use ratelimiter::app::{self, App};
+use ratelimiter::cli::{self, Cli, Command, ServeArgs};
+use ratelimiter::telemetry;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::CheckConfig { path }) => {
+            let ok = cli::check_config(&path, &mut std::io::stdout(), &mut std::io::stderr());
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Some(Command::Serve(args)) => serve(&args),
+        None => serve(&cli.serve),
+    }
+}
+
+fn serve(args: &ServeArgs) -> ExitCode {
+    let settings = match args.settings() {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    telemetry::init(settings.log.format, settings.log.level.as_deref());
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: anyhow::Result<()> = runtime.block_on(async {
+        let app = App::build(&settings).await?;
+        tracing::info!(addr = %app.local_addr()?, version = env!("CARGO_PKG_VERSION"), "listening");
+        app.run_until_stopped(app::shutdown_signal()).await?;
+        tracing::info!("stopped");
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

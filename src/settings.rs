@@ -1,0 +1,396 @@
+//! Typed configuration: a TOML file, then `RATELIMITER__SECTION__KEY`
+//! environment overrides, deserialised into [`Settings`].
+//!
+//! Every section has defaults, so the service runs without a file. Unknown
+//! fields are errors. The rule sections (`[defaults]`, `[tiers]`,
+//! `[[rules]]`) are kept here as written; [`crate::rules::RuleSet`] resolves
+//! and validates them. [`Settings::validate`] checks the rest and names the
+//! field at fault.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use config::{Config, Environment, File, FileFormat};
+use serde::Deserialize;
+
+/// Prefix of environment overrides: `RATELIMITER__SERVER__LISTEN=…`.
+pub const ENV_PREFIX: &str = "RATELIMITER";
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub server: ServerSettings,
+    #[serde(default)]
+    pub store: StoreSettings,
+    #[serde(default)]
+    pub log: LogSettings,
+    #[serde(default)]
+    pub defaults: DefaultsSpec,
+    /// Default limits per tier, by tier name.
+    #[serde(default)]
+    pub tiers: BTreeMap<String, LimitSpec>,
+    /// Per-endpoint rules, in file order.
+    #[serde(default)]
+    pub rules: Vec<RuleSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address of the HTTP listener.
+    pub listen: SocketAddr,
+    /// Longest accepted `key`, in bytes.
+    pub max_key_bytes: usize,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// How long in-flight requests may take to finish after a shutdown signal.
+    pub shutdown_timeout: HumanDuration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_key_bytes: 256,
+            max_body_bytes: 8 * 1024,
+            shutdown_timeout: HumanDuration(Duration::from_secs(10)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    pub backend: Backend,
+    pub memory: MemorySettings,
+}
+
+/// Where counters live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// In this process: exact for one replica, not shared between replicas.
+    #[default]
+    Memory,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemorySettings {
+    /// How often keys whose state has fully expired are dropped.
+    pub sweep_interval: HumanDuration,
+}
+
+impl Default for MemorySettings {
+    fn default() -> Self {
+        MemorySettings {
+            sweep_interval: HumanDuration(Duration::from_secs(10)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `ratelimiter=debug,info`;
+    /// `RUST_LOG` wins when set.
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+/// `[defaults]`: the default rule and the default tier.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DefaultsSpec {
+    pub algorithm: String,
+    /// The tier of requests that name none.
+    pub tier: String,
+    pub limit: i64,
+    pub window: String,
+}
+
+impl Default for DefaultsSpec {
+    fn default() -> Self {
+        DefaultsSpec {
+            algorithm: "token_bucket".to_owned(),
+            tier: "default".to_owned(),
+            limit: 100,
+            window: "10s".to_owned(),
+        }
+    }
+}
+
+/// A partial limit: whatever is set overrides the layer below it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSpec {
+    pub algorithm: Option<String>,
+    pub limit: Option<i64>,
+    pub window: Option<String>,
+}
+
+/// `[[rules]]`: one endpoint's limit, with optional per-tier overrides.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    pub endpoint: String,
+    pub algorithm: Option<String>,
+    pub limit: Option<i64>,
+    pub window: Option<String>,
+    #[serde(default)]
+    pub tiers: BTreeMap<String, LimitSpec>,
+}
+
+/// A duration written for people: `"10s"`, `"1m"`, `"1h 30m"`, `"500ms"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse_duration(&text)
+            .map(HumanDuration)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses a human duration such as `10s`, `1m` or `1h 30m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{text:?} is not a duration like \"500ms\", \"10s\", \"1m\" or \"1h\" ({e})"))
+}
+
+/// Formats a duration the way the configuration writes it.
+pub fn format_duration(duration: Duration) -> String {
+    humantime::format_duration(duration).to_string()
+}
+
+/// Where the settings came from, for error messages.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    File(PathBuf),
+    Defaults,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File(path) => write!(f, "{}", path.display()),
+            Origin::Defaults => f.write_str("built-in defaults"),
+        }
+    }
+}
+
+/// One thing wrong with the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted path of the offending field, e.g. `rules[1].tiers.pro.limit`.
+    pub field: String,
+    /// Extra context, e.g. `endpoint "POST /login"`.
+    pub context: Option<String>,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Problem {
+        Problem {
+            field: field.into(),
+            context: None,
+            message: message.into(),
+        }
+    }
+
+    pub fn with_context(mut self, context: impl Into<String>) -> Problem {
+        self.context = Some(context.into());
+        self
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.context {
+            Some(context) => write!(f, "{} ({context}): {}", self.field, self.message),
+            None => write!(f, "{}: {}", self.field, self.message),
+        }
+    }
+}
+
+/// The configuration could not be loaded or is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{origin}: {source}")]
+    Load {
+        origin: Origin,
+        #[source]
+        source: config::ConfigError,
+    },
+    #[error("{origin}: {}", .problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid { origin: Origin, problems: Vec<Problem> },
+}
+
+impl Settings {
+    /// Loads the file at `path` (when given) and the process environment's
+    /// `RATELIMITER__…` overrides.
+    pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
+        Settings::load_with_env(path, None)
+    }
+
+    /// Like [`Settings::load`], with the environment given as a map instead
+    /// of read from the process (`None` reads the process environment).
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: Option<std::collections::HashMap<String, String>>,
+    ) -> Result<Settings, ConfigError> {
+        let origin = path.map_or(Origin::Defaults, |p| Origin::File(p.to_owned()));
+        let mut builder = Config::builder();
+        if let Some(path) = path {
+            builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
+        }
+        let env = Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .source(env);
+        let settings: Settings = builder
+            .add_source(env)
+            .build()
+            .and_then(Config::try_deserialize)
+            .map_err(|source| ConfigError::Load {
+                origin: origin.clone(),
+                source,
+            })?;
+        settings
+            .validate()
+            .map_err(|problems| ConfigError::Invalid { origin, problems })?;
+        Ok(settings)
+    }
+
+    /// Parses settings from TOML text (no environment), as a file would be.
+    pub fn from_toml(text: &str) -> Result<Settings, ConfigError> {
+        let origin = Origin::Defaults;
+        let settings: Settings = Config::builder()
+            .add_source(File::from_str(text, FileFormat::Toml))
+            .build()
+            .and_then(Config::try_deserialize)
+            .map_err(|source| ConfigError::Load {
+                origin: origin.clone(),
+                source,
+            })?;
+        settings
+            .validate()
+            .map_err(|problems| ConfigError::Invalid { origin, problems })?;
+        Ok(settings)
+    }
+
+    /// Checks the non-rule settings; rules are checked by
+    /// [`crate::rules::RuleSet::from_settings`].
+    pub fn validate(&self) -> Result<(), Vec<Problem>> {
+        let mut problems = Vec::new();
+        if !(1..=64 * 1024).contains(&self.server.max_key_bytes) {
+            problems.push(Problem::new("server.max_key_bytes", "must be between 1 and 65536"));
+        }
+        if !(256..=1024 * 1024).contains(&self.server.max_body_bytes) {
+            problems.push(Problem::new("server.max_body_bytes", "must be between 256 and 1048576"));
+        }
+        if self.store.memory.sweep_interval.0 < Duration::from_millis(100) {
+            problems.push(Problem::new("store.memory.sweep_interval", "must be at least 100ms"));
+        }
+        if let Some(level) = &self.log.level {
+            if tracing_subscriber::EnvFilter::try_new(level).is_err() {
+                problems.push(Problem::new(
+                    "log.level",
+                    format!("{level:?} is not a log filter such as \"info\""),
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn defaults_without_a_file() {
+        let s = Settings::load_with_env(None, Some(HashMap::new())).unwrap();
+        assert_eq!(s.server.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(s.server.max_key_bytes, 256);
+        assert_eq!(s.store.backend, Backend::Memory);
+        assert_eq!(s.defaults.limit, 100);
+        assert!(s.rules.is_empty());
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.toml");
+        std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:9000\"\n[defaults]\nlimit = 5\n").unwrap();
+        let env = HashMap::from([
+            ("RATELIMITER__SERVER__LISTEN".to_owned(), "127.0.0.1:9100".to_owned()),
+            ("RATELIMITER__DEFAULTS__LIMIT".to_owned(), "7".to_owned()),
+            ("RATELIMITER__LOG__FORMAT".to_owned(), "json".to_owned()),
+        ]);
+        let s = Settings::load_with_env(Some(&path), Some(env)).unwrap();
+        assert_eq!(s.server.listen, "127.0.0.1:9100".parse().unwrap());
+        assert_eq!(s.defaults.limit, 7);
+        assert_eq!(s.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = Settings::from_toml("[server]\nlisten = \"127.0.0.1:1\"\nport = 3\n").unwrap_err();
+        assert!(err.to_string().contains("port"), "{err}");
+        let err = Settings::from_toml("[[rules]]\nendpoint = \"x\"\nlimt = 3\n").unwrap_err();
+        assert!(err.to_string().contains("limt"), "{err}");
+    }
+
+    #[test]
+    fn unknown_backend_is_rejected() {
+        let err = Settings::from_toml("[store]\nbackend = \"etcd\"\n").unwrap_err();
+        assert!(err.to_string().contains("etcd"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_names_the_path() {
+        let err = Settings::load_with_env(Some(Path::new("/nonexistent/rl.toml")), Some(HashMap::new())).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/rl.toml"), "{err}");
+    }
+
+    #[test]
+    fn invalid_server_settings_name_the_field() {
+        let err = Settings::from_toml("[server]\nmax_key_bytes = 0\n").unwrap_err();
+        assert!(err.to_string().contains("server.max_key_bytes"), "{err}");
+        let err = Settings::from_toml("[server]\nshutdown_timeout = \"soon\"\n").unwrap_err();
+        assert!(err.to_string().contains("soon"), "{err}");
+        let err = Settings::from_toml("[log]\nlevel = \"=[\"\n").unwrap_err();
+        assert!(err.to_string().contains("log.level"), "{err}");
+    }
+
+    #[test]
+    fn durations_parse_like_people_write_them() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("ten").is_err());
+        assert_eq!(format_duration(Duration::from_secs(60)), "1m");
+    }
+}

@@ -1,0 +1,179 @@
+//! The embedded store: per-key state in a sharded concurrent map.
+//!
+//! Each check locks one shard of the map for the few hundred nanoseconds the
+//! algorithm takes, so checks on one key are serialised and checks on
+//! different keys mostly run in parallel. An entry remembers when its state
+//! becomes equivalent to a fresh key's (`at + reset_after`); [`MemoryStore::sweep`]
+//! drops such entries, so memory follows the number of *active* keys, not
+//! the number ever seen.
+
+use std::future::{ready, Future};
+
+use dashmap::DashMap;
+
+use super::{Store, StoreError, StoreKey};
+use crate::core::{self, Clock, Cost, Decision, Policy, State, SystemClock, Timestamp};
+
+struct Entry {
+    state: State,
+    /// When `state` is fully restored and the entry can be dropped.
+    expires_at: Timestamp,
+}
+
+/// State in this process's memory.
+pub struct MemoryStore<C = SystemClock> {
+    clock: C,
+    entries: DashMap<String, Entry>,
+}
+
+impl MemoryStore<SystemClock> {
+    pub fn new() -> Self {
+        MemoryStore::with_clock(SystemClock)
+    }
+}
+
+impl Default for MemoryStore<SystemClock> {
+    fn default() -> Self {
+        MemoryStore::new()
+    }
+}
+
+impl<C: Clock> MemoryStore<C> {
+    pub fn with_clock(clock: C) -> Self {
+        MemoryStore {
+            clock,
+            entries: DashMap::new(),
+        }
+    }
+
+    /// Decides synchronously; [`Store::check`] wraps this.
+    pub fn check_now(&self, key: StoreKey<'_>, policy: &Policy, cost: Cost) -> Decision {
+        let now = self.clock.now();
+        let mut entry = self.entries.entry(map_key(key)).or_insert_with(|| Entry {
+            state: State::new(policy.algorithm()),
+            expires_at: now,
+        });
+        if entry.expires_at <= now {
+            // Fully restored: start afresh, which also frees a long log.
+            entry.state = State::new(policy.algorithm());
+        }
+        let decision = core::check(policy, &mut entry.state, now, cost);
+        entry.expires_at = decision.at.plus(decision.reset_after_us);
+        decision
+    }
+
+    /// Drops every entry whose state is fully restored; returns how many.
+    pub fn sweep(&self) -> usize {
+        let now = self.clock.now();
+        let before = self.entries.len();
+        self.entries.retain(|_, entry| entry.expires_at > now);
+        before.saturating_sub(self.entries.len())
+    }
+
+    /// Keys currently held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Rule names are printable ASCII, so a NUL cannot occur in one and
+/// `rule NUL key` is unambiguous whatever the key holds.
+fn map_key(key: StoreKey<'_>) -> String {
+    let mut s = String::with_capacity(key.rule.len() + 1 + key.key.len());
+    s.push_str(key.rule);
+    s.push('\0');
+    s.push_str(key.key);
+    s
+}
+
+impl<C: Clock> Store for MemoryStore<C> {
+    fn check(
+        &self,
+        key: StoreKey<'_>,
+        policy: &Policy,
+        cost: Cost,
+    ) -> impl Future<Output = Result<Decision, StoreError>> + Send {
+        ready(Ok(self.check_now(key, policy, cost)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::core::{Algorithm, ManualClock};
+
+    fn store() -> (Arc<ManualClock>, MemoryStore<Arc<ManualClock>>) {
+        let clock = Arc::new(ManualClock::new(Timestamp::from_micros(1_700_000_000_000_000)));
+        (clock.clone(), MemoryStore::with_clock(clock))
+    }
+
+    fn key<'a>(rule: &'a str, key: &'a str) -> StoreKey<'a> {
+        StoreKey { rule, key }
+    }
+
+    #[test]
+    fn keys_and_rules_are_isolated() {
+        let (_, store) = store();
+        let policy = Policy::new(Algorithm::FixedWindow, 2, Duration::from_secs(60)).unwrap();
+        for _ in 0..2 {
+            assert!(store.check_now(key("r", "a"), &policy, Cost::ONE).allowed);
+        }
+        assert!(!store.check_now(key("r", "a"), &policy, Cost::ONE).allowed);
+        assert!(store.check_now(key("r", "b"), &policy, Cost::ONE).allowed);
+        assert!(store.check_now(key("s", "a"), &policy, Cost::ONE).allowed);
+        // "r\0a" must not be confused with rule "r", key "\0a" or similar.
+        assert!(store.check_now(key("r", "\0a"), &policy, Cost::ONE).allowed);
+        assert_eq!(store.len(), 4);
+    }
+
+    #[test]
+    fn sweep_drops_only_restored_keys() {
+        let (clock, store) = store();
+        let short = Policy::new(Algorithm::TokenBucket, 10, Duration::from_secs(1)).unwrap();
+        let long = Policy::new(Algorithm::TokenBucket, 10, Duration::from_secs(100)).unwrap();
+        store.check_now(key("r", "short"), &short, Cost::ONE);
+        store.check_now(key("r", "long"), &long, Cost::ONE);
+        assert_eq!(store.sweep(), 0);
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(store.sweep(), 1);
+        assert_eq!(store.len(), 1);
+        clock.advance(Duration::from_secs(100));
+        assert_eq!(store.sweep(), 1);
+        assert!(store.is_empty());
+    }
+
+    #[test]
+    fn a_changed_algorithm_starts_a_fresh_state() {
+        let (_, store) = store();
+        let fixed = Policy::new(Algorithm::FixedWindow, 1, Duration::from_secs(60)).unwrap();
+        let gcra = Policy::new(Algorithm::Gcra, 1, Duration::from_secs(60)).unwrap();
+        assert!(store.check_now(key("r", "k"), &fixed, Cost::ONE).allowed);
+        assert!(!store.check_now(key("r", "k"), &fixed, Cost::ONE).allowed);
+        assert!(store.check_now(key("r", "k"), &gcra, Cost::ONE).allowed);
+    }
+
+    #[test]
+    fn concurrent_checks_on_one_key_admit_exactly_the_limit() {
+        let store = Arc::new(MemoryStore::new());
+        let policy = Policy::new(Algorithm::SlidingWindowLog, 100, Duration::from_secs(3600)).unwrap();
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    (0..50)
+                        .filter(|_| store.check_now(key("r", "hot"), &policy, Cost::ONE).allowed)
+                        .count()
+                })
+            })
+            .collect();
+        let allowed: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(allowed, 100);
+    }
+}

@@ -1,0 +1,47 @@
+//! Where per-key state lives: the [`Store`] trait and its implementations.
+//!
+//! A store decides one check atomically: it reads the key's state, runs the
+//! rule's algorithm and writes the new state, with no other check on the same
+//! key in between. The store also owns time: the decision's `at` is the
+//! store's clock, so that a store shared by several replicas can use one
+//! clock for all of them.
+//!
+//! - [`memory::MemoryStore`]: in this process, exact for one replica.
+
+pub mod memory;
+
+use std::future::Future;
+
+use crate::core::{Cost, Decision, Policy};
+
+/// The identity of one counter: a rule and a caller's key.
+///
+/// Tiers are not part of it: a caller moving to another tier keeps its
+/// counter, judged by the new tier's quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StoreKey<'a> {
+    pub rule: &'a str,
+    pub key: &'a str,
+}
+
+/// A store could not decide.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct StoreError {
+    /// True when retrying later may succeed (timeouts, lost connections);
+    /// false for errors that will repeat (a script the server rejects).
+    pub transient: bool,
+    pub message: String,
+}
+
+/// Atomic check-and-update of rate-limit state.
+pub trait Store: Send + Sync + 'static {
+    /// Decides a request of `cost` on `key` under `policy`, consuming the
+    /// cost when allowed.
+    fn check(
+        &self,
+        key: StoreKey<'_>,
+        policy: &Policy,
+        cost: Cost,
+    ) -> impl Future<Output = Result<Decision, StoreError>> + Send;
+}
