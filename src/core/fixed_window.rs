@@ -85,43 +85,16 @@ pub fn check(state: &mut State, quota: &Quota, now: Timestamp, cost: Cost) -> De
 
 #[cfg(test)]
 mod tests {
+    //! The edge cases shared by all algorithms are in `core::shared_edges`.
+
     use super::*;
-    use crate::core::{Algorithm, Policy};
+    use crate::core::test_support::{c, quota, t, REAL};
+    use crate::core::Algorithm;
     use std::time::Duration;
-
-    /// A multiple of one second (and of every window used below).
-    const REAL: u64 = 1_700_000_000_000_000;
-
-    fn quota(limit: u64, window: Duration) -> Quota {
-        *Policy::new(Algorithm::FixedWindow, limit, window).unwrap().quota()
-    }
-
-    fn t(us: u64) -> Timestamp {
-        Timestamp::from_micros(us)
-    }
-
-    fn c(units: u64) -> Cost {
-        Cost::new(units).unwrap()
-    }
-
-    #[test]
-    fn fresh_key() {
-        let q = quota(10, Duration::from_secs(1));
-        for now in [0, 1, 999_999, REAL + 250_000, 1 << 53] {
-            let mut s = State::default();
-            let d = check(&mut s, &q, t(now), Cost::ONE);
-            assert!(d.allowed);
-            assert_eq!(d.remaining, 9);
-            assert_eq!(d.limit, 10);
-            assert_eq!(d.at, t(now));
-            assert_eq!(d.retry_after_us, 0);
-            assert_eq!(d.reset_after_us, 1_000_000 - now % 1_000_000);
-        }
-    }
 
     #[test]
     fn exhaust_then_denied_until_the_next_window() {
-        let q = quota(3, Duration::from_secs(1));
+        let q = quota(Algorithm::FixedWindow, 3, Duration::from_secs(1));
         let mut s = State::default();
         for left in [2, 1, 0] {
             let d = check(&mut s, &q, t(REAL + 100), Cost::ONE);
@@ -141,42 +114,8 @@ mod tests {
     }
 
     #[test]
-    fn exactly_at_the_limit() {
-        let q = quota(10, Duration::from_secs(10));
-        let mut s = State::default();
-        check(&mut s, &q, t(REAL), c(4));
-        let before = s.clone();
-        let d = check(&mut s, &q, t(REAL + 1), c(7));
-        assert!(!d.allowed);
-        assert_eq!(d.remaining, 6);
-        assert_eq!(d.retry_after_us, 9_999_999);
-        assert_eq!(s, before);
-        let d = check(&mut s, &q, t(REAL + 1), c(6));
-        assert!(d.allowed);
-        assert_eq!(d.remaining, 0);
-    }
-
-    #[test]
-    fn cost_above_limit_is_never_allowed_and_consumes_nothing() {
-        let q = quota(5, Duration::from_secs(1));
-        let mut s = State::default();
-        check(&mut s, &q, t(REAL), c(2));
-        let before = s.clone();
-        let d = check(&mut s, &q, t(REAL), c(6));
-        assert!(!d.allowed);
-        assert_eq!(d.retry_after_us, u64::MAX);
-        assert_eq!(d.remaining, 3);
-        assert_eq!(s, before);
-        let d = check(&mut s, &q, t(REAL + 5_000_000), c(u64::MAX));
-        assert!(!d.allowed);
-        assert_eq!(d.retry_after_us, u64::MAX);
-        assert_eq!(d.remaining, 5);
-        assert_eq!(d.reset_after_us, 0);
-    }
-
-    #[test]
     fn window_boundaries() {
-        let q = quota(2, Duration::from_millis(100));
+        let q = quota(Algorithm::FixedWindow, 2, Duration::from_millis(100));
         let mut s = State::default();
         // Both at the very end of one window, both at the start of the next.
         assert!(check(&mut s, &q, t(REAL + 99_999), c(2)).allowed);
@@ -188,85 +127,5 @@ mod tests {
         // Skipping windows starts from zero too.
         assert!(check(&mut s, &q, t(REAL + 750_000), c(2)).allowed);
         assert_eq!(s.window_start, t(REAL + 700_000));
-    }
-
-    #[test]
-    fn long_idle_restores_fully_without_overflow() {
-        let q = quota(1_000, Duration::from_secs(366 * 86_400));
-        let mut s = State::default();
-        check(&mut s, &q, t(0), c(1_000));
-        assert!(check(&mut s, &q, t((1 << 53) - 1), c(1_000)).allowed);
-        assert!(check(&mut s, &q, t(u64::MAX), c(1_000)).allowed);
-    }
-
-    #[test]
-    fn clock_standing_still() {
-        let q = quota(100, Duration::from_secs(1));
-        let mut s = State::default();
-        let allowed = (0..1_000)
-            .filter(|_| check(&mut s, &q, t(REAL), Cost::ONE).allowed)
-            .count();
-        assert_eq!(allowed, 100);
-    }
-
-    #[test]
-    fn clock_going_backwards_mints_nothing() {
-        let q = quota(10, Duration::from_secs(10));
-        let mut s = State::default();
-        assert!(check(&mut s, &q, t(100_000_000), c(10)).allowed);
-        let d = check(&mut s, &q, t(50_000_000), Cost::ONE);
-        assert!(!d.allowed);
-        assert_eq!(d.retry_after_us, 60_000_000);
-        assert_eq!(s.window_start, t(100_000_000));
-        assert!(!check(&mut s, &q, t(100_000_000), Cost::ONE).allowed);
-        assert!(!check(&mut s, &q, t(109_999_999), Cost::ONE).allowed);
-        assert!(check(&mut s, &q, t(110_000_000), Cost::ONE).allowed);
-    }
-
-    #[test]
-    fn a_denial_remembers_the_window() {
-        let q = quota(2, Duration::from_secs(1));
-        let mut s = State::default();
-        assert!(!check(&mut s, &q, t(REAL + 5_000_000), c(3)).allowed);
-        assert_eq!(s.window_start, t(REAL + 5_000_000));
-        // A step back is counted in the window seen last.
-        assert!(check(&mut s, &q, t(REAL), c(2)).allowed);
-        assert!(!check(&mut s, &q, t(REAL + 5_000_000), Cost::ONE).allowed);
-    }
-
-    #[test]
-    fn a_denial_consumes_nothing() {
-        let q = quota(7, Duration::from_millis(700));
-        let mut s = State::default();
-        check(&mut s, &q, t(REAL), c(6));
-        let before = s.clone();
-        assert!(!check(&mut s, &q, t(REAL + 150_000), c(3)).allowed);
-        assert_eq!(s, before);
-    }
-
-    #[test]
-    fn never_panics_on_extreme_input() {
-        let q = quota(1_000_000_000, Duration::from_secs(366 * 86_400));
-        let q1 = quota(1, Duration::from_millis(1));
-        for start in [0, 1 << 53, u64::MAX] {
-            for count in [0, 1, u64::MAX] {
-                for now in [0, 1 << 53, u64::MAX] {
-                    for cost in [1, 1_000_000_000, u64::MAX] {
-                        for q in [&q, &q1] {
-                            let mut s = State {
-                                window_start: t(start),
-                                count,
-                            };
-                            check(&mut s, q, t(now), c(cost));
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn state_is_small() {
-        assert_eq!(std::mem::size_of::<State>(), 16);
     }
 }

@@ -87,85 +87,16 @@ pub fn check(state: &mut State, quota: &Quota, now: Timestamp, cost: Cost) -> De
 
 #[cfg(test)]
 mod tests {
+    //! The edge cases shared by all algorithms are in `core::shared_edges`.
+
     use super::*;
-    use crate::core::{Algorithm, Policy};
+    use crate::core::test_support::{c, quota, t, REAL};
+    use crate::core::Algorithm;
     use std::time::Duration;
-
-    const REAL: u64 = 1_700_000_000_000_000;
-
-    fn quota(limit: u64, window: Duration) -> Quota {
-        *Policy::new(Algorithm::Gcra, limit, window).unwrap().quota()
-    }
-
-    fn t(us: u64) -> Timestamp {
-        Timestamp::from_micros(us)
-    }
-
-    fn c(units: u64) -> Cost {
-        Cost::new(units).unwrap()
-    }
-
-    fn tat(us: u64) -> State {
-        State { tat: t(us) }
-    }
-
-    #[test]
-    fn fresh_key_has_its_whole_burst() {
-        let q = quota(10, Duration::from_secs(1));
-        for now in [0, 1, 999, REAL, 1 << 53] {
-            let mut s = State::default();
-            let d = check(&mut s, &q, t(now), Cost::ONE);
-            assert!(d.allowed);
-            assert_eq!(d.remaining, 9);
-            assert_eq!(d.limit, 10);
-            assert_eq!(d.at, t(now));
-            assert_eq!(d.retry_after_us, 0);
-            assert_eq!(d.reset_after_us, 100_000);
-            assert_eq!(s, tat(now + 100_000));
-        }
-    }
-
-    #[test]
-    fn exhaust_then_denied_then_refill() {
-        let q = quota(3, Duration::from_secs(3)); // T = 1s
-        let mut s = State::default();
-        for left in [2, 1, 0] {
-            let d = check(&mut s, &q, t(REAL), Cost::ONE);
-            assert!(d.allowed);
-            assert_eq!(d.remaining, left);
-        }
-        let d = check(&mut s, &q, t(REAL + 250_000), Cost::ONE);
-        assert!(!d.allowed);
-        assert_eq!(d.remaining, 0);
-        assert_eq!(d.retry_after_us, 750_000);
-        assert_eq!(d.reset_after_us, 2_750_000);
-        assert!(!check(&mut s, &q, t(REAL + 999_999), Cost::ONE).allowed);
-        let d = check(&mut s, &q, t(REAL + 1_000_000), Cost::ONE);
-        assert!(d.allowed);
-        assert_eq!(d.remaining, 0);
-        assert_eq!(d.reset_after_us, 3_000_000);
-    }
-
-    #[test]
-    fn exactly_at_the_limit() {
-        let q = quota(10, Duration::from_secs(10));
-        let mut s = State::default();
-        check(&mut s, &q, t(REAL), c(4));
-        let before = s.clone();
-        let d = check(&mut s, &q, t(REAL), c(7));
-        assert!(!d.allowed);
-        assert_eq!(d.remaining, 6);
-        assert_eq!(d.retry_after_us, 1_000_000);
-        assert_eq!(s, before);
-        let d = check(&mut s, &q, t(REAL), c(6));
-        assert!(d.allowed);
-        assert_eq!(d.remaining, 0);
-        assert_eq!(d.reset_after_us, 10_000_000);
-    }
 
     #[test]
     fn remaining_rounds_down_with_a_partial_interval() {
-        let q = quota(4, Duration::from_secs(4)); // T = 1s
+        let q = quota(Algorithm::Gcra, 4, Duration::from_secs(4)); // T = 1s
         let mut s = State::default();
         check(&mut s, &q, t(REAL), c(4));
         // 1.5s later: one unit paid back, half of the next one.
@@ -178,86 +109,8 @@ mod tests {
     }
 
     #[test]
-    fn cost_above_limit_is_never_allowed_and_consumes_nothing() {
-        let q = quota(5, Duration::from_secs(1));
-        let mut s = State::default();
-        check(&mut s, &q, t(REAL), c(2));
-        let before = s.clone();
-        let d = check(&mut s, &q, t(REAL), c(6));
-        assert!(!d.allowed);
-        assert_eq!(d.retry_after_us, u64::MAX);
-        assert_eq!(d.remaining, 3);
-        assert_eq!(d.reset_after_us, 400_000);
-        assert_eq!(s, before);
-        let d = check(&mut s, &q, t(REAL + 10_000_000), c(u64::MAX));
-        assert!(!d.allowed);
-        assert_eq!(d.retry_after_us, u64::MAX);
-        assert_eq!(d.remaining, 5);
-        assert_eq!(d.reset_after_us, 0);
-    }
-
-    #[test]
-    fn long_idle_restores_fully_without_overflow() {
-        let q = quota(1_000, Duration::from_secs(366 * 86_400));
-        let mut s = State::default();
-        check(&mut s, &q, t(0), c(1_000));
-        assert!(check(&mut s, &q, t((1 << 53) - 1), c(1_000)).allowed);
-        assert!(check(&mut s, &q, t(u64::MAX), c(1_000)).allowed);
-    }
-
-    #[test]
-    fn clock_standing_still() {
-        let q = quota(100, Duration::from_secs(1));
-        let mut s = State::default();
-        let allowed = (0..1_000)
-            .filter(|_| check(&mut s, &q, t(REAL), Cost::ONE).allowed)
-            .count();
-        assert_eq!(allowed, 100);
-    }
-
-    #[test]
-    fn clock_going_backwards_mints_nothing() {
-        let q = quota(10, Duration::from_secs(10));
-        let mut s = State::default();
-        assert!(check(&mut s, &q, t(100_000_000), c(10)).allowed);
-        let d = check(&mut s, &q, t(50_000_000), Cost::ONE);
-        assert!(!d.allowed);
-        assert_eq!(d.retry_after_us, 51_000_000);
-        assert_eq!(d.reset_after_us, 60_000_000);
-        assert_eq!(d.remaining, 0);
-        assert!(!check(&mut s, &q, t(100_000_000), Cost::ONE).allowed);
-        assert!(!check(&mut s, &q, t(100_999_999), Cost::ONE).allowed);
-        assert!(check(&mut s, &q, t(101_000_000), Cost::ONE).allowed);
-        assert!(!check(&mut s, &q, t(101_000_000), Cost::ONE).allowed);
-    }
-
-    #[test]
-    fn a_check_that_admits_nothing_still_remembers_the_time() {
-        // Without it, a step back after a cost above the limit would start
-        // from the earlier time and let a second burst through at the later.
-        let q = quota(2, Duration::from_secs(2));
-        let mut s = State::default();
-        assert!(!check(&mut s, &q, t(100_000_000), c(3)).allowed);
-        assert_eq!(s, tat(100_000_000));
-        assert!(!check(&mut s, &q, t(50_000_000), Cost::ONE).allowed);
-        assert!(check(&mut s, &q, t(100_000_000), c(2)).allowed);
-    }
-
-    #[test]
-    fn a_denial_consumes_nothing() {
-        let q = quota(7, Duration::from_millis(700)); // T = 100ms
-        let mut s = State::default();
-        check(&mut s, &q, t(REAL), c(6));
-        let before = s.clone();
-        let d = check(&mut s, &q, t(REAL + 150_000), c(3));
-        assert!(!d.allowed);
-        assert_eq!(d.retry_after_us, 50_000);
-        assert_eq!(s, before);
-    }
-
-    #[test]
     fn retry_and_reset_are_exact() {
-        let q = quota(3, Duration::from_secs(10)); // T = 3_333_334µs
+        let q = quota(Algorithm::Gcra, 3, Duration::from_secs(10)); // T = 3_333_334µs
         let mut s = State::default();
         let d = check(&mut s, &q, t(REAL), c(3));
         assert_eq!(d.reset_after_us, 10_000_002);
@@ -267,25 +120,5 @@ mod tests {
         assert!(check(&mut s.clone(), &q, t(REAL + 6_666_668), c(2)).allowed);
         assert!(!check(&mut s.clone(), &q, t(REAL + 10_000_001), c(3)).allowed);
         assert!(check(&mut s, &q, t(REAL + 10_000_002), c(3)).allowed);
-    }
-
-    #[test]
-    fn never_panics_on_extreme_input() {
-        let q = quota(1_000_000_000, Duration::from_secs(366 * 86_400));
-        let q1 = quota(1, Duration::from_millis(1));
-        for at in [0, 1 << 53, u64::MAX] {
-            for now in [0, 1 << 53, u64::MAX] {
-                for cost in [1, 1_000_000_000, u64::MAX] {
-                    for q in [&q, &q1] {
-                        check(&mut tat(at), q, t(now), c(cost));
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn state_is_small() {
-        assert_eq!(std::mem::size_of::<State>(), 8);
     }
 }

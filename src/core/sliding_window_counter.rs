@@ -162,26 +162,12 @@ pub fn check(state: &mut State, quota: &Quota, now: Timestamp, cost: Cost) -> De
 
 #[cfg(test)]
 mod tests {
+    //! The edge cases shared by all algorithms are in `core::shared_edges`.
+
     use super::*;
-    use crate::core::{Algorithm, Policy};
+    use crate::core::test_support::{c, quota, t, REAL};
+    use crate::core::Algorithm;
     use std::time::Duration;
-
-    /// A multiple of every window used below.
-    const REAL: u64 = 1_700_000_000_000_000;
-
-    fn quota(limit: u64, window: Duration) -> Quota {
-        *Policy::new(Algorithm::SlidingWindowCounter, limit, window)
-            .unwrap()
-            .quota()
-    }
-
-    fn t(us: u64) -> Timestamp {
-        Timestamp::from_micros(us)
-    }
-
-    fn c(units: u64) -> Cost {
-        Cost::new(units).unwrap()
-    }
 
     /// Checks `retry_after_us` of a denial at `now` is exact, on clones.
     fn assert_exact_retry(s: &State, q: &Quota, now: u64, cost: u64, retry: u64) {
@@ -192,23 +178,8 @@ mod tests {
     }
 
     #[test]
-    fn fresh_key() {
-        let q = quota(10, Duration::from_secs(1));
-        for now in [0, 1, 999_999, REAL + 250_000, 1 << 53] {
-            let mut s = State::default();
-            let d = check(&mut s, &q, t(now), Cost::ONE);
-            assert!(d.allowed);
-            assert_eq!(d.remaining, 9);
-            assert_eq!(d.limit, 10);
-            assert_eq!(d.at, t(now));
-            assert_eq!(d.retry_after_us, 0);
-            assert_eq!(d.reset_after_us, 2_000_000 - now % 1_000_000);
-        }
-    }
-
-    #[test]
     fn previous_window_decays_by_the_millisecond() {
-        let q = quota(10, Duration::from_secs(1));
+        let q = quota(Algorithm::SlidingWindowCounter, 10, Duration::from_secs(1));
         let mut s = State::default();
         assert!(check(&mut s, &q, t(REAL + 100_000), c(10)).allowed);
         // Start of the next window: the previous one still weighs fully.
@@ -233,7 +204,7 @@ mod tests {
 
     #[test]
     fn exhaust_then_retry_in_the_next_window() {
-        let q = quota(10, Duration::from_secs(1));
+        let q = quota(Algorithm::SlidingWindowCounter, 10, Duration::from_secs(1));
         let mut s = State::default();
         assert!(check(&mut s, &q, t(REAL + 200_000), c(10)).allowed);
         let d = check(&mut s, &q, t(REAL + 300_000), Cost::ONE);
@@ -250,7 +221,7 @@ mod tests {
     #[test]
     fn retry_at_the_very_end_of_the_window() {
         // Room only appears when the previous window stops counting at all.
-        let q = quota(10, Duration::from_secs(1));
+        let q = quota(Algorithm::SlidingWindowCounter, 10, Duration::from_secs(1));
         let mut s = State::default();
         check(&mut s, &q, t(REAL), c(10));
         check(&mut s, &q, t(REAL + 1_900_000), Cost::ONE);
@@ -264,41 +235,8 @@ mod tests {
     }
 
     #[test]
-    fn exactly_at_the_limit() {
-        let q = quota(10, Duration::from_secs(10));
-        let mut s = State::default();
-        check(&mut s, &q, t(REAL), c(4));
-        let before = s.clone();
-        let d = check(&mut s, &q, t(REAL + 1), c(7));
-        assert!(!d.allowed);
-        assert_eq!(d.remaining, 6);
-        assert_eq!(s, before);
-        let d = check(&mut s, &q, t(REAL + 1), c(6));
-        assert!(d.allowed);
-        assert_eq!(d.remaining, 0);
-    }
-
-    #[test]
-    fn cost_above_limit_is_never_allowed_and_consumes_nothing() {
-        let q = quota(5, Duration::from_secs(1));
-        let mut s = State::default();
-        check(&mut s, &q, t(REAL), c(2));
-        let before = s.clone();
-        let d = check(&mut s, &q, t(REAL), c(6));
-        assert!(!d.allowed);
-        assert_eq!(d.retry_after_us, u64::MAX);
-        assert_eq!(d.remaining, 3);
-        assert_eq!(s, before);
-        let d = check(&mut s, &q, t(REAL + 5_000_000), c(u64::MAX));
-        assert!(!d.allowed);
-        assert_eq!(d.retry_after_us, u64::MAX);
-        assert_eq!(d.remaining, 5);
-        assert_eq!(d.reset_after_us, 0);
-    }
-
-    #[test]
     fn window_boundaries() {
-        let q = quota(4, Duration::from_millis(100));
+        let q = quota(Algorithm::SlidingWindowCounter, 4, Duration::from_millis(100));
         let mut s = State::default();
         assert!(check(&mut s, &q, t(REAL + 99_999), c(4)).allowed);
         // Next window: the previous still weighs fully at its start.
@@ -311,90 +249,5 @@ mod tests {
         // One window later the current count moves to previous.
         assert!(check(&mut s, &q, t(REAL + 375_000), Cost::ONE).allowed);
         assert_eq!((s.previous, s.current), (4, 1));
-    }
-
-    #[test]
-    fn long_idle_restores_fully_without_overflow() {
-        let q = quota(1_000, Duration::from_secs(366 * 86_400));
-        let mut s = State::default();
-        check(&mut s, &q, t(0), c(1_000));
-        assert!(check(&mut s, &q, t((1 << 53) - 1), c(1_000)).allowed);
-        assert!(check(&mut s, &q, t(u64::MAX), c(1_000)).allowed);
-    }
-
-    #[test]
-    fn clock_standing_still() {
-        let q = quota(100, Duration::from_secs(1));
-        let mut s = State::default();
-        let allowed = (0..1_000)
-            .filter(|_| check(&mut s, &q, t(REAL + 500_000), Cost::ONE).allowed)
-            .count();
-        assert_eq!(allowed, 100);
-    }
-
-    #[test]
-    fn clock_going_backwards_mints_nothing() {
-        let q = quota(10, Duration::from_secs(10));
-        let mut s = State::default();
-        assert!(check(&mut s, &q, t(100_000_000), c(10)).allowed);
-        let d = check(&mut s, &q, t(50_000_000), Cost::ONE);
-        assert!(!d.allowed);
-        assert_eq!(d.retry_after_us, 61_000_000);
-        assert_eq!(s.window_start, t(100_000_000));
-        assert!(!check(&mut s, &q, t(100_000_000), Cost::ONE).allowed);
-        assert!(!check(&mut s, &q, t(110_999_999), Cost::ONE).allowed);
-        assert!(check(&mut s, &q, t(111_000_000), Cost::ONE).allowed);
-        // Back into the window just left: weighed as at its start.
-        assert!(!check(&mut s, &q, t(105_000_000), Cost::ONE).allowed);
-    }
-
-    #[test]
-    fn a_denial_remembers_the_window() {
-        let q = quota(2, Duration::from_secs(1));
-        let mut s = State::default();
-        assert!(!check(&mut s, &q, t(REAL + 5_000_000), c(3)).allowed);
-        assert_eq!(s.window_start, t(REAL + 5_000_000));
-        assert!(check(&mut s, &q, t(REAL), c(2)).allowed);
-        assert!(!check(&mut s, &q, t(REAL + 5_000_000), Cost::ONE).allowed);
-    }
-
-    #[test]
-    fn a_denial_consumes_nothing() {
-        let q = quota(7, Duration::from_millis(700));
-        let mut s = State::default();
-        check(&mut s, &q, t(REAL), c(6));
-        let before = s.clone();
-        assert!(!check(&mut s, &q, t(REAL + 150_000), c(3)).allowed);
-        assert_eq!(s, before);
-    }
-
-    #[test]
-    fn never_panics_on_extreme_input() {
-        let big = quota(100_000, Duration::from_secs(366 * 86_400));
-        let q1 = quota(1, Duration::from_millis(1));
-        let values = [0, 1, 1 << 53, u64::MAX];
-        for start in values {
-            for previous in values {
-                for current in values {
-                    for now in values {
-                        for cost in [1, 100_000, u64::MAX] {
-                            for q in [&big, &q1] {
-                                let mut s = State {
-                                    window_start: t(start),
-                                    previous,
-                                    current,
-                                };
-                                check(&mut s, q, t(now), c(cost));
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn state_is_small() {
-        assert_eq!(std::mem::size_of::<State>(), 24);
     }
 }

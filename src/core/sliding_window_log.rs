@@ -117,57 +117,16 @@ pub fn check(state: &mut State, quota: &Quota, now: Timestamp, cost: Cost) -> De
 
 #[cfg(test)]
 mod tests {
+    //! The edge cases shared by all algorithms are in `core::shared_edges`.
+
     use super::*;
-    use crate::core::{Algorithm, Policy};
+    use crate::core::test_support::{assert_equivalent, c, policy, quota, t, REAL};
+    use crate::core::{Algorithm, State as AnyState};
     use std::time::Duration;
-
-    const REAL: u64 = 1_700_000_000_000_000;
-
-    fn quota(limit: u64, window: Duration) -> Quota {
-        *Policy::new(Algorithm::SlidingWindowLog, limit, window).unwrap().quota()
-    }
-
-    fn t(us: u64) -> Timestamp {
-        Timestamp::from_micros(us)
-    }
-
-    fn c(units: u64) -> Cost {
-        Cost::new(units).unwrap()
-    }
-
-    /// Two states are equivalent when every probe from `now` on decides alike.
-    fn assert_equivalent(a: &State, b: &State, q: &Quota, now: u64) {
-        let w = q.window_us();
-        for dt in [0, 1, w / 3, w / 2, w - 1, w, w + 1, 2 * w] {
-            for cost in [1, q.limit()] {
-                let (mut a, mut b) = (a.clone(), b.clone());
-                for _ in 0..3 {
-                    let at = t(now + dt);
-                    assert_eq!(check(&mut a, q, at, c(cost)), check(&mut b, q, at, c(cost)));
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn fresh_key() {
-        let q = quota(10, Duration::from_secs(1));
-        for now in [0, 1, 999_999, REAL, 1 << 53] {
-            let mut s = State::default();
-            let d = check(&mut s, &q, t(now), Cost::ONE);
-            assert!(d.allowed);
-            assert_eq!(d.remaining, 9);
-            assert_eq!(d.limit, 10);
-            assert_eq!(d.at, t(now));
-            assert_eq!(d.retry_after_us, 0);
-            assert_eq!(d.reset_after_us, 1_000_000);
-            assert_eq!(s.entries, [(t(now), 1)]);
-        }
-    }
 
     #[test]
     fn exhaust_then_denied_until_the_oldest_slides_out() {
-        let q = quota(3, Duration::from_secs(1));
+        let q = quota(Algorithm::SlidingWindowLog, 3, Duration::from_secs(1));
         let mut s = State::default();
         assert!(check(&mut s, &q, t(REAL), Cost::ONE).allowed);
         let d = check(&mut s, &q, t(REAL + 200_000), c(2));
@@ -194,77 +153,8 @@ mod tests {
     }
 
     #[test]
-    fn exactly_at_the_limit() {
-        let q = quota(10, Duration::from_secs(10));
-        let mut s = State::default();
-        check(&mut s, &q, t(REAL), c(4));
-        let before = s.clone();
-        let d = check(&mut s, &q, t(REAL), c(7));
-        assert!(!d.allowed);
-        assert_eq!(d.remaining, 6);
-        assert_eq!(d.retry_after_us, 10_000_000);
-        assert_eq!(s, before);
-        let d = check(&mut s, &q, t(REAL), c(6));
-        assert!(d.allowed);
-        assert_eq!(d.remaining, 0);
-    }
-
-    #[test]
-    fn cost_above_limit_is_never_allowed_and_consumes_nothing() {
-        let q = quota(5, Duration::from_secs(1));
-        let mut s = State::default();
-        check(&mut s, &q, t(REAL), c(2));
-        let before = s.clone();
-        let d = check(&mut s, &q, t(REAL), c(6));
-        assert!(!d.allowed);
-        assert_eq!(d.retry_after_us, u64::MAX);
-        assert_eq!(d.remaining, 3);
-        assert_eq!(s, before);
-        let d = check(&mut s, &q, t(REAL + 5_000_000), c(u64::MAX));
-        assert!(!d.allowed);
-        assert_eq!(d.retry_after_us, u64::MAX);
-        assert_eq!(d.remaining, 5);
-        assert_eq!(d.reset_after_us, 0);
-        assert!(s.entries.is_empty());
-    }
-
-    #[test]
-    fn long_idle_restores_fully_without_overflow() {
-        let q = quota(1_000, Duration::from_secs(366 * 86_400));
-        let mut s = State::default();
-        check(&mut s, &q, t(0), c(1_000));
-        assert!(check(&mut s, &q, t((1 << 53) - 1), c(1_000)).allowed);
-        assert_eq!(s.entries.len(), 1);
-        assert!(check(&mut s, &q, t(u64::MAX), c(1_000)).allowed);
-    }
-
-    #[test]
-    fn clock_standing_still() {
-        let q = quota(100, Duration::from_secs(1));
-        let mut s = State::default();
-        let allowed = (0..1_000)
-            .filter(|_| check(&mut s, &q, t(REAL), Cost::ONE).allowed)
-            .count();
-        assert_eq!(allowed, 100);
-        assert_eq!(s.entries.len(), 100);
-    }
-
-    #[test]
-    fn clock_going_backwards_mints_nothing() {
-        let q = quota(10, Duration::from_secs(10));
-        let mut s = State::default();
-        assert!(check(&mut s, &q, t(100_000_000), c(10)).allowed);
-        let d = check(&mut s, &q, t(50_000_000), Cost::ONE);
-        assert!(!d.allowed);
-        assert_eq!(d.retry_after_us, 60_000_000);
-        assert!(!check(&mut s, &q, t(100_000_000), Cost::ONE).allowed);
-        assert!(!check(&mut s, &q, t(109_999_999), Cost::ONE).allowed);
-        assert!(check(&mut s, &q, t(110_000_000), Cost::ONE).allowed);
-    }
-
-    #[test]
     fn a_step_back_after_a_denial_logs_at_the_latest_time() {
-        let q = quota(2, Duration::from_secs(1));
+        let q = quota(Algorithm::SlidingWindowLog, 2, Duration::from_secs(1));
         let mut s = State::default();
         assert!(check(&mut s, &q, t(REAL), Cost::ONE).allowed);
         assert!(!check(&mut s, &q, t(REAL + 999_000), c(2)).allowed);
@@ -277,49 +167,28 @@ mod tests {
     }
 
     #[test]
-    fn a_denial_consumes_nothing() {
-        let q = quota(7, Duration::from_millis(700));
+    fn a_denial_after_an_eviction_consumes_nothing() {
+        let p = policy(Algorithm::SlidingWindowLog, 7, Duration::from_millis(700));
+        let q = p.quota();
         let mut s = State::default();
-        check(&mut s, &q, t(REAL), c(2));
-        check(&mut s, &q, t(REAL + 100_000), c(4));
+        check(&mut s, q, t(REAL), c(2));
+        check(&mut s, q, t(REAL + 100_000), c(4));
         let before = s.clone();
         let now = REAL + 750_000;
-        let d = check(&mut s, &q, t(now), c(5));
+        let d = check(&mut s, q, t(now), c(5));
         assert!(!d.allowed);
         assert_eq!(d.retry_after_us, 50_000);
         assert_eq!(s.entries.len(), 1);
-        assert_equivalent(&before, &s, &q, now);
+        assert_equivalent(
+            &p,
+            &AnyState::SlidingWindowLog(before),
+            &AnyState::SlidingWindowLog(s),
+            now,
+        );
     }
 
     #[test]
-    fn never_panics_on_extreme_input() {
-        let q = quota(100_000, Duration::from_secs(366 * 86_400));
-        let q1 = quota(1, Duration::from_millis(1));
-        let values = [0, 1, 1 << 53, u64::MAX];
-        for at in values {
-            for used in values {
-                for latest in values {
-                    for now in values {
-                        for cost in [1, 100_000, u64::MAX] {
-                            for q in [&q, &q1] {
-                                let mut s = State {
-                                    entries: [(t(at), used), (t(0), u64::MAX)].into(),
-                                    used,
-                                    latest: t(latest),
-                                };
-                                check(&mut s, q, t(now), c(cost));
-                                check(&mut State::default(), q, t(now), c(cost));
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn state_is_small_without_entries() {
-        assert_eq!(std::mem::size_of::<State>(), 48);
+    fn log_entry_is_small() {
         assert_eq!(std::mem::size_of::<(Timestamp, u64)>(), 16);
     }
 }
