@@ -21,12 +21,16 @@ use crate::limiter::Limiter;
 use crate::rules::RuleSet;
 use crate::settings::{Backend, Problem, Settings};
 use crate::store::memory::MemoryStore;
+use crate::store::redis::{ConnectError, RedisStore};
+use crate::store::AnyStore;
 
 /// The service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error("invalid rules: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Rules(Vec<Problem>),
+    #[error(transparent)]
+    Redis(#[from] ConnectError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -39,7 +43,7 @@ pub enum StartupError {
 pub struct App {
     listener: TcpListener,
     router: Router,
-    state: Arc<AppState<MemoryStore>>,
+    state: Arc<AppState<AnyStore>>,
     sweep_interval: Duration,
     shutdown_timeout: Duration,
 }
@@ -48,7 +52,8 @@ impl App {
     pub async fn build(settings: &Settings) -> Result<App, StartupError> {
         let rules = RuleSet::from_settings(settings).map_err(StartupError::Rules)?;
         let store = match settings.store.backend {
-            Backend::Memory => MemoryStore::new(),
+            Backend::Memory => AnyStore::Memory(MemoryStore::new()),
+            Backend::Redis => AnyStore::Redis(Box::new(RedisStore::connect(&settings.store.redis).await?)),
         };
         let state = Arc::new(AppState {
             limiter: Limiter::new(rules, store),
@@ -83,12 +88,15 @@ impl App {
     {
         let state = self.state.clone();
         let sweeper = tokio::spawn(async move {
+            let AnyStore::Memory(store) = state.limiter.store() else {
+                return; // Redis expires keys itself.
+            };
             let mut tick = tokio::time::interval(self.sweep_interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let dropped = state.limiter.store().sweep();
-                tracing::trace!(dropped, kept = state.limiter.store().len(), "swept expired keys");
+                let dropped = store.sweep();
+                tracing::trace!(dropped, kept = store.len(), "swept expired keys");
             }
         });
 
@@ -115,6 +123,9 @@ impl App {
             }
         };
         sweeper.abort();
+        if let AnyStore::Redis(store) = self.state.limiter.store() {
+            store.quit().await;
+        }
         result
     }
 }

@@ -67,6 +67,7 @@ impl Default for ServerSettings {
 pub struct StoreSettings {
     pub backend: Backend,
     pub memory: MemorySettings,
+    pub redis: RedisSettings,
 }
 
 /// Where counters live.
@@ -76,6 +77,62 @@ pub enum Backend {
     /// In this process: exact for one replica, not shared between replicas.
     #[default]
     Memory,
+    /// In Redis (one server or a cluster): shared by every replica.
+    Redis,
+}
+
+/// `[store.redis]`: how to reach Redis.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSettings {
+    /// `standalone`, `cluster`, or `auto` (ask the server whether cluster
+    /// mode is enabled).
+    pub mode: RedisMode,
+    /// Standalone server, or one cluster seed node:
+    /// `redis://[user:password@]host:port[/db]`.
+    pub url: String,
+    /// Cluster seed nodes (`redis://host:port` or `host:port`); when set,
+    /// `url` only contributes credentials.
+    pub nodes: Vec<String>,
+    /// Connections in the pool (each speaks to every cluster node).
+    pub pool_size: usize,
+    /// Timeout to open a connection.
+    pub connect_timeout: HumanDuration,
+    /// Timeout of one check's round trip; past it the check fails.
+    pub command_timeout: HumanDuration,
+    /// Prefix of every key the service writes.
+    pub key_prefix: String,
+    /// Reconnection backoff: first delay, doubled up to `reconnect_max_delay`,
+    /// plus up to `reconnect_jitter` of random jitter per attempt.
+    pub reconnect_min_delay: HumanDuration,
+    pub reconnect_max_delay: HumanDuration,
+    pub reconnect_jitter: HumanDuration,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        RedisSettings {
+            mode: RedisMode::Auto,
+            url: "redis://127.0.0.1:6379".to_owned(),
+            nodes: Vec::new(),
+            pool_size: 4,
+            connect_timeout: HumanDuration(Duration::from_secs(2)),
+            command_timeout: HumanDuration(Duration::from_millis(250)),
+            key_prefix: "rl".to_owned(),
+            reconnect_min_delay: HumanDuration(Duration::from_millis(50)),
+            reconnect_max_delay: HumanDuration(Duration::from_secs(2)),
+            reconnect_jitter: HumanDuration(Duration::from_millis(100)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedisMode {
+    #[default]
+    Auto,
+    Standalone,
+    Cluster,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -262,6 +319,8 @@ impl Settings {
             .prefix_separator("__")
             .separator("__")
             .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("store.redis.nodes")
             .source(env);
         let settings: Settings = builder
             .add_source(env)
@@ -306,6 +365,34 @@ impl Settings {
         }
         if self.store.memory.sweep_interval.0 < Duration::from_millis(100) {
             problems.push(Problem::new("store.memory.sweep_interval", "must be at least 100ms"));
+        }
+        let redis = &self.store.redis;
+        if !(1..=256).contains(&redis.pool_size) {
+            problems.push(Problem::new("store.redis.pool_size", "must be between 1 and 256"));
+        }
+        if redis.command_timeout.0.is_zero() {
+            problems.push(Problem::new(
+                "store.redis.command_timeout",
+                "must be more than 0 (a check must never hang)",
+            ));
+        }
+        if redis.connect_timeout.0.is_zero() {
+            problems.push(Problem::new("store.redis.connect_timeout", "must be more than 0"));
+        }
+        if redis.reconnect_min_delay.0.is_zero() || redis.reconnect_min_delay.0 > redis.reconnect_max_delay.0 {
+            problems.push(Problem::new(
+                "store.redis.reconnect_min_delay",
+                "must be more than 0 and at most reconnect_max_delay",
+            ));
+        }
+        if let Err(e) = crate::store::redis::keys::check_prefix(&redis.key_prefix) {
+            problems.push(Problem::new("store.redis.key_prefix", e));
+        }
+        if redis.mode == RedisMode::Standalone && !redis.nodes.is_empty() {
+            problems.push(Problem::new(
+                "store.redis.nodes",
+                "cluster seed nodes need mode = \"cluster\" or \"auto\"",
+            ));
         }
         if let Some(level) = &self.log.level {
             if tracing_subscriber::EnvFilter::try_new(level).is_err() {

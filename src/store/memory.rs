@@ -9,6 +9,7 @@
 
 use std::future::{ready, Future};
 
+use dashmap::mapref::entry::Entry as MapEntry;
 use dashmap::DashMap;
 
 use super::{Store, StoreError, StoreKey};
@@ -47,19 +48,39 @@ impl<C: Clock> MemoryStore<C> {
     }
 
     /// Decides synchronously; [`Store::check`] wraps this.
+    ///
+    /// A state that is fully restored after the check (`reset_after` 0) is
+    /// not kept, exactly as the Redis scripts delete such keys: a denied
+    /// check on a new key stores nothing.
     pub fn check_now(&self, key: StoreKey<'_>, policy: &Policy, cost: Cost) -> Decision {
         let now = self.clock.now();
-        let mut entry = self.entries.entry(map_key(key)).or_insert_with(|| Entry {
-            state: State::new(policy.algorithm()),
-            expires_at: now,
-        });
-        if entry.expires_at <= now {
-            // Fully restored: start afresh, which also frees a long log.
-            entry.state = State::new(policy.algorithm());
+        match self.entries.entry(map_key(key)) {
+            MapEntry::Occupied(mut occupied) => {
+                let entry = occupied.get_mut();
+                if entry.expires_at <= now {
+                    // Fully restored: start afresh, which also frees a long log.
+                    entry.state = State::new(policy.algorithm());
+                }
+                let decision = core::check(policy, &mut entry.state, now, cost);
+                if decision.reset_after_us == 0 {
+                    occupied.remove();
+                } else {
+                    entry.expires_at = decision.at.plus(decision.reset_after_us);
+                }
+                decision
+            }
+            MapEntry::Vacant(vacant) => {
+                let mut state = State::new(policy.algorithm());
+                let decision = core::check(policy, &mut state, now, cost);
+                if decision.reset_after_us > 0 {
+                    vacant.insert(Entry {
+                        state,
+                        expires_at: decision.at.plus(decision.reset_after_us),
+                    });
+                }
+                decision
+            }
         }
-        let decision = core::check(policy, &mut entry.state, now, cost);
-        entry.expires_at = decision.at.plus(decision.reset_after_us);
-        decision
     }
 
     /// Drops every entry whose state is fully restored; returns how many.
@@ -147,6 +168,17 @@ mod tests {
         clock.advance(Duration::from_secs(100));
         assert_eq!(store.sweep(), 1);
         assert!(store.is_empty());
+    }
+
+    #[test]
+    fn restored_or_untouched_states_are_not_kept() {
+        let (_, store) = store();
+        let policy = Policy::new(Algorithm::Gcra, 2, Duration::from_secs(60)).unwrap();
+        let d = store.check_now(key("r", "new"), &policy, Cost::new(3).unwrap());
+        assert!(!d.allowed);
+        assert!(store.is_empty(), "a denied check on a new key stores nothing");
+        store.check_now(key("r", "k"), &policy, Cost::ONE);
+        assert_eq!(store.len(), 1);
     }
 
     #[test]

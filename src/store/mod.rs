@@ -7,8 +7,11 @@
 //! clock for all of them.
 //!
 //! - [`memory::MemoryStore`]: in this process, exact for one replica.
+//! - [`redis::RedisStore`]: in Redis or a Redis Cluster, shared by replicas.
+//! - [`AnyStore`]: whichever of the two the configuration chose.
 
 pub mod memory;
+pub mod redis;
 
 use std::future::Future;
 
@@ -44,4 +47,19 @@ pub trait Store: Send + Sync + 'static {
         policy: &Policy,
         cost: Cost,
     ) -> impl Future<Output = Result<Decision, StoreError>> + Send;
+}
+
+/// The store the configuration chose.
+pub enum AnyStore {
+    Memory(memory::MemoryStore),
+    Redis(Box<redis::RedisStore>),
+}
+
+impl Store for AnyStore {
+    async fn check(&self, key: StoreKey<'_>, policy: &Policy, cost: Cost) -> Result<Decision, StoreError> {
+        match self {
+            AnyStore::Memory(store) => Ok(store.check_now(key, policy, cost)),
+            AnyStore::Redis(store) => store.check(key, policy, cost).await,
+        }
+    }
 }

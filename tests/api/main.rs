@@ -5,3 +5,5 @@ mod binary;
 mod check;
 mod errors;
 mod helpers;
+#[path = "../support/mod.rs"]
+mod support;

@@ -1,0 +1,181 @@
+//! The Redis key layout, and nothing else: every key the service writes is
+//! built here.
+//!
+//! ```text
+//! <prefix>:{<rule>:<key>}:<algorithm>          the state (a hash)
+//! <prefix>:{<rule>:<key>}:swl:log              sliding_window_log's entries (a list)
+//! ```
+//!
+//! The part in braces is a Redis Cluster hash tag: every key one check
+//! touches hashes to the same slot, so a check is one script on one node.
+//! Inside the tag, `%`, `{` and `}` are percent-encoded in both the rule and
+//! the key, and `:` in the rule too. So no caller-chosen key can end the tag
+//! early (and move to another slot) or make two different (rule, key) pairs
+//! produce the same name: the first unencoded `:` in the tag always ends the
+//! rule. The algorithm is part of the name, so a rule whose algorithm changes
+//! never reads a state written by another algorithm.
+
+use crate::core::Algorithm;
+use crate::store::StoreKey;
+
+/// The longest key prefix, in bytes.
+pub const MAX_PREFIX_BYTES: usize = 64;
+
+/// Why a key prefix is not acceptable.
+pub fn check_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.is_empty() || prefix.len() > MAX_PREFIX_BYTES {
+        return Err(format!("must be 1 to {MAX_PREFIX_BYTES} bytes"));
+    }
+    if !prefix.bytes().all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}') {
+        return Err("must be printable ASCII without spaces, '{' or '}' (it precedes the hash tag)".into());
+    }
+    Ok(())
+}
+
+/// Builds key names under one prefix.
+#[derive(Debug, Clone)]
+pub struct KeyLayout {
+    prefix: String,
+}
+
+/// The Redis keys of one check: the state, and for the log its entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateKeys {
+    One(String),
+    Two(String, String),
+}
+
+impl StateKeys {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            StateKeys::One(a) => vec![a.clone()],
+            StateKeys::Two(a, b) => vec![a.clone(), b.clone()],
+        }
+    }
+}
+
+impl KeyLayout {
+    /// `prefix` must pass [`check_prefix`] (settings validation does this).
+    pub fn new(prefix: &str) -> KeyLayout {
+        KeyLayout {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// The keys `key` under `algorithm` uses.
+    pub fn state_keys(&self, key: StoreKey<'_>, algorithm: Algorithm) -> StateKeys {
+        let mut base = String::with_capacity(self.prefix.len() + key.rule.len() + key.key.len() + 16);
+        base.push_str(&self.prefix);
+        base.push_str(":{");
+        escape_into(&mut base, key.rule, true);
+        base.push(':');
+        escape_into(&mut base, key.key, false);
+        base.push_str("}:");
+        base.push_str(suffix(algorithm));
+        match algorithm {
+            Algorithm::SlidingWindowLog => {
+                let log = format!("{base}:log");
+                StateKeys::Two(base, log)
+            }
+            _ => StateKeys::One(base),
+        }
+    }
+}
+
+fn suffix(algorithm: Algorithm) -> &'static str {
+    match algorithm {
+        Algorithm::TokenBucket => "tb",
+        Algorithm::Gcra => "gcra",
+        Algorithm::FixedWindow => "fw",
+        Algorithm::SlidingWindowCounter => "swc",
+        Algorithm::SlidingWindowLog => "swl",
+    }
+}
+
+fn escape_into(out: &mut String, s: &str, escape_colon: bool) {
+    for c in s.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '{' => out.push_str("%7B"),
+            '}' => out.push_str("%7D"),
+            ':' if escape_colon => out.push_str("%3A"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// The hash tag of a key name: what Redis Cluster hashes to pick the slot.
+pub fn hash_tag(name: &str) -> &str {
+    if let Some(open) = name.find('{') {
+        if let Some(len) = name[open + 1..].find('}') {
+            if len > 0 {
+                return &name[open + 1..open + 1 + len];
+            }
+        }
+    }
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    fn keys(rule: &str, key: &str, algorithm: Algorithm) -> Vec<String> {
+        KeyLayout::new("rl")
+            .state_keys(StoreKey { rule, key }, algorithm)
+            .to_vec()
+    }
+
+    #[test]
+    fn layout_is_prefix_tag_algorithm() {
+        assert_eq!(
+            keys("GET /a", "user:1", Algorithm::TokenBucket),
+            ["rl:{GET /a:user:1}:tb"]
+        );
+        assert_eq!(
+            keys("GET /a", "user:1", Algorithm::SlidingWindowLog),
+            ["rl:{GET /a:user:1}:swl", "rl:{GET /a:user:1}:swl:log"]
+        );
+        assert_eq!(keys("r:x", "k", Algorithm::Gcra), ["rl:{r%3Ax:k}:gcra"]);
+    }
+
+    #[test]
+    fn hostile_keys_stay_inside_their_tag() {
+        for key in ["}", "{", "a}b{c", "}{", "%7D", "*", "x\ny", "\0", "{user}:1", "::::"] {
+            for algorithm in Algorithm::ALL {
+                let names = keys("GET /a", key, algorithm);
+                let tag = hash_tag(&names[0]);
+                assert!(tag.starts_with("GET /a:"), "{key:?} → {names:?}");
+                for name in &names {
+                    assert_eq!(hash_tag(name), tag, "both keys of a check share the slot");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn different_pairs_never_share_a_name() {
+        let rules = ["a", "a:b", "a%3Ab", "a}", "a{", ""];
+        let ks = ["b", "b:c", ":c", "c", "%", "%25", "}", "%7D", "{", ""];
+        let mut seen = HashSet::new();
+        for rule in rules {
+            for key in ks {
+                let name = keys(rule, key, Algorithm::FixedWindow).remove(0);
+                assert!(
+                    seen.insert(name.clone()),
+                    "collision on {name:?} for ({rule:?}, {key:?})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn prefixes_are_checked() {
+        assert!(check_prefix("rl").is_ok());
+        assert!(check_prefix("ratelimiter:prod").is_ok());
+        for bad in ["", "a{", "a}", "a b", &"x".repeat(65)] {
+            assert!(check_prefix(bad).is_err(), "{bad:?}");
+        }
+    }
+}

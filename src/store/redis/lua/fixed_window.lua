@@ -1,0 +1,99 @@
+-- fixed_window.lua: the fixed window, a Lua 5.1 port of
+-- src/core/fixed_window.rs (`fixed_window::check`) for Redis 7, run with
+-- EVALSHA. It must make exactly the decisions of the Rust function: same
+-- `allowed`, `remaining`, `reset_after_us`, `retry_after_us`, same state.
+--
+-- KEYS[1]  the key's state, a HASH:
+--            window_start  start (µs) of the window `count` belongs to, a
+--                          multiple of window_us
+--            count         the cost admitted in that window
+--          A missing key or field is the Rust `State::default()` (0).
+--
+-- ARGV[1]  limit
+-- ARGV[2]  window_us
+-- ARGV[3]  emission_interval_us (unused)
+-- ARGV[4]  cost (>= 1; any cost above the limit is never allowed)
+-- ARGV[5]  now_us: '' to read the server clock (TIME), else that integer
+--
+-- TTL: when reset_after_us is 0 (nothing counted in the window) the key is
+-- deleted; otherwise the state is written and the key expires
+-- floor((reset_after_us + 999) / 1000) + 1 ms later, just after the window
+-- ends.
+--
+-- Returns {allowed (1|0), limit, remaining, reset_after_us,
+--          retry_after_us (-1: never, the cost is above the limit), now_us}.
+--
+-- Arithmetic: integers only, every value below 2^53 (exact in doubles);
+-- integer division and remainder through `divmod`, never a bare `/` or `%`.
+
+-- floor(a / b) and a % b for integers 0 <= a <= 2^53, b >= 1, exactly: the
+-- double quotient is off by at most one, so start one below it (where
+-- q * b <= a stays exact) and step up.
+local function divmod(a, b)
+  local q = math.floor(a / b) - 1
+  if q < 0 then q = 0 end
+  local r = a - q * b
+  while r >= b do
+    q = q + 1
+    r = r - b
+  end
+  return q, r
+end
+
+local function idiv(a, b)
+  local q = divmod(a, b)
+  return q
+end
+
+local function num(s)
+  return string.format('%.0f', s)
+end
+
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local cost = tonumber(ARGV[4])
+local now
+if ARGV[5] == nil or ARGV[5] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+else
+  now = tonumber(ARGV[5])
+end
+
+local stored = redis.call('HMGET', KEYS[1], 'window_start', 'count')
+local window_start = tonumber(stored[1]) or 0
+local count = tonumber(stored[2]) or 0
+
+-- A clock stepping back stays in the stored window.
+local _, into = divmod(now, window)
+local start = math.max(now - into, window_start)
+if start ~= window_start then
+  window_start = start
+  count = 0
+end
+local until_end = math.max(0, start + window - now)
+
+local allowed = 0
+local retry_after
+if cost > limit then
+  retry_after = -1
+elseif count + cost <= limit then
+  allowed = 1
+  count = count + cost
+  retry_after = 0
+else
+  retry_after = until_end
+end
+local reset_after = 0
+if count > 0 then
+  reset_after = until_end
+end
+
+if reset_after == 0 then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('HSET', KEYS[1], 'window_start', num(window_start), 'count', num(count))
+  redis.call('PEXPIRE', KEYS[1], num(idiv(reset_after + 999, 1000) + 1))
+end
+
+return {allowed, limit, math.max(0, limit - count), reset_after, retry_after, now}

@@ -1,0 +1,95 @@
+-- gcra.lua: GCRA (generic cell rate algorithm), a Lua 5.1 port of
+-- src/core/gcra.rs (`gcra::check`) for Redis 7, run with EVALSHA. It must
+-- make exactly the decisions of the Rust function: same `allowed`,
+-- `remaining`, `reset_after_us`, `retry_after_us`, same state.
+--
+-- KEYS[1]  the key's state, a HASH:
+--            tat  the theoretical arrival time (µs)
+--          A missing key or field is the Rust `State::default()` (0).
+--
+-- ARGV[1]  limit
+-- ARGV[2]  window_us (unused: burst = limit * ARGV[3])
+-- ARGV[3]  emission_interval_us = ceil(window_us / limit), from the caller
+-- ARGV[4]  cost (>= 1; any cost above the limit is never allowed)
+-- ARGV[5]  now_us: '' to read the server clock (TIME), else that integer
+--
+-- TTL: when reset_after_us (= tat - now) is 0 the key is deleted (an idle
+-- key); otherwise `tat` is written and the key expires
+-- floor((reset_after_us + 999) / 1000) + 1 ms later, just after `tat`.
+--
+-- Returns {allowed (1|0), limit, remaining, reset_after_us,
+--          retry_after_us (-1: never, the cost is above the limit), now_us}.
+--
+-- Arithmetic: integers only, every value below 2^53 (exact in doubles);
+-- integer division through `divmod`, never a bare `/`. `cost * interval` is
+-- only computed for cost <= limit, where it is at most the burst.
+
+-- floor(a / b) and a % b for integers 0 <= a <= 2^53, b >= 1, exactly: the
+-- double quotient is off by at most one, so start one below it (where
+-- q * b <= a stays exact) and step up.
+local function divmod(a, b)
+  local q = math.floor(a / b) - 1
+  if q < 0 then q = 0 end
+  local r = a - q * b
+  while r >= b do
+    q = q + 1
+    r = r - b
+  end
+  return q, r
+end
+
+local function idiv(a, b)
+  local q = divmod(a, b)
+  return q
+end
+
+local function num(s)
+  return string.format('%.0f', s)
+end
+
+local limit = tonumber(ARGV[1])
+local interval = tonumber(ARGV[3])
+local cost = tonumber(ARGV[4])
+local now
+if ARGV[5] == nil or ARGV[5] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+else
+  now = tonumber(ARGV[5])
+end
+
+-- limit * ceil(window / limit) < window + limit: well below 2^53.
+local burst = limit * interval
+
+-- A `tat` in the past counts as `now`; storing max(tat, now) remembers the
+-- latest time even when nothing is admitted.
+local tat = math.max(tonumber(redis.call('HGET', KEYS[1], 'tat')) or 0, now)
+
+local allowed = 0
+local ahead
+local retry_after
+if cost > limit then
+  ahead = tat - now
+  retry_after = -1
+else
+  local new_tat = tat + cost * interval
+  if new_tat - now <= burst then
+    tat = new_tat
+    allowed = 1
+    ahead = new_tat - now
+    retry_after = 0
+  else
+    ahead = tat - now
+    retry_after = new_tat - now - burst
+  end
+end
+local reset_after = ahead
+
+if reset_after == 0 then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('HSET', KEYS[1], 'tat', num(tat))
+  redis.call('PEXPIRE', KEYS[1], num(idiv(reset_after + 999, 1000) + 1))
+end
+
+return {allowed, limit, idiv(math.max(0, burst - ahead), interval), reset_after, retry_after, now}

@@ -1,0 +1,109 @@
+-- token_bucket.lua: the token bucket, a Lua 5.1 port of
+-- src/core/token_bucket.rs (`token_bucket::check`) for Redis 7, run with
+-- EVALSHA. It must make exactly the decisions of the Rust function: same
+-- `allowed`, `remaining`, `reset_after_us`, `retry_after_us`, same state.
+--
+-- KEYS[1]  the key's state, a HASH:
+--            used     tokens taken and not yet earned back (0 = full bucket)
+--            updated  the time (µs) from which the next token is earned
+--          A missing key or field is the Rust `State::default()` (0).
+--
+-- ARGV[1]  limit (tokens)
+-- ARGV[2]  window_us (unused: the refill rate is ARGV[3])
+-- ARGV[3]  emission_interval_us = ceil(window_us / limit), from the caller
+-- ARGV[4]  cost (>= 1; any cost above the limit is never allowed)
+-- ARGV[5]  now_us: '' to read the server clock (TIME), else that integer
+--
+-- TTL: when reset_after_us is 0 (a full bucket, same as a never-seen key)
+-- the key is deleted; otherwise the state is written and the key expires
+-- floor((reset_after_us + 999) / 1000) + 1 ms later, just after the bucket
+-- is full again.
+--
+-- Returns {allowed (1|0), limit, remaining, reset_after_us,
+--          retry_after_us (-1: never, the cost is above the limit), now_us}.
+--
+-- Arithmetic: integers only, every value below 2^53 (exact in doubles);
+-- integer division through `divmod`, never a bare `/`.
+
+-- floor(a / b) and a % b for integers 0 <= a <= 2^53, b >= 1, exactly: the
+-- double quotient is off by at most one, so start one below it (where
+-- q * b <= a stays exact) and step up.
+local function divmod(a, b)
+  local q = math.floor(a / b) - 1
+  if q < 0 then q = 0 end
+  local r = a - q * b
+  while r >= b do
+    q = q + 1
+    r = r - b
+  end
+  return q, r
+end
+
+local function idiv(a, b)
+  local q = divmod(a, b)
+  return q
+end
+
+local function num(s)
+  return string.format('%.0f', s)
+end
+
+local limit = tonumber(ARGV[1])
+local interval = tonumber(ARGV[3])
+local cost = tonumber(ARGV[4])
+local now
+if ARGV[5] == nil or ARGV[5] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+else
+  now = tonumber(ARGV[5])
+end
+
+local stored = redis.call('HMGET', KEYS[1], 'used', 'updated')
+local used = tonumber(stored[1]) or 0
+local updated = tonumber(stored[2]) or 0
+
+-- Refill. A `now` before `updated` (clock stepped back) counts as `updated`.
+local now_e = math.max(now, updated)
+local earned = idiv(now_e - updated, interval)
+if earned >= used then
+  -- Full: the part of an interval already elapsed is dropped.
+  used = 0
+  updated = now_e
+else
+  -- Not full: carry the part of an interval already elapsed.
+  used = used - earned
+  updated = updated + earned * interval
+end
+local partial = now_e - updated
+local lag = now_e - now
+-- Microseconds from `now` until `units` more tokens have been earned
+-- (units <= limit, so units * interval <= limit * interval < 2^53).
+local function wait_for(units)
+  return math.max(0, units * interval - partial) + lag
+end
+
+local allowed = 0
+local retry_after
+if cost > limit then
+  retry_after = -1
+elseif used + cost <= limit then
+  allowed = 1
+  used = used + cost
+  retry_after = 0
+else
+  retry_after = wait_for(used + cost - limit)
+end
+local reset_after = 0
+if used > 0 then
+  reset_after = wait_for(used)
+end
+
+if reset_after == 0 then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('HSET', KEYS[1], 'used', num(used), 'updated', num(updated))
+  redis.call('PEXPIRE', KEYS[1], num(idiv(reset_after + 999, 1000) + 1))
+end
+
+return {allowed, limit, math.max(0, limit - used), reset_after, retry_after, now}

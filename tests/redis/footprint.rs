@@ -1,0 +1,58 @@
+//! Memory per key in Redis, per algorithm (`MEMORY USAGE`), bounded and
+//! independent of traffic except for the log, which is capped at the limit.
+//! The figures are printed (`cargo test --test redis footprint -- --nocapture`)
+//! and recorded in docs/DECISIONS.md.
+
+use std::time::Duration;
+
+use ratelimiter::core::{Algorithm, Cost, Policy};
+use ratelimiter::store::{Store, StoreKey};
+
+use crate::common::{connect, standalone_settings, unique_prefix};
+use crate::support::redis::RedisServer;
+
+#[tokio::test]
+async fn bytes_per_key_are_small_and_bounded() {
+    let server = RedisServer::start();
+    let store = connect(&standalone_settings(&server.url(), &unique_prefix("mem"))).await;
+    let usage = |name: &str| -> u64 {
+        server
+            .cli(&["MEMORY", "USAGE", name, "SAMPLES", "0"])
+            .parse()
+            .unwrap_or(0)
+    };
+
+    for algorithm in Algorithm::ALL {
+        for limit in [100u64, 1000] {
+            let policy = Policy::new(algorithm, limit, Duration::from_secs(3600)).unwrap();
+            let key_name = format!("user:{limit}");
+            let key = StoreKey {
+                rule: algorithm.as_str(),
+                key: &key_name,
+            };
+            // Fill to the limit one request at a time (the log's worst case),
+            // then one more that is denied.
+            for _ in 0..limit {
+                assert!(store.check(key, &policy, Cost::ONE).await.unwrap().allowed);
+            }
+            assert!(!store.check(key, &policy, Cost::ONE).await.unwrap().allowed);
+            let bytes: u64 = store.key_names(key, &policy).iter().map(|n| usage(n)).sum();
+            eprintln!("footprint {algorithm:<24} limit {limit:>5}: {bytes:>6} bytes");
+            let bound = match algorithm {
+                Algorithm::SlidingWindowLog => 256 + 40 * limit,
+                _ => 256,
+            };
+            assert!(
+                bytes > 0 && bytes <= bound,
+                "{algorithm} limit {limit}: {bytes} bytes > {bound}"
+            );
+            if algorithm == Algorithm::SlidingWindowLog {
+                let entries: u64 = server
+                    .cli(&["LLEN", &store.key_names(key, &policy)[1]])
+                    .parse()
+                    .unwrap();
+                assert_eq!(entries, limit, "the log holds at most `limit` entries");
+            }
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! The Redis store against real `redis-server` processes (standalone and a
+//! 3-master cluster) started by the tests on free loopback ports.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod cluster_changes;
+mod common;
+mod contract;
+mod differential;
+mod exactness;
+mod expiry;
+mod footprint;
+mod support_selftest;

@@ -1,0 +1,112 @@
+//! The real `ratelimiter` binary as a child process on a free port.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ratelimiter");
+
+/// A running `ratelimiter serve`, killed when dropped.
+pub struct Service {
+    child: Child,
+    addr: SocketAddr,
+    _config: Option<tempfile::TempDir>,
+}
+
+impl Service {
+    /// Starts the binary with the configuration file at `config`.
+    pub fn start_with_file(config: &Path) -> Service {
+        Service::spawn(config, None)
+    }
+
+    /// Starts the binary with `toml` as its configuration.
+    pub fn start(toml: &str) -> Service {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("ratelimiter.toml");
+        std::fs::write(&path, toml).expect("write config");
+        Service::spawn(&path, Some(dir))
+    }
+
+    fn spawn(config: &Path, dir: Option<tempfile::TempDir>) -> Service {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--config"])
+            .arg(config)
+            // The "listening" event is at info, whatever the config says.
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the binary");
+        // Read log lines on a thread until the "listening" event names the
+        // address; keep draining afterwards so the child never blocks.
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let Ok(event) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if event["message"] == "listening" {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(Ok(event["addr"].as_str().unwrap_or_default().to_owned()));
+                    }
+                } else if event["level"] == "ERROR" {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(Err(line.clone()));
+                    }
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(addr)) => addr.parse().expect("a socket address"),
+            Ok(Err(line)) => panic!("the binary failed to start: {line}"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the binary did not log its address within 30 s");
+            }
+        };
+        Service {
+            child,
+            addr,
+            _config: dir,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Sends SIGTERM and waits (at most 15 s) for the exit status.
+    pub fn terminate(mut self) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the binary did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
