@@ -5,10 +5,12 @@
 mod support;
 
 mod cluster_changes;
+mod cluster_script;
 mod common;
 mod contract;
 mod differential;
 mod exactness;
 mod expiry;
 mod footprint;
+mod recovery;
 mod support_selftest;
