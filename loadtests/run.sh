@@ -5,22 +5,35 @@
 #
 #   loadtests/run.sh [DURATION_SECONDS] [CONNECTIONS]
 #   KEYS=1 loadtests/run.sh 10 64     # one hot key (mostly 429s)
+#   BACKEND=redis loadtests/run.sh    # counters in a throwaway redis-server on a free port
 #
-# Installs wrk from Debian's packages when it is missing.
+# Installs wrk (and redis-server for BACKEND=redis) from Debian's packages
+# when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration="${1:-10}"
 connections="${2:-64}"
 
-if ! command -v wrk >/dev/null; then
-  echo "installing wrk" >&2
-  if [ "$(id -u)" -eq 0 ]; then apt-get update -qq && apt-get install -y -qq wrk >/dev/null; else sudo apt-get install -y wrk; fi
-fi
+backend="${BACKEND:-memory}"
+install() {
+  echo "installing $1" >&2
+  if [ "$(id -u)" -eq 0 ]; then apt-get update -qq && apt-get install -y -qq "$1" >/dev/null; else sudo apt-get install -y "$1"; fi
+}
+command -v wrk >/dev/null || install wrk
+if [ "$backend" = redis ]; then command -v redis-server >/dev/null || install redis-server; fi
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 cargo build --release --quiet --bin ratelimiter
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+port="$(free_port)"
 config="$(mktemp)"
-trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -f "$config"' EXIT
+pid=""
+redis_pid=""
+cleanup() {
+  [ -n "$pid" ] && { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
+  [ -n "$redis_pid" ] && { kill "$redis_pid" 2>/dev/null || true; wait "$redis_pid" 2>/dev/null || true; }
+  rm -f "$config"
+}
+trap cleanup EXIT
 cat >"$config" <<TOML
 [log]
 level = "warn"
@@ -28,6 +41,13 @@ level = "warn"
 limit = 1000000
 window = "10s"
 TOML
+if [ "$backend" = redis ]; then
+  redis_port="$(free_port)"
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >/dev/null &
+  redis_pid=$!
+  for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  printf '[store]\nbackend = "redis"\n[store.redis]\nurl = "redis://127.0.0.1:%s"\npool_size = 8\n' "$redis_port" >>"$config"
+fi
 target/release/ratelimiter serve --config "$config" --listen "127.0.0.1:$port" &
 pid=$!
 for _ in $(seq 100); do
