@@ -1,28 +1,36 @@
-//! Wiring: settings in, a bound listener and a running service out.
+//! Wiring: settings in, bound listeners and a running service out.
 //!
-//! [`App::build`] resolves the rules, creates the store and binds the
-//! listener (so the address is known before serving, which tests use with
-//! port 0); [`App::run_until_stopped`] serves until the shutdown future
-//! completes, lets in-flight requests finish for at most
-//! `server.shutdown_timeout`, and returns.
+//! [`App::build`] resolves the rules, connects the store, loads the
+//! operators' overrides and lists, and binds the listeners (so addresses are
+//! known before serving, which tests use with port 0);
+//! [`App::run_until_stopped`] serves until the shutdown future completes,
+//! lets in-flight requests finish for at most `server.shutdown_timeout`, and
+//! returns. Background tasks: the memory store's sweeper, the rules-file
+//! watcher (and SIGHUP), and — with Redis — the control-plane sync
+//! (pub/sub notifications plus a periodic resync).
 
 use std::future::{Future, IntoFuture};
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
+use crate::control::redis::RedisControl;
+use crate::control::Control;
+use crate::core::SystemClock;
 use crate::http::{self, AppState, HttpLimits};
 use crate::limiter::Limiter;
 use crate::rules::RuleSet;
 use crate::settings::{Backend, Problem, Settings};
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{ConnectError, RedisStore};
-use crate::store::AnyStore;
+use crate::store::{AnyStore, StoreError};
 
 /// The service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +39,8 @@ pub enum StartupError {
     Rules(Vec<Problem>),
     #[error(transparent)]
     Redis(#[from] ConnectError),
+    #[error("cannot read the admin overrides and lists: {0}")]
+    Control(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -39,39 +49,70 @@ pub enum StartupError {
     },
 }
 
-/// A built service, bound to its address but not yet serving.
+/// A built service, bound to its addresses but not yet serving.
 pub struct App {
     listener: TcpListener,
     router: Router,
+    admin: Option<(TcpListener, Router)>,
     state: Arc<AppState<AnyStore>>,
-    sweep_interval: Duration,
-    shutdown_timeout: Duration,
+    settings: Settings,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartupError::Bind { addr, source })
 }
 
 impl App {
-    pub async fn build(settings: &Settings) -> Result<App, StartupError> {
+    /// Builds the service from `settings`; `rules_file` is the file they
+    /// were read from, reloaded on SIGHUP and on change.
+    pub async fn build(settings: &Settings, rules_file: Option<PathBuf>) -> Result<App, StartupError> {
         let rules = RuleSet::from_settings(settings).map_err(StartupError::Rules)?;
-        let store = match settings.store.backend {
-            Backend::Memory => AnyStore::Memory(MemoryStore::new()),
-            Backend::Redis => AnyStore::Redis(Box::new(RedisStore::connect(&settings.store.redis).await?)),
+        let (store, control) = match settings.store.backend {
+            Backend::Memory => (AnyStore::Memory(MemoryStore::new()), Control::memory()),
+            Backend::Redis => {
+                let store = RedisStore::connect(&settings.store.redis).await?;
+                let control = Control::Redis(RedisControl::new(&store));
+                (AnyStore::Redis(Box::new(store)), control)
+            }
         };
+        let limiter = Limiter::new(
+            rules,
+            store,
+            Arc::new(SystemClock),
+            settings.server.max_key_bytes,
+            settings.admin.top_keys,
+        );
+        for dangling in limiter.set_control(control.load().await?) {
+            tracing::warn!(?dangling, "an admin entry does not fit the rules and is ignored");
+        }
         let state = Arc::new(AppState {
-            limiter: Limiter::new(rules, store),
+            limiter,
             limits: HttpLimits {
                 max_key_bytes: settings.server.max_key_bytes,
                 max_body_bytes: settings.server.max_body_bytes,
             },
+            control,
+            rules_file,
         });
-        let addr = settings.server.listen;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartupError::Bind { addr, source })?;
+
+        let mut router = http::router(state.clone());
+        let mut admin = None;
+        match (&settings.admin.token, settings.admin.listen) {
+            (None, _) => tracing::info!("admin API disabled (no admin.token)"),
+            (Some(token), None) => router = router.merge(crate::admin::router(state.clone(), token.clone())),
+            (Some(token), Some(addr)) => {
+                admin = Some((bind(addr).await?, crate::admin::router(state.clone(), token.clone())));
+            }
+        }
+        let listener = bind(settings.server.listen).await?;
         Ok(App {
             listener,
-            router: http::router(state.clone()),
+            router,
+            admin,
             state,
-            sweep_interval: settings.store.memory.sweep_interval.0,
-            shutdown_timeout: settings.server.shutdown_timeout.0,
+            settings: settings.clone(),
         })
     }
 
@@ -80,53 +121,119 @@ impl App {
         self.listener.local_addr()
     }
 
+    /// The admin listener's address, when it has its own.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|(listener, _)| listener.local_addr().ok())
+    }
+
     /// Serves until `shutdown` completes, then stops accepting connections
     /// and waits up to `server.shutdown_timeout` for in-flight requests.
     pub async fn run_until_stopped<F>(self, shutdown: F) -> io::Result<()>
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let state = self.state.clone();
-        let sweeper = tokio::spawn(async move {
-            let AnyStore::Memory(store) = state.limiter.store() else {
-                return; // Redis expires keys itself.
-            };
-            let mut tick = tokio::time::interval(self.sweep_interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let dropped = store.sweep();
-                tracing::trace!(dropped, kept = store.len(), "swept expired keys");
-            }
-        });
+        let tasks = [
+            tokio::spawn(sweep(self.state.clone(), self.settings.store.memory.sweep_interval.0)),
+            tokio::spawn(crate::reload::watch(
+                self.state.clone(),
+                self.settings.reload.watch,
+                self.settings.reload.poll_interval.0,
+            )),
+            tokio::spawn(sync_control(self.state.clone(), self.settings.admin.resync_interval.0)),
+        ];
 
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-        let graceful = stopped(stop_rx.clone());
-        let timeout = self.shutdown_timeout;
-        let deadline = async move {
-            stopped(stop_rx).await;
-            tokio::time::sleep(timeout).await;
+        let timeout = self.settings.server.shutdown_timeout.0;
+        let deadline = {
+            let stop_rx = stop_rx.clone();
+            async move {
+                stopped(stop_rx).await;
+                tokio::time::sleep(timeout).await;
+            }
         };
-
+        let admin: JoinHandle<io::Result<()>> = match self.admin {
+            Some((listener, router)) => {
+                let graceful = stopped(stop_rx.clone());
+                tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(graceful).await })
+            }
+            None => tokio::spawn(async { Ok(()) }),
+        };
         let server = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(graceful)
+            .with_graceful_shutdown(stopped(stop_rx))
             .into_future();
         let result = tokio::select! {
-            result = server => result,
+            result = async { let main = server.await; let admin = admin.await; main.and(admin.unwrap_or(Ok(()))) } => result,
             () = deadline => {
                 tracing::warn!(?timeout, "in-flight requests did not finish in time; stopping anyway");
                 Ok(())
             }
         };
-        sweeper.abort();
+        for task in tasks {
+            task.abort();
+        }
         if let AnyStore::Redis(store) = self.state.limiter.store() {
             store.quit().await;
         }
         result
+    }
+}
+
+/// Drops fully restored keys from the memory store.
+async fn sweep(state: Arc<AppState<AnyStore>>, interval: Duration) {
+    let AnyStore::Memory(store) = state.limiter.store() else {
+        return; // Redis expires keys itself.
+    };
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let dropped = store.sweep();
+        tracing::trace!(dropped, kept = store.len(), "swept expired keys");
+    }
+}
+
+/// Keeps this replica's overrides and lists in step with Redis: re-reads on
+/// every change notification and every `interval`.
+async fn sync_control(state: Arc<AppState<AnyStore>>, interval: Duration) {
+    let (Control::Redis(control), AnyStore::Redis(store)) = (&state.control, state.limiter.store()) else {
+        return; // The memory control state is only changed through this process.
+    };
+    let mut notifications = None;
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        if notifications.is_none() {
+            match control.subscribe(store).await {
+                Ok(rx) => notifications = Some(rx),
+                Err(e) => tracing::warn!(error = %e, "no admin change notifications; resyncing every {interval:?}"),
+            }
+        }
+        tokio::select! {
+            _ = tick.tick() => {}
+            received = async {
+                match notifications.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if received.is_none() {
+                    notifications = None;
+                }
+            }
+        }
+        match control.load().await {
+            Ok(current) => {
+                control.purge_expired(&current, state.limiter.now()).await;
+                for dangling in state.limiter.set_control(current) {
+                    tracing::debug!(?dangling, "an admin entry does not fit the rules and is ignored");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not resync admin overrides and lists"),
+        }
     }
 }
 

@@ -12,20 +12,33 @@
 //!   key) and its implementations: [`store::memory`] for now.
 //! - [`rules`]: `[defaults]`, `[tiers]` and `[[rules]]` resolved into one
 //!   policy per rule × tier, validated at load.
-//! - [`limiter`]: request → rule, tier, policy → store → verdict. Handlers
-//!   call only this.
+//! - [`overrides`]: run-time limit overrides (rule × tier, rule, key),
+//!   validated like the file and resolved into policies.
+//! - [`limiter`]: request → lists, rule, tier, overrides, policy → store →
+//!   verdict. Handlers call only this.
 //! - [`http`]: the router, thin handlers, the JSON wire format and the
 //!   single error type that maps every failure to a status and JSON body.
+//! - [`admin`]: the operators' API under `/admin`, behind a bearer token.
+//! - [`reload`]: re-reading the rules file on SIGHUP, on change, or on
+//!   request, keeping the old rules when the new file is invalid.
+//! - [`control`]: where overrides and allow/block lists are kept (memory or
+//!   Redis) and how replicas learn of changes (pub/sub plus resync).
 //! - [`settings`]: typed configuration (TOML file + environment).
 //! - [`app`]: wiring, listener, graceful shutdown.
 //! - [`cli`], [`telemetry`]: command line and logging, used by `main.rs`.
 
+pub mod access;
+pub mod admin;
 pub mod app;
 pub mod cli;
+pub mod control;
 pub mod core;
 pub mod http;
 pub mod limiter;
+pub mod overrides;
+pub mod reload;
 pub mod rules;
 pub mod settings;
+pub mod stats;
 pub mod store;
 pub mod telemetry;

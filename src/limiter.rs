@@ -1,14 +1,25 @@
 //! The one entry point handlers call: a parsed [`CheckRequest`] in, a
 //! [`Verdict`] out.
 //!
-//! The limiter resolves the rule and tier, refuses costs that could never
-//! fit, and asks the store. It knows nothing of HTTP; the store knows nothing
-//! of rules.
+//! The limiter holds an immutable [`Snapshot`] of everything a decision
+//! depends on besides the store — the configured rules, the operators'
+//! overrides and the allow/block lists — behind an atomic pointer. A check
+//! loads the current snapshot once, so it never sees half of a change;
+//! reloads and admin changes build a new snapshot and swap it in. For each
+//! request: block list, allow list, rule and tier, overrides, cost check,
+//! store. It knows nothing of HTTP; the store knows nothing of rules.
 
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::core::{Cost, Decision, Policy};
+use arc_swap::ArcSwap;
+
+use crate::access::{AccessList, ListEntry, ListItem};
+use crate::control::{ControlState, ListKind};
+use crate::core::{Clock, Cost, Decision, Policy, Timestamp};
+use crate::overrides::{OverrideError, OverrideTable, PolicySource, Target};
 use crate::rules::{RuleSet, UnknownTier};
+use crate::stats::{Outcome, Stats};
 use crate::store::{Store, StoreError, StoreKey};
 
 /// The caller's identity for limiting: non-empty and bounded in length.
@@ -50,6 +61,8 @@ pub struct CheckRequest {
     pub endpoint: Option<String>,
     pub tier: Option<String>,
     pub cost: Cost,
+    /// The end user's address, matched against IP entries of the lists.
+    pub client_ip: Option<IpAddr>,
 }
 
 /// A decision with what it was decided under.
@@ -59,6 +72,8 @@ pub struct Verdict {
     pub tier: Arc<str>,
     pub policy: Policy,
     pub decision: Decision,
+    pub reason: Outcome,
+    pub source: PolicySource,
 }
 
 /// Why the limiter could not decide.
@@ -77,61 +92,256 @@ pub enum LimiterError {
     Store(#[from] StoreError),
 }
 
-/// Rules plus a store.
+/// Everything a decision depends on besides the store, immutable.
+pub struct Snapshot {
+    pub rules: Arc<RuleSet>,
+    pub overrides: OverrideTable,
+    pub allow: AccessList,
+    pub block: AccessList,
+}
+
+/// What the current snapshot was built from.
+struct Sources {
+    rules: Arc<RuleSet>,
+    control: ControlState,
+}
+
+/// A control record that no longer fits the rules (e.g. after a reload).
+#[derive(Debug, Clone)]
+pub enum Dangling {
+    Override(Target, OverrideError),
+    ListEntry(ListKind, String, String),
+}
+
+/// Rules, overrides, lists and a store.
 pub struct Limiter<S> {
-    rules: RuleSet,
+    snapshot: ArcSwap<Snapshot>,
+    sources: Mutex<Sources>,
     store: S,
+    clock: Arc<dyn Clock>,
+    max_key_bytes: usize,
+    stats: Stats,
 }
 
 impl<S: Store> Limiter<S> {
-    pub fn new(rules: RuleSet, store: S) -> Self {
-        Limiter { rules, store }
+    pub fn new(rules: RuleSet, store: S, clock: Arc<dyn Clock>, max_key_bytes: usize, top_keys: usize) -> Self {
+        let rules = Arc::new(rules);
+        let control = ControlState::default();
+        let (snapshot, _) = build(&rules, &control, max_key_bytes);
+        let now = clock.now();
+        Limiter {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            sources: Mutex::new(Sources { rules, control }),
+            store,
+            clock,
+            max_key_bytes,
+            stats: Stats::new(top_keys, now),
+        }
     }
 
-    pub fn rules(&self) -> &RuleSet {
-        &self.rules
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
     }
 
     pub fn store(&self) -> &S {
         &self.store
     }
 
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    pub fn max_key_bytes(&self) -> usize {
+        self.max_key_bytes
+    }
+
+    /// Replaces the configured rules (a reload); overrides are re-resolved.
+    pub fn set_rules(&self, rules: RuleSet) -> Vec<Dangling> {
+        self.rebuild(|sources| sources.rules = Arc::new(rules))
+    }
+
+    /// Replaces the operators' overrides and lists.
+    pub fn set_control(&self, control: ControlState) -> Vec<Dangling> {
+        self.rebuild(|sources| sources.control = control)
+    }
+
+    fn rebuild(&self, change: impl FnOnce(&mut Sources)) -> Vec<Dangling> {
+        // One rebuild at a time, so two concurrent changes cannot each
+        // publish a snapshot missing the other.
+        let mut sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
+        change(&mut sources);
+        let (snapshot, dangling) = build(&sources.rules, &sources.control, self.max_key_bytes);
+        self.snapshot.store(Arc::new(snapshot));
+        dangling
+    }
+
     /// Decides `request`, consuming its cost when allowed.
     pub async fn check(&self, request: &CheckRequest) -> Result<Verdict, LimiterError> {
-        let resolved = self
+        let snapshot = self.snapshot.load();
+        let resolved = snapshot
             .rules
             .resolve(request.endpoint.as_deref(), request.tier.as_deref())?;
-        if request.cost.get() > resolved.policy.limit() {
+        let key = request.key.as_str();
+        let now = self.clock.now();
+        let listed = |list: &AccessList| !list.is_empty() && list.find(key, request.client_ip, now).is_some();
+        let (policy, source) = snapshot
+            .overrides
+            .lookup(resolved.rule, resolved.tier, key, now)
+            .unwrap_or((resolved.policy, PolicySource::Config));
+        let verdict = |decision: Decision, reason: Outcome| Verdict {
+            rule: resolved.rule.clone(),
+            tier: resolved.tier.clone(),
+            policy,
+            decision,
+            reason,
+            source,
+        };
+        if listed(&snapshot.block) {
+            self.stats.record(resolved.rule, resolved.tier, Outcome::Blocked);
+            return Ok(verdict(listed_decision(&policy, false, now), Outcome::Blocked));
+        }
+        if listed(&snapshot.allow) {
+            self.stats.record(resolved.rule, resolved.tier, Outcome::Allowlisted);
+            return Ok(verdict(listed_decision(&policy, true, now), Outcome::Allowlisted));
+        }
+        if request.cost.get() > policy.limit() {
             return Err(LimiterError::CostAboveLimit {
                 cost: request.cost.get(),
-                limit: resolved.policy.limit(),
+                limit: policy.limit(),
                 rule: resolved.rule.clone(),
                 tier: resolved.tier.clone(),
             });
         }
-        let key = StoreKey {
+        let store_key = StoreKey {
             rule: resolved.rule,
-            key: request.key.as_str(),
+            key,
         };
-        let decision = self.store.check(key, &resolved.policy, request.cost).await?;
+        let decision = self.store.check(store_key, &policy, request.cost).await?;
+        let reason = if decision.allowed {
+            Outcome::Allowed
+        } else {
+            self.stats.record_limited(resolved.rule, key);
+            Outcome::Limited
+        };
+        self.stats.record(resolved.rule, resolved.tier, reason);
+        Ok(verdict(decision, reason))
+    }
+
+    /// A key's current state under its effective policy, consuming nothing.
+    pub async fn inspect(
+        &self,
+        endpoint: Option<&str>,
+        tier: Option<&str>,
+        key: &Key,
+    ) -> Result<Verdict, LimiterError> {
+        let snapshot = self.snapshot.load();
+        let resolved = snapshot.rules.resolve(endpoint, tier)?;
+        let now = self.clock.now();
+        let (policy, source) = snapshot
+            .overrides
+            .lookup(resolved.rule, resolved.tier, key.as_str(), now)
+            .unwrap_or((resolved.policy, PolicySource::Config));
+        // A cost above the limit never fits and never consumes: the store
+        // reports the state as it is.
+        let probe = Cost::new(policy.limit() + 1).unwrap_or(Cost::ONE);
+        let store_key = StoreKey {
+            rule: resolved.rule,
+            key: key.as_str(),
+        };
+        let mut decision = self.store.check(store_key, &policy, probe).await?;
+        decision.allowed = decision.remaining > 0;
+        decision.retry_after_us = 0;
         Ok(Verdict {
             rule: resolved.rule.clone(),
             tier: resolved.tier.clone(),
-            policy: resolved.policy,
+            policy,
             decision,
+            reason: if decision.allowed {
+                Outcome::Allowed
+            } else {
+                Outcome::Limited
+            },
+            source,
         })
     }
+
+    /// Forgets a key's state under a rule: it starts full again.
+    pub async fn reset(&self, endpoint: Option<&str>, key: &Key) -> Result<Arc<str>, LimiterError> {
+        let snapshot = self.snapshot.load();
+        let resolved = snapshot.rules.resolve(endpoint, None)?;
+        let store_key = StoreKey {
+            rule: resolved.rule,
+            key: key.as_str(),
+        };
+        self.store.reset(store_key).await?;
+        Ok(resolved.rule.clone())
+    }
+}
+
+/// The decision for a listed key: nothing is consumed or counted.
+fn listed_decision(policy: &Policy, allowed: bool, now: Timestamp) -> Decision {
+    Decision {
+        allowed,
+        limit: policy.limit(),
+        remaining: if allowed { policy.limit() } else { 0 },
+        reset_after_us: 0,
+        retry_after_us: 0,
+        at: now,
+    }
+}
+
+fn build(rules: &Arc<RuleSet>, control: &ControlState, max_key_bytes: usize) -> (Snapshot, Vec<Dangling>) {
+    let (overrides, problems) = OverrideTable::build(rules, control.overrides.values(), max_key_bytes);
+    let mut dangling: Vec<Dangling> = problems.into_iter().map(|(t, e)| Dangling::Override(t, e)).collect();
+    let mut list = |kind: ListKind| {
+        let items = control
+            .list(kind)
+            .values()
+            .filter_map(|record| match ListEntry::parse(&record.entry, max_key_bytes) {
+                Ok(entry) => Some(ListItem {
+                    entry,
+                    expires_at: record
+                        .expires_at_ms
+                        .map(|ms| Timestamp::from_micros(ms.saturating_mul(1000))),
+                    comment: record.comment.clone(),
+                }),
+                Err(e) => {
+                    dangling.push(Dangling::ListEntry(kind, record.entry.clone(), e.to_string()));
+                    None
+                }
+            })
+            .collect();
+        AccessList::new(items)
+    };
+    let allow = list(ListKind::Allow);
+    let block = list(ListKind::Block);
+    (
+        Snapshot {
+            rules: rules.clone(),
+            overrides,
+            allow,
+            block,
+        },
+        dangling,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::{ManualClock, SystemClock};
     use crate::settings::Settings;
     use crate::store::memory::MemoryStore;
 
     fn limiter(toml: &str) -> Limiter<MemoryStore> {
         let settings = Settings::from_toml(toml).unwrap();
-        Limiter::new(RuleSet::from_settings(&settings).unwrap(), MemoryStore::new())
+        let rules = RuleSet::from_settings(&settings).unwrap();
+        Limiter::new(rules, MemoryStore::new(), Arc::new(SystemClock), 256, 16)
     }
 
     fn request(key: &str, cost: u64) -> CheckRequest {
@@ -140,6 +350,7 @@ mod tests {
             endpoint: None,
             tier: None,
             cost: Cost::new(cost).unwrap(),
+            client_ip: None,
         }
     }
 
@@ -180,5 +391,77 @@ mod tests {
             (v.rule.as_ref(), v.tier.as_ref(), v.decision.limit),
             ("GET /x", "default", 2)
         );
+        assert_eq!((v.reason, v.source), (Outcome::Allowed, PolicySource::Config));
+    }
+
+    #[tokio::test]
+    async fn inspect_consumes_nothing_and_reset_restores() {
+        let limiter = limiter("[defaults]\nlimit = 3\nwindow = \"1h\"\n");
+        limiter.check(&request("k", 2)).await.unwrap();
+        let key = Key::parse("k".into(), 256).unwrap();
+        for _ in 0..3 {
+            let v = limiter.inspect(None, None, &key).await.unwrap();
+            assert_eq!((v.decision.remaining, v.decision.allowed), (1, true));
+        }
+        assert_eq!(limiter.reset(None, &key).await.unwrap().as_ref(), "default");
+        assert_eq!(limiter.inspect(None, None, &key).await.unwrap().decision.remaining, 3);
+    }
+
+    #[tokio::test]
+    async fn lists_and_overrides_apply_from_the_next_check() {
+        let clock = Arc::new(ManualClock::new(Timestamp::from_micros(1_700_000_000_000_000)));
+        let settings = Settings::from_toml("[defaults]\nlimit = 1\nwindow = \"1h\"\n").unwrap();
+        let limiter = Limiter::new(
+            RuleSet::from_settings(&settings).unwrap(),
+            MemoryStore::with_clock(clock.clone()),
+            clock.clone(),
+            256,
+            16,
+        );
+        let mut control = ControlState::default();
+        let now_ms = clock.now().as_micros() / 1000;
+        let list = |entry: &str, expires: Option<u64>| crate::control::ListRecord {
+            entry: entry.into(),
+            expires_at_ms: expires,
+            comment: None,
+            created_at_ms: now_ms,
+        };
+        control.block.insert("bad".into(), list("bad", None));
+        control
+            .allow
+            .insert("10.0.0.0/8".into(), list("10.0.0.0/8", Some(now_ms + 1000)));
+        let record = crate::overrides::OverrideRecord {
+            endpoint: None,
+            tier: None,
+            key: Some("vip".into()),
+            algorithm: None,
+            limit: Some(5),
+            window: None,
+            expires_at_ms: None,
+            created_at_ms: now_ms,
+        };
+        control.overrides.insert(record.target().id(), record);
+        assert!(limiter.set_control(control).is_empty());
+
+        let v = limiter.check(&request("bad", 1)).await.unwrap();
+        assert_eq!((v.decision.allowed, v.reason), (false, Outcome::Blocked));
+        let mut from_lan = request("someone", 1);
+        from_lan.client_ip = Some("10.1.2.3".parse().unwrap());
+        for _ in 0..3 {
+            let v = limiter.check(&from_lan).await.unwrap();
+            assert_eq!((v.decision.allowed, v.reason), (true, Outcome::Allowlisted));
+        }
+        for _ in 0..5 {
+            let v = limiter.check(&request("vip", 1)).await.unwrap();
+            assert_eq!((v.decision.allowed, v.source), (true, PolicySource::KeyOverride));
+        }
+        assert!(!limiter.check(&request("vip", 1)).await.unwrap().decision.allowed);
+        // The allow entry expires after a second: the address is limited again.
+        clock.advance(std::time::Duration::from_secs(1));
+        assert_eq!(limiter.check(&from_lan).await.unwrap().reason, Outcome::Allowed);
+        assert_eq!(limiter.check(&from_lan).await.unwrap().reason, Outcome::Limited);
+        let view = limiter.stats().view(10);
+        let limited: Vec<(&str, u64)> = view.top_limited.iter().map(|t| (t.key.as_str(), t.count)).collect();
+        assert_eq!(limited, [("someone", 1), ("vip", 1)]);
     }
 }

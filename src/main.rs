@@ -38,7 +38,10 @@ fn serve(args: &ServeArgs) -> ExitCode {
         }
     };
     let result: anyhow::Result<()> = runtime.block_on(async {
-        let app = App::build(&settings).await?;
+        let app = App::build(&settings, args.config.clone()).await?;
+        if let Some(admin) = app.admin_addr() {
+            tracing::info!(addr = %admin, "admin listening");
+        }
         tracing::info!(addr = %app.local_addr()?, version = env!("CARGO_PKG_VERSION"), "listening");
         app.run_until_stopped(app::shutdown_signal()).await?;
         tracing::info!("stopped");

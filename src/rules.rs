@@ -232,6 +232,14 @@ impl RuleSet {
         })
     }
 
+    /// The rule named `name` (an endpoint, or [`DEFAULT_RULE`]).
+    pub fn rule(&self, name: &str) -> Option<&Rule> {
+        if name == DEFAULT_RULE {
+            return Some(&self.default_rule);
+        }
+        self.by_endpoint.get(name).map(|&i| &self.rules[i])
+    }
+
     /// The default rule first, then the configured rules in file order.
     pub fn rules(&self) -> impl Iterator<Item = &Rule> {
         std::iter::once(&self.default_rule).chain(&self.rules)

@@ -29,6 +29,10 @@ pub struct Settings {
     #[serde(default)]
     pub log: LogSettings,
     #[serde(default)]
+    pub admin: AdminSettings,
+    #[serde(default)]
+    pub reload: ReloadSettings,
+    #[serde(default)]
     pub defaults: DefaultsSpec,
     /// Default limits per tier, by tier name.
     #[serde(default)]
@@ -165,6 +169,72 @@ pub enum LogFormat {
     #[default]
     Human,
     Json,
+}
+
+/// `[admin]`: the operators' API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    /// Bearer token for `/admin`; without one the admin API is disabled.
+    pub token: Option<Secret>,
+    /// A separate listener for `/admin`; without one it shares `server.listen`.
+    pub listen: Option<SocketAddr>,
+    /// How often a replica re-reads overrides and lists from the shared
+    /// store, healing any missed change notification.
+    pub resync_interval: HumanDuration,
+    /// How many most-limited keys the stats track (memory is bounded by it).
+    pub top_keys: usize,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            token: None,
+            listen: None,
+            resync_interval: HumanDuration(Duration::from_secs(5)),
+            top_keys: 100,
+        }
+    }
+}
+
+/// A value that is never printed: `Debug` shows `"***"`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself; only for comparison.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+/// `[reload]`: re-reading the rules file while running.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadSettings {
+    /// Re-read the file when it changes (checked every `poll_interval`).
+    pub watch: bool,
+    pub poll_interval: HumanDuration,
+}
+
+impl Default for ReloadSettings {
+    fn default() -> Self {
+        ReloadSettings {
+            watch: true,
+            poll_interval: HumanDuration(Duration::from_secs(1)),
+        }
+    }
 }
 
 /// `[defaults]`: the default rule and the default tier.
@@ -394,6 +464,20 @@ impl Settings {
                 "cluster seed nodes need mode = \"cluster\" or \"auto\"",
             ));
         }
+        if let Some(token) = &self.admin.token {
+            if token.expose().len() < 16 {
+                problems.push(Problem::new("admin.token", "must be at least 16 characters"));
+            }
+        }
+        if self.admin.resync_interval.0 < Duration::from_millis(100) {
+            problems.push(Problem::new("admin.resync_interval", "must be at least 100ms"));
+        }
+        if !(1..=100_000).contains(&self.admin.top_keys) {
+            problems.push(Problem::new("admin.top_keys", "must be between 1 and 100000"));
+        }
+        if self.reload.poll_interval.0 < Duration::from_millis(50) {
+            problems.push(Problem::new("reload.poll_interval", "must be at least 50ms"));
+        }
         if let Some(level) = &self.log.level {
             if tracing_subscriber::EnvFilter::try_new(level).is_err() {
                 problems.push(Problem::new(
@@ -469,6 +553,21 @@ mod tests {
         assert!(err.to_string().contains("soon"), "{err}");
         let err = Settings::from_toml("[log]\nlevel = \"=[\"\n").unwrap_err();
         assert!(err.to_string().contains("log.level"), "{err}");
+    }
+
+    #[test]
+    fn the_admin_token_is_never_printed() {
+        let s = Settings::from_toml("[admin]\ntoken = \"0123456789abcdef-secret\"\n").unwrap();
+        assert_eq!(
+            s.admin.token.as_ref().map(Secret::expose),
+            Some("0123456789abcdef-secret")
+        );
+        assert!(!format!("{s:?}").contains("secret"));
+        let err = Settings::from_toml("[admin]\ntoken = \"short\"\n").unwrap_err();
+        assert!(
+            err.to_string().contains("admin.token") && !err.to_string().contains("short"),
+            "{err}"
+        );
     }
 
     #[test]

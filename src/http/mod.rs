@@ -13,6 +13,7 @@
 pub mod error;
 pub mod wire;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -25,7 +26,9 @@ use axum::{Json, Router};
 
 pub use error::ApiError;
 
+use crate::control::Control;
 use crate::limiter::Limiter;
+use crate::stats::Outcome;
 use crate::store::Store;
 
 /// Limits the HTTP layer enforces on requests.
@@ -39,6 +42,10 @@ pub struct HttpLimits {
 pub struct AppState<S> {
     pub limiter: Limiter<S>,
     pub limits: HttpLimits,
+    /// Where operators' overrides and lists are kept.
+    pub control: Control,
+    /// The rules file, for reloads; `None` when running on built-in defaults.
+    pub rules_file: Option<PathBuf>,
 }
 
 /// The public API's router.
@@ -60,26 +67,38 @@ async fn check<S: Store>(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    require_json(&headers)?;
-    let body = body.map_err(|rejection| {
+    let body = read_json_body(&headers, body, state.limits.max_body_bytes)?;
+    let request = wire::parse_check(&body, state.limits.max_key_bytes)?;
+    let verdict = state.limiter.check(&request).await?;
+    let status = match verdict.reason {
+        Outcome::Allowed | Outcome::Allowlisted => StatusCode::OK,
+        Outcome::Limited => {
+            tracing::debug!(rule = %verdict.rule, tier = %verdict.tier, "limited");
+            StatusCode::TOO_MANY_REQUESTS
+        }
+        Outcome::Blocked => StatusCode::FORBIDDEN,
+    };
+    let headers = wire::rate_limit_headers(&verdict);
+    Ok((status, headers, Json(wire::CheckResponse::from(&verdict))).into_response())
+}
+
+/// The body of a JSON request: checks the content type and maps a body
+/// that could not be read (too large, broken) to an error naming `body`.
+pub fn read_json_body(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    max_body_bytes: usize,
+) -> Result<Bytes, ApiError> {
+    require_json(headers)?;
+    body.map_err(|rejection| {
         let status = rejection.status();
         let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            format!("body is larger than {} bytes", state.limits.max_body_bytes)
+            format!("body is larger than {max_body_bytes} bytes")
         } else {
             format!("could not read the body: {}", rejection.body_text())
         };
         ApiError::new(status, message).with_field("body")
-    })?;
-    let request = wire::parse_check(&body, state.limits.max_key_bytes)?;
-    let verdict = state.limiter.check(&request).await?;
-    let status = if verdict.decision.allowed {
-        StatusCode::OK
-    } else {
-        tracing::debug!(rule = %verdict.rule, tier = %verdict.tier, "limited");
-        StatusCode::TOO_MANY_REQUESTS
-    };
-    let headers = wire::rate_limit_headers(&verdict);
-    Ok((status, headers, Json(wire::CheckResponse::from(&verdict))).into_response())
+    })
 }
 
 /// Accepts `application/json` and `application/<anything>+json`, with
@@ -112,7 +131,7 @@ async fn health() -> Json<serde_json::Value> {
 }
 
 async fn rules<S: Store>(State(state): State<Arc<AppState<S>>>) -> Json<wire::RulesView> {
-    Json(wire::RulesView::new(state.limiter.rules()))
+    Json(wire::RulesView::new(&state.limiter.snapshot().rules))
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {

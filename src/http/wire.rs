@@ -14,7 +14,7 @@ use crate::limiter::{CheckRequest, Key, KeyError, Verdict};
 use crate::rules::RuleSet;
 use crate::settings::format_duration;
 
-const FIELDS: &str = "key, endpoint, tier, cost";
+const FIELDS: &str = "key, endpoint, tier, cost, client_ip";
 
 /// Parses a `/check` body.
 pub fn parse_check(body: &[u8], max_key_bytes: usize) -> Result<CheckRequest, ApiError> {
@@ -30,12 +30,14 @@ pub fn parse_check(body: &[u8], max_key_bytes: usize) -> Result<CheckRequest, Ap
     let mut endpoint = None;
     let mut tier = None;
     let mut cost = Cost::ONE;
+    let mut client_ip = None;
     for (name, value) in fields {
         match name.as_str() {
             "key" => key = Some(parse_key(value, max_key_bytes)?),
             "endpoint" => endpoint = optional_string("endpoint", value)?,
             "tier" => tier = optional_string("tier", value)?,
             "cost" => cost = parse_cost(&value)?,
+            "client_ip" => client_ip = parse_client_ip(value)?,
             _ => {
                 return Err(ApiError::field(
                     name.clone(),
@@ -50,7 +52,20 @@ pub fn parse_check(body: &[u8], max_key_bytes: usize) -> Result<CheckRequest, Ap
         endpoint,
         tier,
         cost,
+        client_ip,
     })
+}
+
+fn parse_client_ip(value: Value) -> Result<Option<std::net::IpAddr>, ApiError> {
+    match optional_string("client_ip", value)? {
+        None => Ok(None),
+        Some(text) => text.parse().map(Some).map_err(|_| {
+            ApiError::field(
+                "client_ip",
+                format!("client_ip must be an IPv4 or IPv6 address; got {text:?}"),
+            )
+        }),
+    }
 }
 
 fn parse_key(value: Value, max_key_bytes: usize) -> Result<Key, ApiError> {
@@ -122,6 +137,8 @@ pub struct CheckResponse<'a> {
     pub rule: &'a str,
     pub tier: &'a str,
     pub algorithm: &'static str,
+    /// `allowed`, `limited`, `allowlisted` or `blocked`.
+    pub reason: &'static str,
 }
 
 impl<'a> From<&'a Verdict> for CheckResponse<'a> {
@@ -136,6 +153,7 @@ impl<'a> From<&'a Verdict> for CheckResponse<'a> {
             rule: &v.rule,
             tier: &v.tier,
             algorithm: v.policy.algorithm().as_str(),
+            reason: v.reason.as_str(),
         }
     }
 }
@@ -170,7 +188,7 @@ pub fn rate_limit_headers(v: &Verdict) -> HeaderMap {
     if let Ok(value) = HeaderValue::from_str(&state) {
         headers.insert(RATELIMIT.clone(), value);
     }
-    if !d.allowed {
+    if !d.allowed && d.retry_after_us > 0 {
         headers.insert(
             axum::http::header::RETRY_AFTER,
             HeaderValue::from(d.retry_after_us.div_ceil(1_000_000)),

@@ -120,6 +120,11 @@ impl<C: Clock> Store for MemoryStore<C> {
     ) -> impl Future<Output = Result<Decision, StoreError>> + Send {
         ready(Ok(self.check_now(key, policy, cost)))
     }
+
+    fn reset(&self, key: StoreKey<'_>) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.entries.remove(&map_key(key));
+        ready(Ok(()))
+    }
 }
 
 #[cfg(test)]

@@ -47,6 +47,9 @@ pub trait Store: Send + Sync + 'static {
         policy: &Policy,
         cost: Cost,
     ) -> impl Future<Output = Result<Decision, StoreError>> + Send;
+
+    /// Forgets `key`'s state, whatever algorithm wrote it.
+    fn reset(&self, key: StoreKey<'_>) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// The store the configuration chose.
@@ -60,6 +63,13 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(store) => Ok(store.check_now(key, policy, cost)),
             AnyStore::Redis(store) => store.check(key, policy, cost).await,
+        }
+    }
+
+    async fn reset(&self, key: StoreKey<'_>) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Memory(store) => store.reset(key).await,
+            AnyStore::Redis(store) => store.reset(key).await,
         }
     }
 }

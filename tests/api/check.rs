@@ -94,7 +94,8 @@ async fn body_names_rule_tier_and_algorithm() {
         r.body,
         json!({
             "allowed": true, "limit": 30, "remaining": 29, "reset_after_ms": 40_000,
-            "retry_after_ms": 0, "rule": "POST /login", "tier": "pro", "algorithm": "fixed_window"
+            "retry_after_ms": 0, "rule": "POST /login", "tier": "pro", "algorithm": "fixed_window",
+            "reason": "allowed"
         })
     );
 }

@@ -7,6 +7,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
+use ratelimiter::control::Control;
 use ratelimiter::core::{ManualClock, Timestamp};
 use ratelimiter::http::{router, AppState, HttpLimits};
 use ratelimiter::limiter::Limiter;
@@ -51,16 +52,25 @@ pub fn app(toml: &str) -> TestApp {
     let rules = RuleSet::from_settings(&settings).expect("valid rules");
     let clock = Arc::new(ManualClock::new(Timestamp::from_micros(START_US)));
     let state = Arc::new(AppState {
-        limiter: Limiter::new(rules, MemoryStore::with_clock(clock.clone())),
+        limiter: Limiter::new(
+            rules,
+            MemoryStore::with_clock(clock.clone()),
+            clock.clone(),
+            settings.server.max_key_bytes,
+            settings.admin.top_keys,
+        ),
         limits: HttpLimits {
             max_key_bytes: settings.server.max_key_bytes,
             max_body_bytes: settings.server.max_body_bytes,
         },
+        control: Control::memory(),
+        rules_file: None,
     });
-    TestApp {
-        router: router(state),
-        clock,
+    let mut app = router(state.clone());
+    if let Some(token) = &settings.admin.token {
+        app = app.merge(ratelimiter::admin::router(state, token.clone()));
     }
+    TestApp { router: app, clock }
 }
 
 impl TestApp {

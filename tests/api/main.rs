@@ -1,6 +1,7 @@
 //! The HTTP contract, through the real router (`oneshot`, no socket) and
 //! through the real binary on a free port.
 
+mod admin;
 mod binary;
 mod check;
 mod errors;

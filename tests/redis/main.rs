@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod admin;
 mod cluster_changes;
 mod cluster_script;
 mod common;

@@ -21,6 +21,8 @@ pub mod scripts;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fred::clients::SubscriberClient;
+use fred::prelude::KeysInterface;
 use fred::prelude::{
     Builder, ClientLike, Config, Error as FredError, ErrorKind, Pool, ReconnectPolicy, ServerConfig, TcpConfig,
 };
@@ -60,6 +62,9 @@ enum TimeSource {
 /// State in Redis.
 pub struct RedisStore {
     pool: Pool,
+    /// Kept to build the pub/sub client of the control plane.
+    config: Config,
+    settings: RedisSettings,
     scripts: Scripts,
     layout: KeyLayout,
     time: TimeSource,
@@ -72,7 +77,7 @@ impl RedisStore {
     pub async fn connect(settings: &RedisSettings) -> Result<RedisStore, ConnectError> {
         let (config, clustered) = server_config(settings).await?;
         let target = describe(&config);
-        let pool = builder(config, settings)
+        let pool = builder(config.clone(), settings)
             .build_pool(settings.pool_size)
             .map_err(|source| ConnectError::Connect {
                 target: target.clone(),
@@ -92,6 +97,8 @@ impl RedisStore {
         }
         let store = RedisStore {
             pool,
+            config,
+            settings: settings.clone(),
             scripts: Scripts::new(),
             layout: KeyLayout::new(&settings.key_prefix),
             time: TimeSource::Server,
@@ -128,6 +135,35 @@ impl RedisStore {
         self.layout.state_keys(key, policy.algorithm()).to_vec()
     }
 
+    /// The connection pool (shared with the control plane).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub fn key_prefix(&self) -> &str {
+        &self.settings.key_prefix
+    }
+
+    /// A connected pub/sub client with the same servers and policies.
+    pub async fn subscriber(&self) -> Result<SubscriberClient, FredError> {
+        let client = builder(self.config.clone(), &self.settings).build_subscriber_client()?;
+        tokio::time::timeout(self.settings.connect_timeout.0, client.init())
+            .await
+            .map_err(|_| FredError::new(ErrorKind::Timeout, "connection timed out"))??;
+        Ok(client)
+    }
+
+    /// Deletes every key of `key`, whatever algorithm wrote it.
+    async fn delete_all(&self, key: StoreKey<'_>) -> Result<(), StoreError> {
+        let names: Vec<String> = crate::core::Algorithm::ALL
+            .into_iter()
+            .flat_map(|a| self.layout.state_keys(key, a).to_vec())
+            .collect();
+        // All names share one hash tag, so one DEL works on a cluster too.
+        let _: i64 = self.pool.del(names).await.map_err(store_error)?;
+        Ok(())
+    }
+
     /// Closes the pool's connections.
     pub async fn quit(&self) {
         let _ = self.pool.quit().await;
@@ -160,6 +196,10 @@ impl RedisStore {
 impl Store for RedisStore {
     async fn check(&self, key: StoreKey<'_>, policy: &Policy, cost: Cost) -> Result<Decision, StoreError> {
         self.run(key, policy, cost).await
+    }
+
+    async fn reset(&self, key: StoreKey<'_>) -> Result<(), StoreError> {
+        self.delete_all(key).await
     }
 }
 

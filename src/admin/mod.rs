@@ -1,0 +1,353 @@
+//! The operators' API under `/admin`, behind a bearer token.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /admin/rules` | effective rules and the overrides in force |
+//! | `GET/PUT/DELETE /admin/overrides` | run-time limits for a rule × tier, a rule, or a key |
+//! | `GET/PUT/DELETE /admin/lists/{allow,block}` | allow and block lists (keys, IPs, CIDR ranges) |
+//! | `GET/DELETE /admin/keys` | inspect a key's state without consuming; reset it |
+//! | `GET /admin/stats` | decisions per rule and tier, most-limited keys |
+//! | `POST /admin/reload` | re-read the rules file now |
+//!
+//! Handlers validate exactly as the configuration is validated, write to the
+//! [`Control`](crate::control::Control) store (shared with every replica when
+//! it is Redis), then rebuild this replica's snapshot at once; other replicas
+//! follow on the change notification.
+
+pub mod auth;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query as QueryParams, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::from_fn_with_state;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use self::wire::{Body, Query};
+use crate::access::ListEntry;
+use crate::control::{ListKind, ListRecord};
+use crate::http::wire::RulesView;
+use crate::http::{read_json_body, ApiError, AppState};
+use crate::limiter::Key;
+use crate::overrides::OverrideRecord;
+use crate::settings::{format_duration, Secret};
+use crate::store::Store;
+
+type Shared<S> = State<Arc<AppState<S>>>;
+type Reply = Result<Json<Value>, ApiError>;
+
+/// The admin router, every route behind `token`.
+pub fn router<S: Store>(state: Arc<AppState<S>>, token: Secret) -> Router {
+    Router::new()
+        .route("/admin/rules", get(rules::<S>))
+        .route(
+            "/admin/overrides",
+            get(list_overrides::<S>)
+                .put(put_override::<S>)
+                .delete(delete_override::<S>),
+        )
+        .route(
+            "/admin/lists/{list}",
+            get(list_entries::<S>).put(put_entry::<S>).delete(delete_entry::<S>),
+        )
+        .route("/admin/keys", get(inspect_key::<S>).delete(reset_key::<S>))
+        .route("/admin/stats", get(stats::<S>))
+        .route("/admin/reload", post(reload::<S>))
+        .layer(from_fn_with_state(Arc::new(token), auth::require_token))
+        .with_state(state)
+}
+
+/// Milliseconds since the epoch on the limiter's clock (the one expiries
+/// are checked against).
+fn now_ms<S: Store>(state: &AppState<S>) -> u64 {
+    state.limiter.now().as_micros() / 1000
+}
+
+fn expiry<S: Store>(state: &AppState<S>, expires_in: Option<Duration>) -> Option<u64> {
+    expires_in.map(|d| now_ms(state).saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+}
+
+/// Re-reads the control store into this replica's snapshot.
+async fn refresh<S: Store>(state: &AppState<S>) -> Result<(), ApiError> {
+    let control = state.control.load().await.map_err(store_unavailable)?;
+    for dangling in state.limiter.set_control(control) {
+        tracing::warn!(?dangling, "an admin entry no longer fits the rules and is ignored");
+    }
+    Ok(())
+}
+
+fn store_unavailable(e: crate::store::StoreError) -> ApiError {
+    tracing::error!(error = %e, "admin store failed");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the admin store is unavailable; nothing was changed",
+    )
+}
+
+async fn rules<S: Store>(State(state): Shared<S>) -> Json<Value> {
+    let snapshot = state.limiter.snapshot();
+    let control = state.control.load().await.unwrap_or_default();
+    let now = state.limiter.now();
+    let overrides: Vec<Value> = control.overrides.values().map(|r| override_json(r, now)).collect();
+    Json(json!({
+        "rules": RulesView::new(&snapshot.rules),
+        "overrides": overrides,
+    }))
+}
+
+fn override_json(record: &OverrideRecord, now: crate::core::Timestamp) -> Value {
+    let mut value = serde_json::to_value(record).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut value {
+        map.insert("id".into(), Value::String(record.target().id()));
+        map.insert("active".into(), Value::Bool(record.is_live(now)));
+    }
+    value
+}
+
+async fn list_overrides<S: Store>(State(state): Shared<S>) -> Reply {
+    let control = state.control.load().await.map_err(store_unavailable)?;
+    let now = state.limiter.now();
+    let overrides: Vec<Value> = control.overrides.values().map(|r| override_json(r, now)).collect();
+    Ok(Json(
+        json!({ "overrides": overrides, "shared": state.control.is_shared() }),
+    ))
+}
+
+const OVERRIDE_FIELDS: &str = "endpoint, tier, key, algorithm, limit, window, expires_in";
+
+async fn put_override<S: Store>(
+    State(state): Shared<S>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Reply {
+    let bytes = read_json_body(&headers, body, state.limits.max_body_bytes)?;
+    let mut body = Body::parse(&bytes)?;
+    let record = OverrideRecord {
+        endpoint: body.string("endpoint")?,
+        tier: body.string("tier")?,
+        key: body.string("key")?,
+        algorithm: body.string("algorithm")?,
+        limit: body.integer("limit")?,
+        window: body.string("window")?,
+        expires_at_ms: expiry(&state, body.duration("expires_in")?),
+        created_at_ms: now_ms(&state),
+    };
+    body.finish(OVERRIDE_FIELDS)?;
+    let snapshot = state.limiter.snapshot();
+    record
+        .resolve(&snapshot.rules, state.limiter.max_key_bytes())
+        .map_err(|e| ApiError::field(e.field, e.message))?;
+    let id = record.target().id();
+    let existed = state
+        .control
+        .load()
+        .await
+        .map_err(store_unavailable)?
+        .overrides
+        .contains_key(&id);
+    state
+        .control
+        .put_override(&id, &record)
+        .await
+        .map_err(store_unavailable)?;
+    refresh(&state).await?;
+    tracing::info!(id, ?record, replaced = existed, "admin: override set");
+    Ok(Json(
+        json!({ "override": override_json(&record, state.limiter.now()), "replaced": existed }),
+    ))
+}
+
+async fn delete_override<S: Store>(
+    State(state): Shared<S>,
+    QueryParams(params): QueryParams<HashMap<String, String>>,
+) -> Reply {
+    let mut query = Query::new(params);
+    let probe = OverrideRecord {
+        endpoint: query.optional("endpoint"),
+        tier: query.optional("tier"),
+        key: query.optional("key"),
+        algorithm: None,
+        limit: None,
+        window: None,
+        expires_at_ms: None,
+        created_at_ms: 0,
+    };
+    query.finish("endpoint, tier, key")?;
+    let id = probe.target().id();
+    if !state.control.delete_override(&id).await.map_err(store_unavailable)? {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no override {id}")));
+    }
+    refresh(&state).await?;
+    tracing::info!(id, "admin: override deleted");
+    Ok(Json(json!({ "deleted": id })))
+}
+
+fn list_kind(name: &str) -> Result<ListKind, ApiError> {
+    match name {
+        "allow" => Ok(ListKind::Allow),
+        "block" => Ok(ListKind::Block),
+        other => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no list {other:?}; the lists are allow and block"),
+        )),
+    }
+}
+
+#[derive(Serialize)]
+struct EntryView<'a> {
+    #[serde(flatten)]
+    record: &'a ListRecord,
+    active: bool,
+}
+
+async fn list_entries<S: Store>(State(state): Shared<S>, Path(list): Path<String>) -> Reply {
+    let kind = list_kind(&list)?;
+    let control = state.control.load().await.map_err(store_unavailable)?;
+    let now_ms = now_ms(&state);
+    let entries: Vec<EntryView<'_>> = control
+        .list(kind)
+        .values()
+        .map(|record| EntryView {
+            record,
+            active: record.expires_at_ms.is_none_or(|at| at > now_ms),
+        })
+        .collect();
+    Ok(Json(
+        json!({ "list": kind.as_str(), "entries": entries, "shared": state.control.is_shared() }),
+    ))
+}
+
+async fn put_entry<S: Store>(
+    State(state): Shared<S>,
+    Path(list): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Reply {
+    let kind = list_kind(&list)?;
+    let bytes = read_json_body(&headers, body, state.limits.max_body_bytes)?;
+    let mut body = Body::parse(&bytes)?;
+    let entry = body
+        .string("entry")?
+        .ok_or_else(|| ApiError::field("entry", "entry is required: a key, an IP address or a CIDR range"))?;
+    let expires_at_ms = expiry(&state, body.duration("expires_in")?);
+    let comment = body.string("comment")?;
+    body.finish("entry, expires_in, comment")?;
+    if comment.as_ref().is_some_and(|c| c.len() > 1024) {
+        return Err(ApiError::field("comment", "comment must be at most 1024 bytes"));
+    }
+    let parsed =
+        ListEntry::parse(&entry, state.limiter.max_key_bytes()).map_err(|e| ApiError::field("entry", e.to_string()))?;
+    let record = ListRecord {
+        entry: parsed.to_string(),
+        expires_at_ms,
+        comment,
+        created_at_ms: now_ms(&state),
+    };
+    state.control.put_list(kind, &record).await.map_err(store_unavailable)?;
+    refresh(&state).await?;
+    tracing::info!(list = kind.as_str(), entry = %record.entry, expires_at_ms, "admin: list entry set");
+    Ok(Json(json!({ "list": kind.as_str(), "entry": record })))
+}
+
+async fn delete_entry<S: Store>(
+    State(state): Shared<S>,
+    Path(list): Path<String>,
+    QueryParams(params): QueryParams<HashMap<String, String>>,
+) -> Reply {
+    let kind = list_kind(&list)?;
+    let mut query = Query::new(params);
+    let entry = query.required("entry")?;
+    query.finish("entry")?;
+    // Accept any spelling of the entry (e.g. an uncompressed IPv6 address).
+    let canonical = ListEntry::parse(&entry, state.limiter.max_key_bytes())
+        .map(|e| e.to_string())
+        .unwrap_or(entry);
+    if !state
+        .control
+        .delete_list(kind, &canonical)
+        .await
+        .map_err(store_unavailable)?
+    {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("{canonical:?} is not on the {} list", kind.as_str()),
+        ));
+    }
+    refresh(&state).await?;
+    tracing::info!(list = kind.as_str(), entry = %canonical, "admin: list entry removed");
+    Ok(Json(json!({ "list": kind.as_str(), "deleted": canonical })))
+}
+
+fn key_param(query: &mut Query, max_key_bytes: usize) -> Result<Key, ApiError> {
+    let key = query.required("key")?;
+    Key::parse(key, max_key_bytes).map_err(|e| ApiError::field("key", e.to_string()))
+}
+
+async fn inspect_key<S: Store>(
+    State(state): Shared<S>,
+    QueryParams(params): QueryParams<HashMap<String, String>>,
+) -> Reply {
+    let mut query = Query::new(params);
+    let key = key_param(&mut query, state.limiter.max_key_bytes())?;
+    let endpoint = query.optional("endpoint");
+    let tier = query.optional("tier");
+    query.finish("key, endpoint, tier")?;
+    let v = state
+        .limiter
+        .inspect(endpoint.as_deref(), tier.as_deref(), &key)
+        .await?;
+    Ok(Json(json!({
+        "key": key.as_str(),
+        "rule": v.rule.as_ref(),
+        "tier": v.tier.as_ref(),
+        "algorithm": v.policy.algorithm().as_str(),
+        "limit": v.decision.limit,
+        "window": format_duration(v.policy.quota().window()),
+        "remaining": v.decision.remaining,
+        "reset_after_ms": v.decision.reset_after_us.div_ceil(1000),
+        "overridden": !matches!(v.source, crate::overrides::PolicySource::Config),
+    })))
+}
+
+async fn reset_key<S: Store>(
+    State(state): Shared<S>,
+    QueryParams(params): QueryParams<HashMap<String, String>>,
+) -> Reply {
+    let mut query = Query::new(params);
+    let key = key_param(&mut query, state.limiter.max_key_bytes())?;
+    let endpoint = query.optional("endpoint");
+    query.finish("key, endpoint")?;
+    let rule = state.limiter.reset(endpoint.as_deref(), &key).await?;
+    tracing::info!(rule = %rule, "admin: key reset");
+    Ok(Json(json!({ "reset": key.as_str(), "rule": rule.as_ref() })))
+}
+
+async fn stats<S: Store>(State(state): Shared<S>, QueryParams(params): QueryParams<HashMap<String, String>>) -> Reply {
+    let mut query = Query::new(params);
+    let limit = match query.optional("limit") {
+        None => 20,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| ApiError::field("limit", "limit must be a whole number from 1 to 10000"))?,
+    };
+    query.finish("limit")?;
+    let view = state.limiter.stats().view(limit);
+    Ok(Json(serde_json::to_value(view).unwrap_or(Value::Null)))
+}
+
+async fn reload<S: Store>(State(state): Shared<S>) -> Reply {
+    match crate::reload::reload_rules(&state) {
+        Ok(report) => Ok(Json(serde_json::to_value(report).unwrap_or(Value::Null))),
+        Err(e) => Err(ApiError::new(e.status(), e.to_string()).with_field("rules")),
+    }
+}

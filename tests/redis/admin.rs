@@ -1,0 +1,202 @@
+//! Operators' changes are shared: two replicas on one Redis, a change made
+//! through one governs checks on the other within a second, survives a
+//! restart, and a missed notification heals by the periodic resync.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::support::redis::RedisServer;
+use crate::support::service::Service;
+
+const TOKEN: &str = "shared-admin-token-0123456789";
+
+fn config(redis: &RedisServer, prefix: &str, resync: &str) -> String {
+    format!(
+        r#"
+        [admin]
+        token = "{TOKEN}"
+        resync_interval = "{resync}"
+        [store]
+        backend = "redis"
+        [store.redis]
+        url = "{url}"
+        key_prefix = "{prefix}"
+        [defaults]
+        limit = 1
+        window = "1h"
+        "#,
+        url = redis.url()
+    )
+}
+
+struct Replica {
+    service: Service,
+    client: reqwest::Client,
+}
+
+impl Replica {
+    fn start(config: &str) -> Replica {
+        Replica {
+            service: Service::start(config),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.client.request(method, self.service.url(path)).bearer_auth(TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    async fn check(&self, body: Value) -> (u16, Value) {
+        let response = self
+            .client
+            .post(self.service.url("/check"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    /// The limit the replica applies to `key` now (inspection consumes nothing).
+    async fn limit_of(&self, key: &str) -> u64 {
+        let (_, body) = self
+            .admin(reqwest::Method::GET, &format!("/admin/keys?key={key}"), None)
+            .await;
+        body["limit"].as_u64().unwrap_or(0)
+    }
+}
+
+/// Polls `condition` until it holds; returns how long that took.
+async fn within<F, Fut>(deadline: Duration, what: &str, mut condition: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if condition().await {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < deadline, "{what} not seen within {deadline:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_on_one_replica_govern_the_other_within_a_second() {
+    let redis = RedisServer::start();
+    // A long resync: only the change notification can make this fast.
+    let config = config(&redis, "adm1", "1h");
+    let a = Replica::start(&config);
+    let b = Replica::start(&config);
+    assert_eq!(b.limit_of("org:acme").await, 1);
+
+    let (status, body) = a
+        .admin(
+            reqwest::Method::PUT,
+            "/admin/overrides",
+            Some(json!({"key": "org:acme", "limit": 1000})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    within(Duration::from_secs(1), "the key override on replica B", || async {
+        b.limit_of("org:acme").await == 1000
+    })
+    .await;
+    for _ in 0..5 {
+        assert_eq!(b.check(json!({"key": "org:acme"})).await.0, 200);
+    }
+
+    let (status, _) = a
+        .admin(
+            reqwest::Method::PUT,
+            "/admin/lists/block",
+            Some(json!({"entry": "user:evil"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    within(Duration::from_secs(1), "the block on replica B", || async {
+        b.check(json!({"key": "user:evil"})).await.0 == 403
+    })
+    .await;
+
+    let (status, _) = a
+        .admin(reqwest::Method::DELETE, "/admin/lists/block?entry=user:evil", None)
+        .await;
+    assert_eq!(status, 200);
+    within(Duration::from_secs(1), "the unblock on replica B", || async {
+        b.check(json!({"key": "user:evil"})).await.0 != 403
+    })
+    .await;
+
+    let (status, _) = a
+        .admin(
+            reqwest::Method::PUT,
+            "/admin/lists/allow",
+            Some(json!({"entry": "192.0.2.0/24"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    within(Duration::from_secs(1), "the allow entry on replica B", || async {
+        b.check(json!({"key": "someone", "client_ip": "192.0.2.7"})).await.1["reason"] == "allowlisted"
+    })
+    .await;
+
+    // A restarted replica reads the shared state at start-up.
+    drop(b);
+    let c = Replica::start(&config);
+    assert_eq!(c.limit_of("org:acme").await, 1000);
+    let (status, body) = c.admin(reqwest::Method::GET, "/admin/overrides", None).await;
+    assert_eq!((status, body["shared"].as_bool()), (200, Some(true)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_applies_on_every_replica() {
+    let redis = RedisServer::start();
+    let config = config(&redis, "adm2", "1h");
+    let a = Replica::start(&config);
+    let b = Replica::start(&config);
+    let (status, body) = a
+        .admin(
+            reqwest::Method::PUT,
+            "/admin/overrides",
+            Some(json!({"key": "org:brief", "limit": 50, "expires_in": "1s"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    within(Duration::from_secs(1), "the override on B", || async {
+        b.limit_of("org:brief").await == 50
+    })
+    .await;
+    // After its expiry both replicas are back to the configured limit.
+    within(Duration::from_secs(5), "the expiry on A and B", || async {
+        a.limit_of("org:brief").await == 1 && b.limit_of("org:brief").await == 1
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missed_notification_heals_by_resync() {
+    let redis = RedisServer::start();
+    let config = config(&redis, "adm3", "300ms");
+    let b = Replica::start(&config);
+    // Written behind the replicas' backs: no PUBLISH at all.
+    let record = json!({"endpoint": null, "tier": null, "key": "org:quiet", "algorithm": null, "limit": 77,
+                        "window": null, "expires_at_ms": null, "created_at_ms": 0});
+    redis.cli(&[
+        "HSET",
+        "adm3:{admin}:overrides",
+        r#"["key","default","org:quiet"]"#,
+        &record.to_string(),
+    ]);
+    within(Duration::from_secs(5), "the resync on B", || async {
+        b.limit_of("org:quiet").await == 77
+    })
+    .await;
+}
