@@ -6,5 +6,6 @@ mod binary;
 mod check;
 mod errors;
 mod helpers;
+mod reload;
 #[path = "../support/mod.rs"]
 mod support;

@@ -6,12 +6,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::redis::RedisServer;
+use crate::support::redis::{RedisCluster, RedisServer};
 use crate::support::service::Service;
 
 const TOKEN: &str = "shared-admin-token-0123456789";
 
 fn config(redis: &RedisServer, prefix: &str, resync: &str) -> String {
+    config_for(&format!("url = \"{}\"", redis.url()), prefix, resync)
+}
+
+fn config_for(store: &str, prefix: &str, resync: &str) -> String {
     format!(
         r#"
         [admin]
@@ -20,13 +24,12 @@ fn config(redis: &RedisServer, prefix: &str, resync: &str) -> String {
         [store]
         backend = "redis"
         [store.redis]
-        url = "{url}"
+        {store}
         key_prefix = "{prefix}"
         [defaults]
         limit = 1
         window = "1h"
-        "#,
-        url = redis.url()
+        "#
     )
 }
 
@@ -197,6 +200,44 @@ async fn a_missed_notification_heals_by_resync() {
     ]);
     within(Duration::from_secs(5), "the resync on B", || async {
         b.limit_of("org:quiet").await == 77
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_are_shared_on_a_cluster_too() {
+    let cluster = RedisCluster::start();
+    let nodes = cluster
+        .seed_urls()
+        .iter()
+        .map(|u| format!("\"{u}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let config = config_for(&format!("mode = \"cluster\"\nnodes = [{nodes}]"), "adm4", "1h");
+    let a = Replica::start(&config);
+    let b = Replica::start(&config);
+    let (status, body) = a
+        .admin(
+            reqwest::Method::PUT,
+            "/admin/overrides",
+            Some(json!({"key": "org:big", "limit": 500})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    within(Duration::from_secs(1), "the override on B", || async {
+        b.limit_of("org:big").await == 500
+    })
+    .await;
+    let (status, _) = a
+        .admin(
+            reqwest::Method::PUT,
+            "/admin/lists/block",
+            Some(json!({"entry": "198.51.100.0/24"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    within(Duration::from_secs(1), "the block on B", || async {
+        b.check(json!({"key": "198.51.100.9"})).await.0 == 403
     })
     .await;
 }

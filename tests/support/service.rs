@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -15,7 +15,9 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_ratelimiter");
 pub struct Service {
     child: Child,
     addr: SocketAddr,
-    _config: Option<tempfile::TempDir>,
+    admin_addr: Option<SocketAddr>,
+    config: std::path::PathBuf,
+    _config_dir: Option<tempfile::TempDir>,
 }
 
 impl Service {
@@ -46,12 +48,17 @@ impl Service {
         // address; keep draining afterwards so the child never blocks.
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, rx) = mpsc::channel();
+        let admin_addr = Arc::new(Mutex::new(None));
+        let admin = admin_addr.clone();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let Ok(event) = serde_json::from_str::<Value>(&line) else {
                     continue;
                 };
+                if event["message"] == "admin listening" {
+                    *admin.lock().unwrap() = event["addr"].as_str().and_then(|a| a.parse().ok());
+                }
                 if event["message"] == "listening" {
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(Ok(event["addr"].as_str().unwrap_or_default().to_owned()));
@@ -71,15 +78,41 @@ impl Service {
                 panic!("the binary did not log its address within 30 s");
             }
         };
+        let admin_addr = *admin_addr.lock().unwrap();
         Service {
             child,
             addr,
-            _config: dir,
+            admin_addr,
+            config: config.to_owned(),
+            _config_dir: dir,
         }
+    }
+
+    /// The configuration file the service was started with.
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (e.g. "HUP") to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The admin listener's address, when it has its own.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     pub fn url(&self, path: &str) -> String {
