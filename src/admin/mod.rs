@@ -92,15 +92,15 @@ fn store_unavailable(e: crate::store::StoreError) -> ApiError {
     )
 }
 
-async fn rules<S: Store>(State(state): Shared<S>) -> Json<Value> {
+async fn rules<S: Store>(State(state): Shared<S>) -> Reply {
     let snapshot = state.limiter.snapshot();
-    let control = state.control.load().await.unwrap_or_default();
+    let control = state.control.load().await.map_err(store_unavailable)?;
     let now = state.limiter.now();
     let overrides: Vec<Value> = control.overrides.values().map(|r| override_json(r, now)).collect();
-    Json(json!({
+    Ok(Json(json!({
         "rules": RulesView::new(&snapshot.rules),
         "overrides": overrides,
-    }))
+    })))
 }
 
 fn override_json(record: &OverrideRecord, now: crate::core::Timestamp) -> Value {

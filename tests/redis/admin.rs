@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::common::cluster_toml;
 use crate::support::redis::{RedisCluster, RedisServer};
 use crate::support::service::Service;
 
@@ -207,13 +208,7 @@ async fn a_missed_notification_heals_by_resync() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_are_shared_on_a_cluster_too() {
     let cluster = RedisCluster::start();
-    let nodes = cluster
-        .seed_urls()
-        .iter()
-        .map(|u| format!("\"{u}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let config = config_for(&format!("mode = \"cluster\"\nnodes = [{nodes}]"), "adm4", "1h");
+    let config = config_for(&cluster_toml(&cluster), "adm4", "1h");
     let a = Replica::start(&config);
     let b = Replica::start(&config);
     let (status, body) = a

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
+use crate::common::cluster_toml;
 use crate::support::redis::{RedisCluster, RedisServer};
 use crate::support::service::Service;
 
@@ -105,13 +106,7 @@ async fn three_replicas_on_one_redis_admit_exactly_the_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_on_a_cluster_admit_exactly_the_limit() {
     let cluster = RedisCluster::start();
-    let nodes = cluster
-        .seed_urls()
-        .iter()
-        .map(|u| format!("\"{u}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let config = config(&format!("mode = \"cluster\"\nnodes = [{nodes}]"), "exact");
+    let config = config(&cluster_toml(&cluster), "exact");
     let replicas: Vec<Service> = (0..3).map(|_| Service::start(&config)).collect();
     hammer(&replicas).await;
 }
