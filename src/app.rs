@@ -26,6 +26,7 @@ use crate::control::Control;
 use crate::core::SystemClock;
 use crate::http::{self, AppState, HttpLimits};
 use crate::limiter::Limiter;
+use crate::metrics::Metrics;
 use crate::rules::RuleSet;
 use crate::settings::{Backend, Problem, Settings};
 use crate::store::memory::MemoryStore;
@@ -56,6 +57,9 @@ pub struct App {
     admin: Option<(TcpListener, Router)>,
     state: Arc<AppState<AnyStore>>,
     settings: Settings,
+    /// The rules file as it was when the rules were loaded: the watcher's
+    /// baseline, so a change made before serving starts is not missed.
+    rules_file_contents: Option<Vec<u8>>,
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {
@@ -68,11 +72,15 @@ impl App {
     /// Builds the service from `settings`; `rules_file` is the file they
     /// were read from, reloaded on SIGHUP and on change.
     pub async fn build(settings: &Settings, rules_file: Option<PathBuf>) -> Result<App, StartupError> {
+        let rules_file_contents = rules_file.as_ref().and_then(|path| std::fs::read(path).ok());
         let rules = RuleSet::from_settings(settings).map_err(StartupError::Rules)?;
+        let metrics = Arc::new(Metrics::new());
         let (store, control) = match settings.store.backend {
             Backend::Memory => (AnyStore::Memory(MemoryStore::new()), Control::memory()),
             Backend::Redis => {
-                let store = RedisStore::connect(&settings.store.redis).await?;
+                let store = RedisStore::connect(&settings.store.redis)
+                    .await?
+                    .with_metrics(metrics.clone());
                 let control = Control::Redis(RedisControl::new(&store));
                 (AnyStore::Redis(Box::new(store)), control)
             }
@@ -83,19 +91,17 @@ impl App {
             Arc::new(SystemClock),
             settings.server.max_key_bytes,
             settings.admin.top_keys,
-        );
+        )
+        .with_metrics(metrics);
         for dangling in limiter.set_control(control.load().await?) {
             tracing::warn!(?dangling, "an admin entry does not fit the rules and is ignored");
         }
-        let state = Arc::new(AppState {
-            limiter,
-            limits: HttpLimits {
-                max_key_bytes: settings.server.max_key_bytes,
-                max_body_bytes: settings.server.max_body_bytes,
-            },
-            control,
-            rules_file,
-        });
+        let limits = HttpLimits {
+            max_key_bytes: settings.server.max_key_bytes,
+            max_body_bytes: settings.server.max_body_bytes,
+        };
+        let state = Arc::new(AppState::new(limiter, limits, control, rules_file));
+        state.metrics().ready.set(1);
 
         let mut router = http::router(state.clone());
         let mut admin = None;
@@ -113,6 +119,7 @@ impl App {
             admin,
             state,
             settings: settings.clone(),
+            rules_file_contents,
         })
     }
 
@@ -136,6 +143,7 @@ impl App {
             tokio::spawn(sweep(self.state.clone(), self.settings.store.memory.sweep_interval.0)),
             tokio::spawn(crate::reload::watch(
                 self.state.clone(),
+                self.rules_file_contents,
                 self.settings.reload.watch,
                 self.settings.reload.poll_interval.0,
             )),
@@ -143,8 +151,12 @@ impl App {
         ];
 
         let (stop_tx, stop_rx) = watch::channel(false);
+        let state = self.state.clone();
         tokio::spawn(async move {
             shutdown.await;
+            // Readiness turns false first, so load balancers stop sending.
+            state.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+            state.metrics().ready.set(0);
             let _ = stop_tx.send(true);
         });
         let timeout = self.settings.server.shutdown_timeout.0;

@@ -25,6 +25,7 @@
 //!   Redis) and how replicas learn of changes (pub/sub plus resync).
 //! - [`settings`]: typed configuration (TOML file + environment).
 //! - [`app`]: wiring, listener, graceful shutdown.
+//! - [`metrics`]: Prometheus metrics on an owned registry.
 //! - [`cli`], [`telemetry`]: command line and logging, used by `main.rs`.
 
 pub mod access;
@@ -35,6 +36,7 @@ pub mod control;
 pub mod core;
 pub mod http;
 pub mod limiter;
+pub mod metrics;
 pub mod overrides;
 pub mod reload;
 pub mod rules;

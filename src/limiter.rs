@@ -17,6 +17,7 @@ use arc_swap::ArcSwap;
 use crate::access::{AccessList, ListEntry, ListItem};
 use crate::control::{ControlState, ListKind};
 use crate::core::{Clock, Cost, Decision, Policy, Timestamp};
+use crate::metrics::Metrics;
 use crate::overrides::{OverrideError, OverrideTable, PolicySource, Target};
 use crate::rules::{RuleSet, UnknownTier};
 use crate::stats::{Outcome, Stats};
@@ -121,6 +122,7 @@ pub struct Limiter<S> {
     clock: Arc<dyn Clock>,
     max_key_bytes: usize,
     stats: Stats,
+    metrics: Arc<Metrics>,
 }
 
 impl<S: Store> Limiter<S> {
@@ -136,7 +138,18 @@ impl<S: Store> Limiter<S> {
             clock,
             max_key_bytes,
             stats: Stats::new(top_keys, now),
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// Records decisions and store timings in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The current snapshot.
@@ -176,6 +189,16 @@ impl<S: Store> Limiter<S> {
         let mut sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
         change(&mut sources);
         let (snapshot, dangling) = build(&sources.rules, &sources.control, self.max_key_bytes);
+        let entries = &self.metrics.control_entries;
+        entries
+            .with_label_values(&["override"])
+            .set(gauge_value(snapshot.overrides.len()));
+        entries
+            .with_label_values(&["allow"])
+            .set(gauge_value(snapshot.allow.len()));
+        entries
+            .with_label_values(&["block"])
+            .set(gauge_value(snapshot.block.len()));
         self.snapshot.store(Arc::new(snapshot));
         dangling
     }
@@ -202,11 +225,11 @@ impl<S: Store> Limiter<S> {
             source,
         };
         if listed(&snapshot.block) {
-            self.stats.record(resolved.rule, resolved.tier, Outcome::Blocked);
+            self.record(resolved.rule, resolved.tier, Outcome::Blocked);
             return Ok(verdict(listed_decision(&policy, false, now), Outcome::Blocked));
         }
         if listed(&snapshot.allow) {
-            self.stats.record(resolved.rule, resolved.tier, Outcome::Allowlisted);
+            self.record(resolved.rule, resolved.tier, Outcome::Allowlisted);
             return Ok(verdict(listed_decision(&policy, true, now), Outcome::Allowlisted));
         }
         if request.cost.get() > policy.limit() {
@@ -221,15 +244,42 @@ impl<S: Store> Limiter<S> {
             rule: resolved.rule,
             key,
         };
-        let decision = self.store.check(store_key, &policy, request.cost).await?;
+        let started = std::time::Instant::now();
+        let result = self.store.check(store_key, &policy, request.cost).await;
+        self.metrics
+            .store_duration
+            .with_label_values(&["check"])
+            .observe(started.elapsed().as_secs_f64());
+        let decision = match result {
+            Ok(decision) => decision,
+            Err(e) => {
+                self.metrics
+                    .requests
+                    .with_label_values(&[resolved.rule, resolved.tier, "fail_closed"])
+                    .inc();
+                return Err(e.into());
+            }
+        };
         let reason = if decision.allowed {
             Outcome::Allowed
         } else {
             self.stats.record_limited(resolved.rule, key);
+            self.metrics
+                .exceeded
+                .with_label_values(&[resolved.rule, resolved.tier])
+                .inc();
             Outcome::Limited
         };
-        self.stats.record(resolved.rule, resolved.tier, reason);
+        self.record(resolved.rule, resolved.tier, reason);
         Ok(verdict(decision, reason))
+    }
+
+    fn record(&self, rule: &str, tier: &str, outcome: Outcome) {
+        self.stats.record(rule, tier, outcome);
+        self.metrics
+            .requests
+            .with_label_values(&[rule, tier, outcome.as_str()])
+            .inc();
     }
 
     /// A key's current state under its effective policy, consuming nothing.
@@ -281,6 +331,10 @@ impl<S: Store> Limiter<S> {
         self.store.reset(store_key).await?;
         Ok(resolved.rule.clone())
     }
+}
+
+fn gauge_value(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// The decision for a listed key: nothing is consumed or counted.

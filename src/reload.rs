@@ -67,6 +67,8 @@ pub fn reload_rules<S: Store>(state: &AppState<S>) -> Result<ReloadReport, Reloa
             dangling: dangling.iter().map(describe).collect(),
         }
     });
+    let outcome = if result.is_ok() { "success" } else { "failure" };
+    state.metrics().config_reloads.with_label_values(&[outcome]).inc();
     match &result {
         Ok(report) => {
             tracing::info!(file = %report.file, rules = report.rules, dangling = ?report.dangling, "rules reloaded")
@@ -92,12 +94,18 @@ fn describe(dangling: &Dangling) -> String {
 }
 
 /// Reloads on SIGHUP and, when `watch` is set, whenever the file's contents
-/// change. Runs until the task is dropped.
-pub async fn watch<S: Store>(state: Arc<AppState<S>>, watch: bool, interval: std::time::Duration) {
+/// differ from the last contents loaded (`loaded`: those the running rules
+/// came from). Runs until the task is dropped.
+pub async fn watch<S: Store>(
+    state: Arc<AppState<S>>,
+    loaded: Option<Vec<u8>>,
+    watch: bool,
+    interval: std::time::Duration,
+) {
     let Some(path) = state.rules_file.clone() else {
         return;
     };
-    let mut last = std::fs::read(&path).ok();
+    let mut last = loaded;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     #[cfg(unix)]

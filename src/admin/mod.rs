@@ -46,7 +46,7 @@ type Reply = Result<Json<Value>, ApiError>;
 
 /// The admin router, every route behind `token`.
 pub fn router<S: Store>(state: Arc<AppState<S>>, token: Secret) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/admin/rules", get(rules::<S>))
         .route(
             "/admin/overrides",
@@ -62,7 +62,13 @@ pub fn router<S: Store>(state: Arc<AppState<S>>, token: Secret) -> Router {
         .route("/admin/stats", get(stats::<S>))
         .route("/admin/reload", post(reload::<S>))
         .layer(from_fn_with_state(Arc::new(token), auth::require_token))
-        .with_state(state)
+        .with_state(state);
+    crate::http::with_request_ids(router)
+}
+
+/// Counts an admin change in the metrics.
+fn changed<S: Store>(state: &AppState<S>, action: &str) {
+    state.metrics().admin_changes.with_label_values(&[action]).inc();
 }
 
 /// Milliseconds since the epoch on the limiter's clock (the one expiries
@@ -159,6 +165,7 @@ async fn put_override<S: Store>(
         .await
         .map_err(store_unavailable)?;
     refresh(&state).await?;
+    changed(&state, "override_set");
     tracing::info!(id, ?record, replaced = existed, "admin: override set");
     Ok(Json(
         json!({ "override": override_json(&record, state.limiter.now()), "replaced": existed }),
@@ -186,6 +193,7 @@ async fn delete_override<S: Store>(
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no override {id}")));
     }
     refresh(&state).await?;
+    changed(&state, "override_deleted");
     tracing::info!(id, "admin: override deleted");
     Ok(Json(json!({ "deleted": id })))
 }
@@ -253,6 +261,7 @@ async fn put_entry<S: Store>(
     };
     state.control.put_list(kind, &record).await.map_err(store_unavailable)?;
     refresh(&state).await?;
+    changed(&state, "list_entry_set");
     tracing::info!(list = kind.as_str(), entry = %record.entry, expires_at_ms, "admin: list entry set");
     Ok(Json(json!({ "list": kind.as_str(), "entry": record })))
 }
@@ -282,6 +291,7 @@ async fn delete_entry<S: Store>(
         ));
     }
     refresh(&state).await?;
+    changed(&state, "list_entry_removed");
     tracing::info!(list = kind.as_str(), entry = %canonical, "admin: list entry removed");
     Ok(Json(json!({ "list": kind.as_str(), "deleted": canonical })))
 }
@@ -326,6 +336,7 @@ async fn reset_key<S: Store>(
     let endpoint = query.optional("endpoint");
     query.finish("key, endpoint")?;
     let rule = state.limiter.reset(endpoint.as_deref(), &key).await?;
+    changed(&state, "key_reset");
     tracing::info!(rule = %rule, "admin: key reset");
     Ok(Json(json!({ "reset": key.as_str(), "rule": rule.as_ref() })))
 }

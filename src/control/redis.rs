@@ -20,14 +20,18 @@ use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
+use std::sync::Arc;
+
 use super::{ControlState, ListKind, ListRecord};
 use crate::core::Timestamp;
+use crate::metrics::Metrics;
 use crate::store::redis::RedisStore;
 use crate::store::StoreError;
 
 /// Overrides and lists in Redis.
 pub struct RedisControl {
     pool: Pool,
+    metrics: Arc<Metrics>,
     overrides: String,
     allow: String,
     block: String,
@@ -47,6 +51,7 @@ impl RedisControl {
         let prefix = store.key_prefix();
         RedisControl {
             pool: store.pool().clone(),
+            metrics: store.metrics().clone(),
             overrides: format!("{prefix}:{{admin}}:overrides"),
             allow: format!("{prefix}:{{admin}}:allow"),
             block: format!("{prefix}:{{admin}}:block"),
@@ -77,7 +82,12 @@ impl RedisControl {
         })
     }
 
+    fn count(&self, op: &str) {
+        self.metrics.redis_operations.with_label_values(&[op]).inc();
+    }
+
     async fn read<T: DeserializeOwned>(&self, hash: &str) -> Result<BTreeMap<String, T>, StoreError> {
+        self.count("hgetall");
         let fields: BTreeMap<String, String> = self
             .pool
             .hgetall(hash)
@@ -97,6 +107,7 @@ impl RedisControl {
 
     pub async fn put<T: Serialize>(&self, hash: &str, field: &str, record: &T) -> Result<(), StoreError> {
         let json = serde_json::to_string(record).map_err(|e| store_error("encoding admin record", e))?;
+        self.count("hset");
         let _: Value = self
             .pool
             .hset(hash, (field, json))
@@ -107,6 +118,7 @@ impl RedisControl {
     }
 
     pub async fn delete(&self, hash: &str, field: &str) -> Result<bool, StoreError> {
+        self.count("hdel");
         let removed: i64 = self
             .pool
             .hdel(hash, field)
@@ -151,6 +163,7 @@ impl RedisControl {
     /// Tells every replica to re-read. A lost message is healed by the
     /// periodic resync, so a failure here is only logged.
     async fn notify(&self) {
+        self.count("publish");
         if let Err(e) = self.pool.next().publish::<i64, _, _>(&self.channel, "changed").await {
             tracing::warn!(error = %e, "could not publish an admin change; replicas will resync");
         }

@@ -43,6 +43,11 @@ impl ApiError {
         }
     }
 
+    /// A 503: the store could not decide (the cause is logged, not sent).
+    pub fn store_unavailable() -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the rate-limit store is unavailable")
+    }
+
     pub fn with_field(mut self, field: impl Into<String>) -> ApiError {
         self.field = Some(field.into());
         self
@@ -66,7 +71,7 @@ impl From<LimiterError> for ApiError {
             e @ LimiterError::CostAboveLimit { .. } => ApiError::field("cost", e.to_string()),
             LimiterError::Store(e) => {
                 tracing::error!(error = %e, transient = e.transient, "store failed");
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the rate-limit store is unavailable")
+                ApiError::store_unavailable()
             }
         }
     }

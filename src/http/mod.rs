@@ -6,28 +6,39 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `POST /check` | decide a request: 200 allowed, 429 denied |
-//! | `GET /health` | liveness |
+//! | `POST /check` | decide a request: 200 allowed, 429 denied, 403 blocked |
+//! | `GET /health`, `GET /health/live` | liveness |
+//! | `GET /health/ready` | readiness: store reachable and not draining |
+//! | `GET /metrics` | Prometheus metrics |
 //! | `GET /`, `GET /rules` | the effective rules |
+//!
+//! Every request gets an `x-request-id` (the caller's, or a new UUID),
+//! echoed in the response and recorded on a tracing span, so every log line
+//! of the request carries it.
 
 pub mod error;
 pub mod wire;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderName, Method, Request, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
 pub use error::ApiError;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
 
 use crate::control::Control;
-use crate::limiter::Limiter;
+use crate::limiter::{Limiter, LimiterError};
+use crate::metrics::Metrics;
 use crate::stats::Outcome;
 use crate::store::Store;
 
@@ -46,20 +57,62 @@ pub struct AppState<S> {
     pub control: Control,
     /// The rules file, for reloads; `None` when running on built-in defaults.
     pub rules_file: Option<PathBuf>,
+    /// Set once shutdown has begun: readiness turns false.
+    pub draining: AtomicBool,
+    /// Caps the log events of denied and failed checks.
+    pub check_log: LogSampler,
+}
+
+impl<S: Store> AppState<S> {
+    pub fn new(limiter: Limiter<S>, limits: HttpLimits, control: Control, rules_file: Option<PathBuf>) -> Self {
+        AppState {
+            limiter,
+            limits,
+            control,
+            rules_file,
+            draining: AtomicBool::new(false),
+            check_log: LogSampler::new(20),
+        }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        self.limiter.metrics()
+    }
 }
 
 /// The public API's router.
 pub fn router<S: Store>(state: Arc<AppState<S>>) -> Router {
     let max_body = state.limits.max_body_bytes;
-    Router::new()
+    let router = Router::new()
         .route("/check", post(check::<S>))
         .route("/health", get(health))
+        .route("/health/live", get(health))
+        .route("/health/ready", get(ready::<S>))
+        .route("/metrics", get(metrics::<S>))
         .route("/", get(rules::<S>))
         .route("/rules", get(rules::<S>))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
-        .with_state(state)
+        .with_state(state);
+    with_request_ids(router)
+}
+
+/// Accepts or generates `x-request-id`, opens a span carrying it around the
+/// request, and echoes it in the response.
+pub fn with_request_ids(router: Router) -> Router {
+    let x_request_id = HeaderName::from_static("x-request-id");
+    router
+        .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+            let id = request
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path())
+        }))
+        .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
 }
 
 async fn check<S: Store>(
@@ -67,17 +120,47 @@ async fn check<S: Store>(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = read_json_body(&headers, body, state.limits.max_body_bytes)?;
+    let started = Instant::now();
+    let result = decide(&state, &headers, body).await;
+    state.metrics().check_duration.observe(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn decide<S: Store>(
+    state: &AppState<S>,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = read_json_body(headers, body, state.limits.max_body_bytes)?;
     let request = wire::parse_check(&body, state.limits.max_key_bytes)?;
-    let verdict = state.limiter.check(&request).await?;
+    let verdict = match state.limiter.check(&request).await {
+        Ok(verdict) => verdict,
+        Err(LimiterError::Store(e)) => {
+            if let Some(suppressed) = state.check_log.admit() {
+                tracing::error!(error = %e, transient = e.transient, suppressed, "check failed: store unavailable");
+            }
+            return Err(ApiError::store_unavailable());
+        }
+        Err(e) => return Err(e.into()),
+    };
     let status = match verdict.reason {
         Outcome::Allowed | Outcome::Allowlisted => StatusCode::OK,
-        Outcome::Limited => {
-            tracing::debug!(rule = %verdict.rule, tier = %verdict.tier, "limited");
-            StatusCode::TOO_MANY_REQUESTS
-        }
+        Outcome::Limited => StatusCode::TOO_MANY_REQUESTS,
         Outcome::Blocked => StatusCode::FORBIDDEN,
     };
+    if matches!(verdict.reason, Outcome::Limited | Outcome::Blocked) {
+        if let Some(suppressed) = state.check_log.admit() {
+            tracing::info!(
+                decision = verdict.reason.as_str(),
+                rule = %verdict.rule,
+                tier = %verdict.tier,
+                key = request.key.as_str(),
+                retry_after_ms = verdict.decision.retry_after_us.div_ceil(1000),
+                suppressed,
+                "check denied"
+            );
+        }
+    }
     let headers = wire::rate_limit_headers(&verdict);
     Ok((status, headers, Json(wire::CheckResponse::from(&verdict))).into_response())
 }
@@ -128,6 +211,77 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
 
 async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// 200 when the replica should receive traffic, 503 with the reason when
+/// not: draining for shutdown, or the store not answering.
+async fn ready<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
+    let (ready, body) = if state.draining.load(Ordering::Relaxed) {
+        (
+            false,
+            serde_json::json!({ "ready": false, "reason": "draining: the replica is shutting down" }),
+        )
+    } else {
+        match state.limiter.store().ping().await {
+            Ok(()) => (true, serde_json::json!({ "ready": true, "store": "ok" })),
+            Err(e) => (
+                false,
+                serde_json::json!({ "ready": false, "reason": format!("the store is unreachable: {}", e.message) }),
+            ),
+        }
+    };
+    state.metrics().ready.set(i64::from(ready));
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn metrics<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
+    state.limiter.store().update_gauges(state.metrics());
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics().render(),
+    )
+        .into_response()
+}
+
+/// At most `per_second` log events per second; reports how many were
+/// suppressed since the last one let through.
+pub struct LogSampler {
+    per_second: u64,
+    state: std::sync::Mutex<(u64, u64, u64)>,
+}
+
+impl LogSampler {
+    pub fn new(per_second: u64) -> LogSampler {
+        LogSampler {
+            per_second,
+            state: std::sync::Mutex::new((0, 0, 0)),
+        }
+    }
+
+    /// `Some(suppressed)` when this event may be logged.
+    pub fn admit(&self) -> Option<u64> {
+        let second = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut guard = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (current, count, suppressed) = &mut *guard;
+        if *current != second {
+            *current = second;
+            *count = 0;
+        }
+        if *count < self.per_second {
+            *count += 1;
+            Some(std::mem::take(suppressed))
+        } else {
+            *suppressed += 1;
+            None
+        }
+    }
 }
 
 async fn rules<S: Store>(State(state): State<Arc<AppState<S>>>) -> Json<wire::RulesView> {

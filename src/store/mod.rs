@@ -50,6 +50,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Forgets `key`'s state, whatever algorithm wrote it.
     fn reset(&self, key: StoreKey<'_>) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Whether the store can decide now (readiness).
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        std::future::ready(Ok(()))
+    }
+
+    /// Refreshes store gauges (connections) before a scrape.
+    fn update_gauges(&self, _metrics: &crate::metrics::Metrics) {}
 }
 
 /// The store the configuration chose.
@@ -70,6 +78,23 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(store) => store.reset(key).await,
             AnyStore::Redis(store) => store.reset(key).await,
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Memory(_) => Ok(()),
+            AnyStore::Redis(store) => store.ping().await,
+        }
+    }
+
+    fn update_gauges(&self, metrics: &crate::metrics::Metrics) {
+        if let AnyStore::Redis(store) = self {
+            let (size, connected) = store.pool_state();
+            metrics.redis_pool_size.set(i64::try_from(size).unwrap_or(i64::MAX));
+            metrics
+                .redis_pool_connected
+                .set(i64::try_from(connected).unwrap_or(i64::MAX));
         }
     }
 }

@@ -51,21 +51,18 @@ pub fn app(toml: &str) -> TestApp {
     let settings = Settings::from_toml(toml).expect("valid settings");
     let rules = RuleSet::from_settings(&settings).expect("valid rules");
     let clock = Arc::new(ManualClock::new(Timestamp::from_micros(START_US)));
-    let state = Arc::new(AppState {
-        limiter: Limiter::new(
-            rules,
-            MemoryStore::with_clock(clock.clone()),
-            clock.clone(),
-            settings.server.max_key_bytes,
-            settings.admin.top_keys,
-        ),
-        limits: HttpLimits {
-            max_key_bytes: settings.server.max_key_bytes,
-            max_body_bytes: settings.server.max_body_bytes,
-        },
-        control: Control::memory(),
-        rules_file: None,
-    });
+    let limiter = Limiter::new(
+        rules,
+        MemoryStore::with_clock(clock.clone()),
+        clock.clone(),
+        settings.server.max_key_bytes,
+        settings.admin.top_keys,
+    );
+    let limits = HttpLimits {
+        max_key_bytes: settings.server.max_key_bytes,
+        max_body_bytes: settings.server.max_body_bytes,
+    };
+    let state = Arc::new(AppState::new(limiter, limits, Control::memory(), None));
     let mut app = router(state.clone());
     if let Some(token) = &settings.admin.token {
         app = app.merge(ratelimiter::admin::router(state, token.clone()));

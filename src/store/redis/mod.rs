@@ -32,6 +32,7 @@ use self::keys::KeyLayout;
 use self::scripts::Scripts;
 use super::{Store, StoreError, StoreKey};
 use crate::core::{Clock, Cost, Decision, Policy, Timestamp};
+use crate::metrics::Metrics;
 use crate::settings::{RedisMode, RedisSettings};
 
 /// Redis could not be configured or reached at start-up.
@@ -69,6 +70,7 @@ pub struct RedisStore {
     layout: KeyLayout,
     time: TimeSource,
     clustered: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl RedisStore {
@@ -103,6 +105,7 @@ impl RedisStore {
             layout: KeyLayout::new(&settings.key_prefix),
             time: TimeSource::Server,
             clustered,
+            metrics: Arc::new(Metrics::new()),
         };
         store.load_scripts().await.map_err(ConnectError::Scripts)?;
         tracing::info!(target = %target, clustered, pool_size = settings.pool_size, "connected to Redis");
@@ -114,6 +117,35 @@ impl RedisStore {
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> RedisStore {
         self.time = TimeSource::Given(clock);
         self
+    }
+
+    /// Counts Redis operations and errors in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> RedisStore {
+        self.metrics = metrics;
+        self
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Pool size and connected connections, for the gauges.
+    pub fn pool_state(&self) -> (usize, usize) {
+        let clients = self.pool.clients();
+        (clients.len(), clients.iter().filter(|c| c.is_connected()).count())
+    }
+
+    /// Whether Redis answers a PING within the command timeout.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.metrics.redis_operations.with_label_values(&["ping"]).inc();
+        let result: Result<String, FredError> = self.pool.next().ping(None).await;
+        result.map(|_| ()).map_err(|e| self.failed(e))
+    }
+
+    /// Counts a failed command and classifies it.
+    pub fn failed(&self, e: FredError) -> StoreError {
+        self.metrics.redis_errors.with_label_values(&[error_kind(&e)]).inc();
+        store_error(e)
     }
 
     /// Whether the store talks to a Redis Cluster.
@@ -160,7 +192,8 @@ impl RedisStore {
             .flat_map(|a| self.layout.state_keys(key, a).to_vec())
             .collect();
         // All names share one hash tag, so one DEL works on a cluster too.
-        let _: i64 = self.pool.del(names).await.map_err(store_error)?;
+        self.metrics.redis_operations.with_label_values(&["del"]).inc();
+        let _: i64 = self.pool.del(names).await.map_err(|e| self.failed(e))?;
         Ok(())
     }
 
@@ -183,12 +216,13 @@ impl RedisStore {
             cost.get().to_string(),
             now,
         ];
+        self.metrics.redis_operations.with_label_values(&["evalsha"]).inc();
         let reply: Vec<i64> = self
             .scripts
             .get(policy.algorithm())
             .evalsha_with_reload(self.pool.next(), keys, args)
             .await
-            .map_err(store_error)?;
+            .map_err(|e| self.failed(e))?;
         decision_from_reply(&reply)
     }
 }
@@ -225,6 +259,21 @@ fn decision_from_reply(reply: &[i64]) -> Result<Decision, StoreError> {
         },
         at: Timestamp::from_micros(non_negative(now)),
     })
+}
+
+/// A low-cardinality name for a Redis failure.
+fn error_kind(e: &FredError) -> &'static str {
+    let details = e.details();
+    match e.kind() {
+        ErrorKind::Timeout => "timeout",
+        ErrorKind::IO | ErrorKind::Canceled => "connection",
+        ErrorKind::Cluster | ErrorKind::Routing => "cluster",
+        _ if details.starts_with("OOM") => "oom",
+        _ if details.starts_with("NOSCRIPT") => "noscript",
+        _ if details.starts_with("LOADING") || details.starts_with("BUSY") => "busy",
+        _ if details.contains("script") => "script",
+        _ => "other",
+    }
 }
 
 fn store_error(e: FredError) -> StoreError {
