@@ -21,6 +21,6 @@ ENV RATELIMITER_CONFIG=/etc/ratelimiter/ratelimiter.toml \
     RATELIMITER__LOG__FORMAT=json
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=2s --retries=3 \
-    CMD curl -fsS http://127.0.0.1:8080/health || exit 1
+    CMD curl -fsS http://127.0.0.1:8080/health/live || exit 1
 ENTRYPOINT ["/usr/local/bin/ratelimiter"]
 CMD ["serve"]

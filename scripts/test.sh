@@ -1,22 +1,26 @@
 #!/usr/bin/env bash
 # Runs the full test suite from a fresh checkout: formatting, lints, and
 # every test (unit, property, HTTP contract, real binary, Redis standalone
-# and cluster). The Redis tests start their own redis-server processes on
+# and cluster, Prometheus). The Redis tests start their own redis-server processes on
 # free loopback ports; this script only makes sure the program is installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
-  echo "== installing redis-server (Debian package)"
-  if [ "$(id -u)" -eq 0 ]; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-  else
-    sudo apt-get update -qq
-    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-  fi
+# Debian packages the tests run for real: redis-server (standalone and
+# cluster tests) and prometheus (promtool, and a server that scrapes a
+# replica).
+missing=()
+command -v redis-server >/dev/null && command -v redis-cli >/dev/null || missing+=(redis-server)
+command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "== installing ${missing[*]} (Debian packages)"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 redis-server --version
+promtool --version | head -1
 
 echo "== cargo fmt --check"
 cargo fmt --all --check

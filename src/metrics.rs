@@ -15,6 +15,28 @@ const BUCKETS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
 
+/// `result` values of `rate_limit_config_reloads_total`.
+pub const RELOAD_RESULTS: [&str; 2] = ["success", "failure"];
+/// `action` values of `rate_limit_admin_changes_total`.
+pub const ADMIN_ACTIONS: [&str; 5] = [
+    "override_set",
+    "override_deleted",
+    "list_entry_set",
+    "list_entry_removed",
+    "key_reset",
+];
+/// `kind` values of `redis_errors_total`.
+pub const REDIS_ERROR_KINDS: [&str; 8] = [
+    "timeout",
+    "connection",
+    "cluster",
+    "oom",
+    "noscript",
+    "busy",
+    "script",
+    "other",
+];
+
 /// Every metric the service exports.
 pub struct Metrics {
     registry: Registry,
@@ -111,7 +133,7 @@ impl Metrics {
             let _ = registry.register(Box::new(process));
         }
 
-        Metrics {
+        let metrics = Metrics {
             requests: counter(
                 &registry,
                 "rate_limit_requests_total",
@@ -163,7 +185,20 @@ impl Metrics {
                 "1 while the replica is ready for traffic.",
             ),
             registry,
+        };
+        // Series of the fixed label sets exist from the start at 0, so a
+        // rate() sees the first event and dashboards show zeros, not gaps.
+        for result in RELOAD_RESULTS {
+            metrics.config_reloads.with_label_values(&[result]);
         }
+        for action in ADMIN_ACTIONS {
+            metrics.admin_changes.with_label_values(&[action]);
+        }
+        for kind in REDIS_ERROR_KINDS {
+            metrics.redis_errors.with_label_values(&[kind]);
+        }
+        metrics.store_duration.with_label_values(&["check"]);
+        metrics
     }
 
     /// The Prometheus text exposition of every metric.

@@ -6,6 +6,7 @@ mod binary;
 mod check;
 mod errors;
 mod helpers;
+mod observability;
 mod reload;
 #[path = "../support/mod.rs"]
 mod support;

@@ -13,5 +13,6 @@ mod differential;
 mod exactness;
 mod expiry;
 mod footprint;
+mod observability;
 mod recovery;
 mod support_selftest;
