@@ -25,7 +25,7 @@ use crate::control::redis::RedisControl;
 use crate::control::Control;
 use crate::core::SystemClock;
 use crate::http::{self, AppState, HttpLimits};
-use crate::limiter::Limiter;
+use crate::limiter::{FailurePolicy, Limiter};
 use crate::metrics::Metrics;
 use crate::rules::RuleSet;
 use crate::settings::{Backend, Problem, Settings};
@@ -92,7 +92,13 @@ impl App {
             settings.server.max_key_bytes,
             settings.admin.top_keys,
         )
-        .with_metrics(metrics);
+        .with_metrics(metrics)
+        .with_failure_policy(FailurePolicy {
+            mode: settings.store.failure_mode,
+            local_divisor: settings.store.local_divisor,
+            breaker_failures: settings.store.breaker.failures,
+            breaker_open_for: settings.store.breaker.open_for.0,
+        });
         for dangling in limiter.set_control(control.load().await?) {
             tracing::warn!(?dangling, "an admin entry does not fit the rules and is ignored");
         }
@@ -152,11 +158,18 @@ impl App {
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let state = self.state.clone();
+        let grace = self.settings.server.drain_grace.0;
         tokio::spawn(async move {
             shutdown.await;
-            // Readiness turns false first, so load balancers stop sending.
+            // Readiness turns false first and the replica keeps serving for
+            // the grace period, so load balancers stop sending before
+            // connections are refused.
             state.draining.store(true, std::sync::atomic::Ordering::Relaxed);
             state.metrics().ready.set(0);
+            if !grace.is_zero() {
+                tracing::info!(?grace, "draining: readiness is false, still serving");
+                tokio::time::sleep(grace).await;
+            }
             let _ = stop_tx.send(true);
         });
         let timeout = self.settings.server.shutdown_timeout.0;
@@ -194,17 +207,18 @@ impl App {
     }
 }
 
-/// Drops fully restored keys from the memory store.
+/// Drops fully restored keys from the memory stores: the primary one (with
+/// the memory backend; Redis expires keys itself) and the local fallback.
 async fn sweep(state: Arc<AppState<AnyStore>>, interval: Duration) {
-    let AnyStore::Memory(store) = state.limiter.store() else {
-        return; // Redis expires keys itself.
-    };
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let dropped = store.sweep();
-        tracing::trace!(dropped, kept = store.len(), "swept expired keys");
+        let mut dropped = state.limiter.sweep_fallback();
+        if let AnyStore::Memory(store) = state.limiter.store() {
+            dropped += store.sweep();
+        }
+        tracing::trace!(dropped, "swept expired keys");
     }
 }
 

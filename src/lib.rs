@@ -14,6 +14,7 @@
 //!   policy per rule × tier, validated at load.
 //! - [`overrides`]: run-time limit overrides (rule × tier, rule, key),
 //!   validated like the file and resolved into policies.
+//! - [`breaker`]: the circuit breaker around the shared store.
 //! - [`limiter`]: request → lists, rule, tier, overrides, policy → store →
 //!   verdict. Handlers call only this.
 //! - [`http`]: the router, thin handlers, the JSON wire format and the
@@ -31,6 +32,7 @@
 pub mod access;
 pub mod admin;
 pub mod app;
+pub mod breaker;
 pub mod cli;
 pub mod control;
 pub mod core;

@@ -8,6 +8,11 @@
 //! reloads and admin changes build a new snapshot and swap it in. For each
 //! request: block list, allow list, rule and tier, overrides, cost check,
 //! store. It knows nothing of HTTP; the store knows nothing of rules.
+//!
+//! When the store cannot decide (an error, a timeout, or the circuit
+//! breaker open), the rule's failure mode decides instead: `open` allows,
+//! `closed` denies with [`Reason::FailClosed`], `local` decides on this
+//! replica's own memory store with the limit divided by `local_divisor`.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,12 +20,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use arc_swap::ArcSwap;
 
 use crate::access::{AccessList, ListEntry, ListItem};
+use crate::breaker::{Breaker, Permit};
 use crate::control::{ControlState, ListKind};
 use crate::core::{Clock, Cost, Decision, Policy, Timestamp};
 use crate::metrics::Metrics;
 use crate::overrides::{OverrideError, OverrideTable, PolicySource, Target};
 use crate::rules::{RuleSet, UnknownTier};
+use crate::settings::FailureMode;
 use crate::stats::{Outcome, Stats};
+use crate::store::memory::MemoryStore;
 use crate::store::{Store, StoreError, StoreKey};
 
 /// The caller's identity for limiting: non-empty and bounded in length.
@@ -66,6 +74,65 @@ pub struct CheckRequest {
     pub client_ip: Option<IpAddr>,
 }
 
+/// Why a check was decided the way it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Allowed,
+    Limited,
+    Allowlisted,
+    Blocked,
+    /// The store failed; the failure mode `open` allowed.
+    FailOpen,
+    /// The store failed; the failure mode `closed` denied.
+    FailClosed,
+    /// The store failed; this replica's local store allowed.
+    LocalAllowed,
+    /// The store failed; this replica's local store denied.
+    LocalLimited,
+}
+
+impl Reason {
+    /// The `reason` of the `/check` response.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::FailClosed => "store_unavailable",
+            other => other.decision(),
+        }
+    }
+
+    /// The `decision` label of the request metric.
+    pub fn decision(self) -> &'static str {
+        match self {
+            Reason::Allowed => "allowed",
+            Reason::Limited => "limited",
+            Reason::Allowlisted => "allowlisted",
+            Reason::Blocked => "blocked",
+            Reason::FailOpen => "fail_open",
+            Reason::FailClosed => "fail_closed",
+            Reason::LocalAllowed => "local_allowed",
+            Reason::LocalLimited => "local_limited",
+        }
+    }
+
+    /// Whether the store's failure decided this check.
+    pub fn degraded(self) -> bool {
+        matches!(
+            self,
+            Reason::FailOpen | Reason::FailClosed | Reason::LocalAllowed | Reason::LocalLimited
+        )
+    }
+
+    fn outcome(self) -> Option<Outcome> {
+        match self {
+            Reason::Allowed | Reason::LocalAllowed => Some(Outcome::Allowed),
+            Reason::Limited | Reason::LocalLimited => Some(Outcome::Limited),
+            Reason::Allowlisted => Some(Outcome::Allowlisted),
+            Reason::Blocked => Some(Outcome::Blocked),
+            Reason::FailOpen | Reason::FailClosed => None,
+        }
+    }
+}
+
 /// A decision with what it was decided under.
 #[derive(Debug, Clone)]
 pub struct Verdict {
@@ -73,8 +140,30 @@ pub struct Verdict {
     pub tier: Arc<str>,
     pub policy: Policy,
     pub decision: Decision,
-    pub reason: Outcome,
+    pub reason: Reason,
     pub source: PolicySource,
+    /// Set when the store failed: what it said.
+    pub store_error: Option<String>,
+}
+
+/// How checks are decided when the store cannot decide.
+#[derive(Debug, Clone, Copy)]
+pub struct FailurePolicy {
+    pub mode: FailureMode,
+    pub local_divisor: u64,
+    pub breaker_failures: u32,
+    pub breaker_open_for: std::time::Duration,
+}
+
+impl Default for FailurePolicy {
+    fn default() -> Self {
+        FailurePolicy {
+            mode: FailureMode::Local,
+            local_divisor: 1,
+            breaker_failures: 5,
+            breaker_open_for: std::time::Duration::from_secs(1),
+        }
+    }
 }
 
 /// Why the limiter could not decide.
@@ -123,6 +212,10 @@ pub struct Limiter<S> {
     max_key_bytes: usize,
     stats: Stats,
     metrics: Arc<Metrics>,
+    failure: FailurePolicy,
+    breaker: Breaker,
+    /// Decides `local`-mode checks while the store is unavailable.
+    fallback: MemoryStore<Arc<dyn Clock>>,
 }
 
 impl<S: Store> Limiter<S> {
@@ -135,11 +228,34 @@ impl<S: Store> Limiter<S> {
             snapshot: ArcSwap::from_pointee(snapshot),
             sources: Mutex::new(Sources { rules, control }),
             store,
-            clock,
             max_key_bytes,
             stats: Stats::new(top_keys, now),
             metrics: Arc::new(Metrics::new()),
+            failure: FailurePolicy::default(),
+            breaker: Breaker::new(5, std::time::Duration::from_secs(1), clock.clone()),
+            fallback: MemoryStore::with_clock(clock.clone()),
+            clock,
         }
+    }
+
+    /// Sets how checks are decided when the store cannot decide.
+    pub fn with_failure_policy(mut self, failure: FailurePolicy) -> Self {
+        self.breaker = Breaker::new(failure.breaker_failures, failure.breaker_open_for, self.clock.clone());
+        self.failure = failure;
+        self
+    }
+
+    pub fn failure_policy(&self) -> &FailurePolicy {
+        &self.failure
+    }
+
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
+    }
+
+    /// Drops fully restored keys of the local fallback store.
+    pub fn sweep_fallback(&self) -> usize {
+        self.fallback.sweep()
     }
 
     /// Records decisions and store timings in `metrics`.
@@ -216,21 +332,22 @@ impl<S: Store> Limiter<S> {
             .overrides
             .lookup(resolved.rule, resolved.tier, key, now)
             .unwrap_or((resolved.policy, PolicySource::Config));
-        let verdict = |decision: Decision, reason: Outcome| Verdict {
+        let verdict = |decision: Decision, reason: Reason| Verdict {
             rule: resolved.rule.clone(),
             tier: resolved.tier.clone(),
             policy,
             decision,
             reason,
             source,
+            store_error: None,
         };
         if listed(&snapshot.block) {
-            self.record(resolved.rule, resolved.tier, Outcome::Blocked);
-            return Ok(verdict(listed_decision(&policy, false, now), Outcome::Blocked));
+            self.record(resolved.rule, resolved.tier, Reason::Blocked);
+            return Ok(verdict(listed_decision(&policy, false, now), Reason::Blocked));
         }
         if listed(&snapshot.allow) {
-            self.record(resolved.rule, resolved.tier, Outcome::Allowlisted);
-            return Ok(verdict(listed_decision(&policy, true, now), Outcome::Allowlisted));
+            self.record(resolved.rule, resolved.tier, Reason::Allowlisted);
+            return Ok(verdict(listed_decision(&policy, true, now), Reason::Allowlisted));
         }
         if request.cost.get() > policy.limit() {
             return Err(LimiterError::CostAboveLimit {
@@ -244,41 +361,112 @@ impl<S: Store> Limiter<S> {
             rule: resolved.rule,
             key,
         };
-        let started = std::time::Instant::now();
-        let result = self.store.check(store_key, &policy, request.cost).await;
-        self.metrics
-            .store_duration
-            .with_label_values(&["check"])
-            .observe(started.elapsed().as_secs_f64());
-        let decision = match result {
+        let decision = match self.call_store(store_key, &policy, request.cost).await {
             Ok(decision) => decision,
             Err(e) => {
-                self.metrics
-                    .requests
-                    .with_label_values(&[resolved.rule, resolved.tier, "fail_closed"])
-                    .inc();
-                return Err(e.into());
+                let mode = resolved.failure_mode.unwrap_or(self.failure.mode);
+                let (decision, reason) = self.degrade(mode, store_key, &policy, request.cost, now);
+                self.record(resolved.rule, resolved.tier, reason);
+                let mut v = verdict(decision, reason);
+                v.store_error = Some(e.message);
+                return Ok(v);
             }
         };
         let reason = if decision.allowed {
-            Outcome::Allowed
+            Reason::Allowed
         } else {
             self.stats.record_limited(resolved.rule, key);
             self.metrics
                 .exceeded
                 .with_label_values(&[resolved.rule, resolved.tier])
                 .inc();
-            Outcome::Limited
+            Reason::Limited
         };
         self.record(resolved.rule, resolved.tier, reason);
         Ok(verdict(decision, reason))
     }
 
-    fn record(&self, rule: &str, tier: &str, outcome: Outcome) {
-        self.stats.record(rule, tier, outcome);
+    /// One store round trip through the circuit breaker, timed.
+    async fn call_store(&self, key: StoreKey<'_>, policy: &Policy, cost: Cost) -> Result<Decision, StoreError> {
+        let permit = self.breaker.permit();
+        if permit == Permit::Reject {
+            self.metrics.breaker_state.set(self.breaker.state().gauge());
+            return Err(StoreError {
+                transient: true,
+                message: "circuit breaker open: the store failed repeatedly".to_owned(),
+            });
+        }
+        // A probe abandoned mid-flight (its request cancelled) must free the
+        // half-open slot, or the breaker would never close.
+        struct ProbeGuard<'a>(Option<&'a Breaker>);
+        impl Drop for ProbeGuard<'_> {
+            fn drop(&mut self) {
+                if let Some(breaker) = self.0 {
+                    breaker.release_probe();
+                }
+            }
+        }
+        let mut guard = ProbeGuard((permit == Permit::Probe).then_some(&self.breaker));
+        let started = std::time::Instant::now();
+        let result = self.store.check(key, policy, cost).await;
+        guard.0 = None;
+        self.metrics
+            .store_duration
+            .with_label_values(&["check"])
+            .observe(started.elapsed().as_secs_f64());
+        match &result {
+            Err(e) if e.transient => self.breaker.on_failure(),
+            _ => self.breaker.on_success(),
+        }
+        self.metrics.breaker_state.set(self.breaker.state().gauge());
+        result
+    }
+
+    /// The decision of failure mode `mode` for a check the store could not make.
+    fn degrade(
+        &self,
+        mode: FailureMode,
+        key: StoreKey<'_>,
+        policy: &Policy,
+        cost: Cost,
+        now: Timestamp,
+    ) -> (Decision, Reason) {
+        let unlimited = |allowed: bool, retry_after_us: u64| Decision {
+            allowed,
+            limit: policy.limit(),
+            remaining: if allowed { policy.limit() } else { 0 },
+            reset_after_us: 0,
+            retry_after_us,
+            at: now,
+        };
+        match mode {
+            FailureMode::Open => (unlimited(true, 0), Reason::FailOpen),
+            FailureMode::Closed => (unlimited(false, 1_000_000), Reason::FailClosed),
+            FailureMode::Local => {
+                let limit = policy.limit().div_ceil(self.failure.local_divisor.max(1)).max(1);
+                let local = Policy::new(policy.algorithm(), limit, policy.quota().window()).unwrap_or(*policy);
+                let mut decision = self.fallback.check_now(key, &local, cost);
+                if decision.retry_after_us == u64::MAX {
+                    // A cost above the divided limit: say "later", not "never".
+                    decision.retry_after_us = 1_000_000;
+                }
+                let reason = if decision.allowed {
+                    Reason::LocalAllowed
+                } else {
+                    Reason::LocalLimited
+                };
+                (decision, reason)
+            }
+        }
+    }
+
+    fn record(&self, rule: &str, tier: &str, reason: Reason) {
+        if let Some(outcome) = reason.outcome() {
+            self.stats.record(rule, tier, outcome);
+        }
         self.metrics
             .requests
-            .with_label_values(&[rule, tier, outcome.as_str()])
+            .with_label_values(&[rule, tier, reason.decision()])
             .inc();
     }
 
@@ -312,11 +500,12 @@ impl<S: Store> Limiter<S> {
             policy,
             decision,
             reason: if decision.allowed {
-                Outcome::Allowed
+                Reason::Allowed
             } else {
-                Outcome::Limited
+                Reason::Limited
             },
             source,
+            store_error: None,
         })
     }
 
@@ -445,7 +634,7 @@ mod tests {
             (v.rule.as_ref(), v.tier.as_ref(), v.decision.limit),
             ("GET /x", "default", 2)
         );
-        assert_eq!((v.reason, v.source), (Outcome::Allowed, PolicySource::Config));
+        assert_eq!((v.reason, v.source), (Reason::Allowed, PolicySource::Config));
     }
 
     #[tokio::test]
@@ -498,12 +687,12 @@ mod tests {
         assert!(limiter.set_control(control).is_empty());
 
         let v = limiter.check(&request("bad", 1)).await.unwrap();
-        assert_eq!((v.decision.allowed, v.reason), (false, Outcome::Blocked));
+        assert_eq!((v.decision.allowed, v.reason), (false, Reason::Blocked));
         let mut from_lan = request("someone", 1);
         from_lan.client_ip = Some("10.1.2.3".parse().unwrap());
         for _ in 0..3 {
             let v = limiter.check(&from_lan).await.unwrap();
-            assert_eq!((v.decision.allowed, v.reason), (true, Outcome::Allowlisted));
+            assert_eq!((v.decision.allowed, v.reason), (true, Reason::Allowlisted));
         }
         for _ in 0..5 {
             let v = limiter.check(&request("vip", 1)).await.unwrap();
@@ -512,8 +701,8 @@ mod tests {
         assert!(!limiter.check(&request("vip", 1)).await.unwrap().decision.allowed);
         // The allow entry expires after a second: the address is limited again.
         clock.advance(std::time::Duration::from_secs(1));
-        assert_eq!(limiter.check(&from_lan).await.unwrap().reason, Outcome::Allowed);
-        assert_eq!(limiter.check(&from_lan).await.unwrap().reason, Outcome::Limited);
+        assert_eq!(limiter.check(&from_lan).await.unwrap().reason, Reason::Allowed);
+        assert_eq!(limiter.check(&from_lan).await.unwrap().reason, Reason::Limited);
         let view = limiter.stats().view(10);
         let limited: Vec<(&str, u64)> = view.top_limited.iter().map(|t| (t.key.as_str(), t.count)).collect();
         assert_eq!(limited, [("someone", 1), ("vip", 1)]);

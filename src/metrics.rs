@@ -63,6 +63,8 @@ pub struct Metrics {
     pub control_entries: IntGaugeVec,
     /// 1 while the replica accepts traffic, 0 while draining or not ready.
     pub ready: IntGauge,
+    /// The store's circuit breaker: 0 closed, 1 half-open, 2 open.
+    pub breaker_state: IntGauge,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -183,6 +185,11 @@ impl Metrics {
                 &registry,
                 "rate_limit_ready",
                 "1 while the replica is ready for traffic.",
+            ),
+            breaker_state: gauge(
+                &registry,
+                "rate_limit_circuit_breaker_state",
+                "The store's circuit breaker: 0 closed, 1 half-open, 2 open.",
             ),
             registry,
         };

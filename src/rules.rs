@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::core::{Algorithm, Policy, PolicyError};
-use crate::settings::{parse_duration, LimitSpec, Problem, Settings};
+use crate::settings::{parse_duration, FailureMode, LimitSpec, Problem, Settings};
 
 /// Name of the rule used for requests whose endpoint has no rule.
 pub const DEFAULT_RULE: &str = "default";
@@ -31,12 +31,19 @@ pub struct Rule {
     name: Arc<str>,
     /// Same order as [`RuleSet::tiers`].
     policies: Vec<(Arc<str>, Policy)>,
+    /// Overrides the service's failure mode.
+    failure_mode: Option<FailureMode>,
 }
 
 impl Rule {
     /// The rule's name: its endpoint, or [`DEFAULT_RULE`].
     pub fn name(&self) -> &Arc<str> {
         &self.name
+    }
+
+    /// This rule's failure mode, if it overrides the service's.
+    pub fn failure_mode(&self) -> Option<FailureMode> {
+        self.failure_mode
     }
 
     /// The policy of every tier, in tier order.
@@ -56,6 +63,7 @@ pub struct Resolved<'a> {
     pub rule: &'a Arc<str>,
     pub tier: &'a Arc<str>,
     pub policy: Policy,
+    pub failure_mode: Option<FailureMode>,
 }
 
 /// A request named a tier the configuration does not define.
@@ -194,7 +202,15 @@ impl RuleSet {
                     }
                 })
                 .collect();
-            let rule = build_rule(&spec.endpoint, &tiers, &drafts, Some(&context), &mut problems);
+            let mut rule = build_rule(&spec.endpoint, &tiers, &drafts, Some(&context), &mut problems);
+            if let Some(mode) = &spec.failure_mode {
+                match mode.parse::<FailureMode>() {
+                    Ok(mode) => rule.failure_mode = Some(mode),
+                    Err(e) => {
+                        problems.push(Problem::new(format!("{path}.failure_mode"), e).with_context(context.clone()))
+                    }
+                }
+            }
             by_endpoint.entry(rule.name.clone()).or_insert(rules.len());
             rules.push(rule);
         }
@@ -229,6 +245,7 @@ impl RuleSet {
             rule: &rule.name,
             tier,
             policy: *policy,
+            failure_mode: rule.failure_mode,
         })
     }
 
@@ -323,6 +340,7 @@ fn build_rule(
     Rule {
         name: Arc::from(name),
         policies,
+        failure_mode: None,
     }
 }
 
@@ -530,6 +548,18 @@ mod tests {
         assert!(joined.contains("rules[1].endpoint"), "{joined}");
         assert!(joined.contains("rules[2].endpoint"), "{joined}");
         assert!(joined.contains("tiers.pro plan"), "{joined}");
+    }
+
+    #[test]
+    fn rules_may_override_the_failure_mode() {
+        let rules = ruleset("[[rules]]\nendpoint = \"POST /pay\"\nfailure_mode = \"closed\"\n").unwrap();
+        assert_eq!(
+            rules.resolve(Some("POST /pay"), None).unwrap().failure_mode,
+            Some(FailureMode::Closed)
+        );
+        assert_eq!(rules.resolve(None, None).unwrap().failure_mode, None);
+        let p = problems("[[rules]]\nendpoint = \"x\"\nfailure_mode = \"maybe\"\n");
+        assert!(p[0].starts_with("rules[0].failure_mode"), "{p:?}");
     }
 
     #[test]

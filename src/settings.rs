@@ -53,6 +53,9 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub shutdown_timeout: HumanDuration,
+    /// After a shutdown signal, how long to keep serving (with readiness
+    /// false) so load balancers stop sending before connections are refused.
+    pub drain_grace: HumanDuration,
 }
 
 impl Default for ServerSettings {
@@ -62,16 +65,93 @@ impl Default for ServerSettings {
             max_key_bytes: 256,
             max_body_bytes: 8 * 1024,
             shutdown_timeout: HumanDuration(Duration::from_secs(10)),
+            drain_grace: HumanDuration(Duration::ZERO),
         }
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSettings {
     pub backend: Backend,
+    /// What a check gets when the store cannot decide (rules may override).
+    pub failure_mode: FailureMode,
+    /// In `local` mode, each replica enforces `ceil(limit / local_divisor)`:
+    /// set it to the number of replicas to keep the total near the limit.
+    pub local_divisor: u64,
+    pub breaker: BreakerSettings,
     pub memory: MemorySettings,
     pub redis: RedisSettings,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            backend: Backend::Memory,
+            failure_mode: FailureMode::Local,
+            local_divisor: 1,
+            breaker: BreakerSettings::default(),
+            memory: MemorySettings::default(),
+            redis: RedisSettings::default(),
+        }
+    }
+}
+
+/// What a check gets when the store is unavailable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    /// Allow, `reason: "fail_open"`.
+    Open,
+    /// Deny with 503, `reason: "store_unavailable"`.
+    Closed,
+    /// Decide on this replica's own memory store until the store returns.
+    #[default]
+    Local,
+}
+
+impl FailureMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureMode::Open => "open",
+            FailureMode::Closed => "closed",
+            FailureMode::Local => "local",
+        }
+    }
+}
+
+impl std::str::FromStr for FailureMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "open" => Ok(FailureMode::Open),
+            "closed" => Ok(FailureMode::Closed),
+            "local" => Ok(FailureMode::Local),
+            other => Err(format!(
+                "unknown failure mode {other:?} (expected open, closed or local)"
+            )),
+        }
+    }
+}
+
+/// `[store.breaker]`: the circuit breaker around the store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerSettings {
+    /// Consecutive failures that open the breaker.
+    pub failures: u32,
+    /// How long it stays open before one probe is let through.
+    pub open_for: HumanDuration,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        BreakerSettings {
+            failures: 5,
+            open_for: HumanDuration(Duration::from_secs(1)),
+        }
+    }
 }
 
 /// Where counters live.
@@ -276,6 +356,8 @@ pub struct RuleSpec {
     pub algorithm: Option<String>,
     pub limit: Option<i64>,
     pub window: Option<String>,
+    /// Overrides `store.failure_mode` for this endpoint.
+    pub failure_mode: Option<String>,
     #[serde(default)]
     pub tiers: BTreeMap<String, LimitSpec>,
 }
@@ -435,6 +517,15 @@ impl Settings {
         }
         if self.store.memory.sweep_interval.0 < Duration::from_millis(100) {
             problems.push(Problem::new("store.memory.sweep_interval", "must be at least 100ms"));
+        }
+        if !(1..=10_000).contains(&self.store.local_divisor) {
+            problems.push(Problem::new("store.local_divisor", "must be between 1 and 10000"));
+        }
+        if self.store.breaker.failures == 0 {
+            problems.push(Problem::new("store.breaker.failures", "must be at least 1"));
+        }
+        if self.store.breaker.open_for.0 < Duration::from_millis(10) {
+            problems.push(Problem::new("store.breaker.open_for", "must be at least 10ms"));
         }
         let redis = &self.store.redis;
         if !(1..=256).contains(&redis.pool_size) {

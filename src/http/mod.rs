@@ -37,9 +37,9 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::control::Control;
-use crate::limiter::{Limiter, LimiterError};
+use crate::limiter::{Limiter, Reason};
 use crate::metrics::Metrics;
-use crate::stats::Outcome;
+use crate::settings::FailureMode;
 use crate::store::Store;
 
 /// Limits the HTTP layer enforces on requests.
@@ -133,32 +133,30 @@ async fn decide<S: Store>(
 ) -> Result<Response, ApiError> {
     let body = read_json_body(headers, body, state.limits.max_body_bytes)?;
     let request = wire::parse_check(&body, state.limits.max_key_bytes)?;
-    let verdict = match state.limiter.check(&request).await {
-        Ok(verdict) => verdict,
-        Err(LimiterError::Store(e)) => {
-            if let Some(suppressed) = state.check_log.admit() {
-                tracing::error!(error = %e, transient = e.transient, suppressed, "check failed: store unavailable");
-            }
-            return Err(ApiError::store_unavailable());
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let verdict = state.limiter.check(&request).await?;
     let status = match verdict.reason {
-        Outcome::Allowed | Outcome::Allowlisted => StatusCode::OK,
-        Outcome::Limited => StatusCode::TOO_MANY_REQUESTS,
-        Outcome::Blocked => StatusCode::FORBIDDEN,
+        Reason::Allowed | Reason::Allowlisted | Reason::FailOpen | Reason::LocalAllowed => StatusCode::OK,
+        Reason::Limited | Reason::LocalLimited => StatusCode::TOO_MANY_REQUESTS,
+        Reason::Blocked => StatusCode::FORBIDDEN,
+        Reason::FailClosed => StatusCode::SERVICE_UNAVAILABLE,
     };
-    if matches!(verdict.reason, Outcome::Limited | Outcome::Blocked) {
+    if !matches!(verdict.reason, Reason::Allowed | Reason::Allowlisted) {
         if let Some(suppressed) = state.check_log.admit() {
-            tracing::info!(
-                decision = verdict.reason.as_str(),
-                rule = %verdict.rule,
-                tier = %verdict.tier,
-                key = request.key.as_str(),
-                retry_after_ms = verdict.decision.retry_after_us.div_ceil(1000),
-                suppressed,
-                "check denied"
-            );
+            let decision = verdict.reason.decision();
+            let retry_after_ms = verdict.decision.retry_after_us.div_ceil(1000);
+            let (rule, tier, key) = (&*verdict.rule, &*verdict.tier, request.key.as_str());
+            match &verdict.store_error {
+                Some(error) => tracing::warn!(
+                    decision,
+                    rule,
+                    tier,
+                    key,
+                    error,
+                    suppressed,
+                    "check decided by the failure mode"
+                ),
+                None => tracing::info!(decision, rule, tier, key, retry_after_ms, suppressed, "check denied"),
+            }
         }
     }
     let headers = wire::rate_limit_headers(&verdict);
@@ -216,6 +214,8 @@ async fn health() -> Json<serde_json::Value> {
 /// 200 when the replica should receive traffic, 503 with the reason when
 /// not: draining for shutdown, or the store not answering.
 async fn ready<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
+    let breaker = state.limiter.breaker().state().as_str();
+    let mode = state.limiter.failure_policy().mode;
     let (ready, body) = if state.draining.load(Ordering::Relaxed) {
         (
             false,
@@ -223,10 +223,24 @@ async fn ready<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
         )
     } else {
         match state.limiter.store().ping().await {
-            Ok(()) => (true, serde_json::json!({ "ready": true, "store": "ok" })),
+            Ok(()) => (
+                true,
+                serde_json::json!({ "ready": true, "store": "ok", "breaker": breaker }),
+            ),
+            // The failure mode still decides checks: keep serving.
+            Err(e) if mode != FailureMode::Closed => (
+                true,
+                serde_json::json!({
+                    "ready": true, "store": format!("unreachable: {}", e.message),
+                    "failure_mode": mode.as_str(), "breaker": breaker,
+                }),
+            ),
             Err(e) => (
                 false,
-                serde_json::json!({ "ready": false, "reason": format!("the store is unreachable: {}", e.message) }),
+                serde_json::json!({
+                    "ready": false, "reason": format!("the store is unreachable: {}", e.message),
+                    "failure_mode": mode.as_str(), "breaker": breaker,
+                }),
             ),
         }
     };

@@ -95,5 +95,5 @@ async fn liveness_and_readiness() {
     }
     let r = app.get("/health/ready").await;
     assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.body, json!({"ready": true, "store": "ok"}));
+    assert_eq!(r.body, json!({"ready": true, "store": "ok", "breaker": "closed"}));
 }

@@ -17,7 +17,7 @@ use crate::support::service::Service;
 
 fn config(redis: &RedisServer) -> String {
     format!(
-        "[store]\nbackend = \"redis\"\n[store.redis]\nurl = \"{}\"\nkey_prefix = \"{}\"\ncommand_timeout = \"300ms\"\n\
+        "[store]\nbackend = \"redis\"\nfailure_mode = \"closed\"\n[store.redis]\nurl = \"{}\"\nkey_prefix = \"{}\"\ncommand_timeout = \"300ms\"\n\
          [defaults]\ntier = \"free\"\nlimit = 3\nwindow = \"1h\"\n[[rules]]\nendpoint = \"GET /api\"\nlimit = 1\n",
         redis.url(),
         unique_prefix("obs")

@@ -56,10 +56,10 @@ async fn the_store_fails_fast_while_redis_is_down_and_reconnects() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_answers_503_while_redis_is_down() {
+async fn fail_closed_answers_503_while_redis_is_down() {
     let mut server = RedisServer::start();
     let config = format!(
-        "[store]\nbackend = \"redis\"\n[store.redis]\nurl = \"{}\"\ncommand_timeout = \"200ms\"\nkey_prefix = \"{}\"\n",
+        "[store]\nbackend = \"redis\"\nfailure_mode = \"closed\"\n[store.redis]\nurl = \"{}\"\ncommand_timeout = \"200ms\"\nkey_prefix = \"{}\"\n",
         server.url(),
         unique_prefix("http503")
     );
@@ -76,10 +76,11 @@ async fn http_answers_503_while_redis_is_down() {
     server.kill();
     let response = check().await.unwrap();
     assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
     let body: Value = response.json().await.unwrap();
     assert_eq!(
-        body,
-        json!({"error": "the rate-limit store is unavailable", "field": null})
+        (body["allowed"].as_bool(), body["reason"].as_str()),
+        (Some(false), Some("store_unavailable"))
     );
 
     server.restart();
