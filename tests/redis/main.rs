@@ -12,6 +12,7 @@ mod contract;
 mod differential;
 mod exactness;
 mod expiry;
+mod faults;
 mod footprint;
 mod observability;
 mod recovery;
