@@ -124,3 +124,43 @@ fn version_and_help() {
     let help = String::from_utf8(out.stdout).unwrap();
     assert!(help.contains("check-config") && help.contains("--listen"), "{help}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_then_refuses_then_exits() {
+    let service = Service::start("[server]\ndrain_grace = \"1s\"\nshutdown_timeout = \"5s\"\n");
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    assert_eq!(
+        client.get(service.url("/health/ready")).send().await.unwrap().status(),
+        200
+    );
+    service.signal("TERM");
+    // During the grace period: not ready, but still deciding checks.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let response = client.get(service.url("/health/ready")).send().await.unwrap();
+        if response.status() == 503 {
+            let body: Value = response.json().await.unwrap();
+            assert!(body["reason"].as_str().unwrap().starts_with("draining"), "{body}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "readiness never turned false");
+    }
+    let check = client
+        .post(service.url("/check"))
+        .json(&json!({"key": "k"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(check.status(), 200, "checks are still served while draining");
+    // After the grace period new connections are refused, and the process
+    // exits 0.
+    loop {
+        if client.get(service.url("/health/live")).send().await.is_err() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "connections were never refused");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let status = service.wait_exit(std::time::Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+}

@@ -120,18 +120,19 @@ impl Service {
     }
 
     /// Sends SIGTERM and waits (at most 15 s) for the exit status.
-    pub fn terminate(mut self) -> ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(15);
+    pub fn terminate(self) -> ExitStatus {
+        self.signal("TERM");
+        self.wait_exit(Duration::from_secs(15))
+    }
+
+    /// Waits (at most `limit`) for the process to exit.
+    pub fn wait_exit(mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "the binary did not stop after SIGTERM");
+            assert!(Instant::now() < deadline, "the binary did not exit within {limit:?}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
