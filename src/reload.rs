@@ -11,7 +11,9 @@
 //! Changes are detected by comparing the file's contents every
 //! `reload.poll_interval`: it works the same for editors that rewrite in
 //! place and for deployments that swap a symlink or rename a new file over
-//! the old one, at the cost of reading a small file once a second.
+//! the old one, at the cost of reading a small file once a second. A change
+//! is applied when two consecutive polls read the same new contents, so a
+//! file caught while being written is never applied.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -106,6 +108,7 @@ pub async fn watch<S: Store>(
         return;
     };
     let mut last = loaded;
+    let mut pending: Option<Vec<u8>> = None;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     #[cfg(unix)]
@@ -126,13 +129,22 @@ pub async fn watch<S: Store>(
             () = hup => {
                 tracing::info!("received SIGHUP, reloading rules");
                 last = std::fs::read(&path).ok();
+                pending = None;
                 let _ = reload_rules(&state);
             }
             _ = tick.tick(), if watch => {
+                // A change is applied once the file reads the same on two
+                // consecutive polls, so a file caught half-written (which
+                // may even parse: an empty file is valid) is never loaded.
                 let current = std::fs::read(&path).ok();
-                if current.is_some() && current != last {
+                if current.is_none() || current == last {
+                    pending = None;
+                } else if current == pending {
                     last = current;
+                    pending = None;
                     let _ = reload_rules(&state);
+                } else {
+                    pending = current;
                 }
             }
         }
