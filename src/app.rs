@@ -106,7 +106,8 @@ impl App {
             max_key_bytes: settings.server.max_key_bytes,
             max_body_bytes: settings.server.max_body_bytes,
         };
-        let state = Arc::new(AppState::new(limiter, limits, control, rules_file));
+        let state =
+            Arc::new(AppState::new(limiter, limits, control, rules_file).with_forward(settings.forward.clone()));
         state.metrics().ready.set(1);
 
         let mut router = http::router(state.clone());

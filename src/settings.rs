@@ -33,6 +33,8 @@ pub struct Settings {
     #[serde(default)]
     pub reload: ReloadSettings,
     #[serde(default)]
+    pub forward: ForwardSettings,
+    #[serde(default)]
     pub defaults: DefaultsSpec,
     /// Default limits per tier, by tier name.
     #[serde(default)]
@@ -296,6 +298,35 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("\"***\"")
+    }
+}
+
+/// `[forward]`: how `GET /check/forward` (for gateways' forward-auth)
+/// reads a request from headers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwardSettings {
+    /// Headers that identify the caller, most specific first; the first one
+    /// present gives the key. `authorization` uses the bearer JWT's `sub`
+    /// claim; `x-forwarded-for` its first address.
+    pub key_headers: Vec<String>,
+    /// Headers holding the original method, first present wins.
+    pub method_headers: Vec<String>,
+    /// Headers holding the original URI, first present wins.
+    pub uri_headers: Vec<String>,
+    /// Header naming the tier; absent → the default tier.
+    pub tier_header: String,
+}
+
+impl Default for ForwardSettings {
+    fn default() -> Self {
+        let v = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect();
+        ForwardSettings {
+            key_headers: v(&["x-api-key", "authorization", "x-org-id", "x-forwarded-for"]),
+            method_headers: v(&["x-forwarded-method", "x-original-method"]),
+            uri_headers: v(&["x-original-uri", "x-forwarded-uri"]),
+            tier_header: "x-ratelimit-tier".to_owned(),
+        }
     }
 }
 
@@ -565,6 +596,19 @@ impl Settings {
         }
         if !(1..=100_000).contains(&self.admin.top_keys) {
             problems.push(Problem::new("admin.top_keys", "must be between 1 and 100000"));
+        }
+        let header_ok = |h: &String| axum::http::HeaderName::from_bytes(h.as_bytes()).is_ok();
+        for (field, headers) in [
+            ("forward.key_headers", &self.forward.key_headers),
+            ("forward.method_headers", &self.forward.method_headers),
+            ("forward.uri_headers", &self.forward.uri_headers),
+        ] {
+            if headers.is_empty() || !headers.iter().all(header_ok) {
+                problems.push(Problem::new(field, "must be a non-empty list of HTTP header names"));
+            }
+        }
+        if !header_ok(&self.forward.tier_header) {
+            problems.push(Problem::new("forward.tier_header", "must be an HTTP header name"));
         }
         if self.reload.poll_interval.0 < Duration::from_millis(50) {
             problems.push(Problem::new("reload.poll_interval", "must be at least 50ms"));

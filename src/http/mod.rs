@@ -7,6 +7,7 @@
 //! | route | what |
 //! |---|---|
 //! | `POST /check` | decide a request: 200 allowed, 429 denied, 403 blocked |
+//! | `GET /check/forward` | the same, read from a gateway's forwarded headers |
 //! | `GET /health`, `GET /health/live` | liveness |
 //! | `GET /health/ready` | readiness: store reachable and not draining |
 //! | `GET /metrics` | Prometheus metrics |
@@ -17,6 +18,7 @@
 //! of the request carries it.
 
 pub mod error;
+pub mod forward;
 pub mod wire;
 
 use std::path::PathBuf;
@@ -29,7 +31,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderName, Method, Request, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 
 pub use error::ApiError;
@@ -37,9 +39,9 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::control::Control;
-use crate::limiter::{Limiter, Reason};
+use crate::limiter::{CheckRequest, Limiter, Reason};
 use crate::metrics::Metrics;
-use crate::settings::FailureMode;
+use crate::settings::{FailureMode, ForwardSettings};
 use crate::store::Store;
 
 /// Limits the HTTP layer enforces on requests.
@@ -61,6 +63,8 @@ pub struct AppState<S> {
     pub draining: AtomicBool,
     /// Caps the log events of denied and failed checks.
     pub check_log: LogSampler,
+    /// How `/check/forward` reads requests from headers.
+    pub forward: ForwardSettings,
 }
 
 impl<S: Store> AppState<S> {
@@ -72,7 +76,14 @@ impl<S: Store> AppState<S> {
             rules_file,
             draining: AtomicBool::new(false),
             check_log: LogSampler::new(20),
+            forward: ForwardSettings::default(),
         }
+    }
+
+    /// Sets how `/check/forward` reads requests.
+    pub fn with_forward(mut self, forward: ForwardSettings) -> Self {
+        self.forward = forward;
+        self
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -85,6 +96,7 @@ pub fn router<S: Store>(state: Arc<AppState<S>>) -> Router {
     let max_body = state.limits.max_body_bytes;
     let router = Router::new()
         .route("/check", post(check::<S>))
+        .route("/check/forward", any(forward_check::<S>))
         .route("/health", get(health))
         .route("/health/live", get(health))
         .route("/health/ready", get(ready::<S>))
@@ -133,10 +145,36 @@ async fn decide<S: Store>(
 ) -> Result<Response, ApiError> {
     let body = read_json_body(headers, body, state.limits.max_body_bytes)?;
     let request = wire::parse_check(&body, state.limits.max_key_bytes)?;
-    let verdict = state.limiter.check(&request).await?;
+    answer(state, &request, StatusCode::TOO_MANY_REQUESTS).await
+}
+
+/// `GET /check/forward`: a check read from forwarded headers.
+async fn forward_check<S: Store>(
+    State(state): State<Arc<AppState<S>>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let result = async {
+        let denied = forward::denied_status(uri.query())?;
+        let request = forward::parse_forwarded(&headers, &state.forward, state.limits.max_key_bytes)?;
+        answer(&state, &request, denied).await
+    }
+    .await;
+    state.metrics().check_duration.observe(started.elapsed().as_secs_f64());
+    result
+}
+
+/// Decides `request` and shapes the answer; a limited check gets `denied`.
+async fn answer<S: Store>(
+    state: &AppState<S>,
+    request: &CheckRequest,
+    denied: StatusCode,
+) -> Result<Response, ApiError> {
+    let verdict = state.limiter.check(request).await?;
     let status = match verdict.reason {
         Reason::Allowed | Reason::Allowlisted | Reason::FailOpen | Reason::LocalAllowed => StatusCode::OK,
-        Reason::Limited | Reason::LocalLimited => StatusCode::TOO_MANY_REQUESTS,
+        Reason::Limited | Reason::LocalLimited => denied,
         Reason::Blocked => StatusCode::FORBIDDEN,
         Reason::FailClosed => StatusCode::SERVICE_UNAVAILABLE,
     };

@@ -257,3 +257,41 @@ async fn json_content_types_with_parameters_are_accepted() {
         assert_eq!(app.send(request).await.status, StatusCode::OK, "{content_type}");
     }
 }
+
+#[tokio::test]
+async fn forwarded_headers_are_checked_like_a_body() {
+    use axum::body::Body;
+    use axum::http::Request;
+    let app = app(RULES);
+    let forwarded = |denied: &str| {
+        Request::get(format!("/check/forward{denied}"))
+            .header("x-org-id", "acme")
+            .header("x-original-method", "POST")
+            .header("x-original-uri", "/login?next=/")
+            .body(Body::empty())
+            .unwrap()
+    };
+    for remaining in ["2", "1", "0"] {
+        let r = app.send(forwarded("")).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.header("x-ratelimit-remaining"), Some(remaining));
+        assert_eq!(r.body["rule"], "POST /login");
+    }
+    let r = app.send(forwarded("")).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.header("retry-after").is_some());
+    // nginx's auth_request only understands 401/403 as a denial.
+    let r = app.send(forwarded("?denied_status=401")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.header("x-ratelimit-limit"), Some("3"));
+    // The same identity through /check shares the counter.
+    let r = app
+        .check(json!({"key": "x-org-id:acme", "endpoint": "POST /login"}))
+        .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    // No identity at all: a 400 naming the key.
+    let r = app
+        .send(Request::get("/check/forward").body(Body::empty()).unwrap())
+        .await;
+    r.assert_error(StatusCode::BAD_REQUEST, Some("key"));
+}
