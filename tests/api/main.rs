@@ -5,6 +5,7 @@ mod admin;
 mod binary;
 mod check;
 mod errors;
+mod gateway;
 mod helpers;
 mod observability;
 mod reload;
