@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
 # Runs the full test suite from a fresh checkout: formatting, lints, and
 # every test (unit, property, HTTP contract, real binary, Redis standalone
-# and cluster, Prometheus). The Redis tests start their own redis-server processes on
+# and cluster, Prometheus, schemathesis). The Redis tests start their own redis-server processes on
 # free loopback ports; this script only makes sure the program is installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests run for real: redis-server (standalone and
 # cluster tests), prometheus (promtool, and a server that scrapes a
-# replica) and nginx (the auth_request gateway configuration).
+# replica), nginx (the auth_request gateway configuration) and python3-venv
+# (for schemathesis, below).
 missing=()
 command -v redis-server >/dev/null && command -v redis-cli >/dev/null || missing+=(redis-server)
 command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
 command -v nginx >/dev/null || missing+=(nginx)
+SCHEMATHESIS_VERSION=4.32.5
+have_schemathesis() { target/venv/bin/schemathesis --version 2>/dev/null | grep -qF "$SCHEMATHESIS_VERSION"; }
+if ! have_schemathesis; then
+  probe="$(mktemp -d)"
+  python3 -m venv "$probe/venv" >/dev/null 2>&1 || missing+=(python3-venv)
+  rm -rf "$probe"
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "== installing ${missing[*]} (Debian packages)"
   sudo=""
@@ -22,6 +30,16 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 redis-server --version
 promtool --version | head -1
+
+# schemathesis (PyPI) in a virtualenv under target/, for
+# tests/api/schemathesis.rs, which looks for it there.
+if ! have_schemathesis; then
+  echo "== installing schemathesis $SCHEMATHESIS_VERSION into target/venv (PyPI)"
+  mkdir -p target
+  python3 -m venv --clear target/venv
+  target/venv/bin/pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+target/venv/bin/schemathesis --version
 
 echo "== cargo fmt --check"
 cargo fmt --all --check

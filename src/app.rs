@@ -9,7 +9,7 @@
 //! watcher (and SIGHUP), and — with Redis — the control-plane sync
 //! (pub/sub notifications plus a periodic resync).
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -116,7 +116,10 @@ impl App {
             (None, _) => tracing::info!("admin API disabled (no admin.token)"),
             (Some(token), None) => router = router.merge(crate::admin::router(state.clone(), token.clone())),
             (Some(token), Some(addr)) => {
-                admin = Some((bind(addr).await?, crate::admin::router(state.clone(), token.clone())));
+                admin = Some((
+                    bind(addr).await?,
+                    crate::admin::standalone_router(state.clone(), token.clone()),
+                ));
             }
         }
         let listener = bind(settings.server.listen).await?;
@@ -181,16 +184,15 @@ impl App {
                 tokio::time::sleep(timeout).await;
             }
         };
+        let read_timeout = self.settings.server.read_timeout.0;
         let admin: JoinHandle<io::Result<()>> = match self.admin {
             Some((listener, router)) => {
                 let graceful = stopped(stop_rx.clone());
-                tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(graceful).await })
+                tokio::spawn(crate::server::serve(listener, router, read_timeout, graceful))
             }
             None => tokio::spawn(async { Ok(()) }),
         };
-        let server = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(stopped(stop_rx))
-            .into_future();
+        let server = crate::server::serve(self.listener, self.router, read_timeout, stopped(stop_rx));
         let result = tokio::select! {
             result = async { let main = server.await; let admin = admin.await; main.and(admin.unwrap_or(Ok(()))) } => result,
             () = deadline => {

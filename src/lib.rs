@@ -26,6 +26,8 @@
 //!   Redis) and how replicas learn of changes (pub/sub plus resync).
 //! - [`settings`]: typed configuration (TOML file + environment).
 //! - [`app`]: wiring, listener, graceful shutdown.
+//! - [`server`]: the HTTP/1 accept loop with header and request read
+//!   timeouts, so slow clients cannot hold connections.
 //! - [`metrics`]: Prometheus metrics on an owned registry.
 //! - [`cli`], [`telemetry`]: command line and logging, used by `main.rs`.
 
@@ -42,6 +44,7 @@ pub mod metrics;
 pub mod overrides;
 pub mod reload;
 pub mod rules;
+pub mod server;
 pub mod settings;
 pub mod stats;
 pub mod store;

@@ -58,6 +58,9 @@ pub struct ServerSettings {
     /// After a shutdown signal, how long to keep serving (with readiness
     /// false) so load balancers stop sending before connections are refused.
     pub drain_grace: HumanDuration,
+    /// How long a client has to send a request's headers (also how long an
+    /// idle connection is kept), and then the rest of the request.
+    pub read_timeout: HumanDuration,
 }
 
 impl Default for ServerSettings {
@@ -68,6 +71,7 @@ impl Default for ServerSettings {
             max_body_bytes: 8 * 1024,
             shutdown_timeout: HumanDuration(Duration::from_secs(10)),
             drain_grace: HumanDuration(Duration::ZERO),
+            read_timeout: HumanDuration(Duration::from_secs(10)),
         }
     }
 }
@@ -545,6 +549,9 @@ impl Settings {
         }
         if !(256..=1024 * 1024).contains(&self.server.max_body_bytes) {
             problems.push(Problem::new("server.max_body_bytes", "must be between 256 and 1048576"));
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&self.server.read_timeout.0) {
+            problems.push(Problem::new("server.read_timeout", "must be between 100ms and 1h"));
         }
         if self.store.memory.sweep_interval.0 < Duration::from_millis(100) {
             problems.push(Problem::new("store.memory.sweep_interval", "must be at least 100ms"));

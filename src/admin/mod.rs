@@ -22,9 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query as QueryParams, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query as QueryParams, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -46,6 +46,7 @@ type Reply = Result<Json<Value>, ApiError>;
 
 /// The admin router, every route behind `token`.
 pub fn router<S: Store>(state: Arc<AppState<S>>, token: Secret) -> Router {
+    let max_body = state.limits.max_body_bytes;
     let router = Router::new()
         .route("/admin/rules", get(rules::<S>))
         .route(
@@ -61,9 +62,22 @@ pub fn router<S: Store>(state: Arc<AppState<S>>, token: Secret) -> Router {
         .route("/admin/keys", get(inspect_key::<S>).delete(reset_key::<S>))
         .route("/admin/stats", get(stats::<S>))
         .route("/admin/reload", post(reload::<S>))
+        .method_not_allowed_fallback(crate::http::method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
         .layer(from_fn_with_state(Arc::new(token), auth::require_token))
         .with_state(state);
     crate::http::with_request_ids(router)
+}
+
+/// The admin router on a listener of its own, where unknown paths answer a
+/// JSON 404 as well (merged into the public router, its fallback does).
+pub fn standalone_router<S: Store>(state: Arc<AppState<S>>, token: Secret) -> Router {
+    router(state, token).fallback(|uri: Uri| async move {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no admin route {}; the admin API is under /admin", uri.path()),
+        )
+    })
 }
 
 /// Counts an admin change in the metrics.
@@ -198,8 +212,10 @@ async fn delete_override<S: Store>(
     Ok(Json(json!({ "deleted": id })))
 }
 
-fn list_kind(name: &str) -> Result<ListKind, ApiError> {
-    match name {
+/// The list named in the path; one that is not valid UTF-8 is no list either.
+fn list_kind(name: Result<Path<String>, PathRejection>) -> Result<ListKind, ApiError> {
+    let name = name.map_or_else(|_| String::from("\u{fffd}"), |Path(name)| name);
+    match name.as_str() {
         "allow" => Ok(ListKind::Allow),
         "block" => Ok(ListKind::Block),
         other => Err(ApiError::new(
@@ -216,8 +232,8 @@ struct EntryView<'a> {
     active: bool,
 }
 
-async fn list_entries<S: Store>(State(state): Shared<S>, Path(list): Path<String>) -> Reply {
-    let kind = list_kind(&list)?;
+async fn list_entries<S: Store>(State(state): Shared<S>, list: Result<Path<String>, PathRejection>) -> Reply {
+    let kind = list_kind(list)?;
     let control = state.control.load().await.map_err(store_unavailable)?;
     let now_ms = now_ms(&state);
     let entries: Vec<EntryView<'_>> = control
@@ -235,11 +251,11 @@ async fn list_entries<S: Store>(State(state): Shared<S>, Path(list): Path<String
 
 async fn put_entry<S: Store>(
     State(state): Shared<S>,
-    Path(list): Path<String>,
+    list: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Reply {
-    let kind = list_kind(&list)?;
+    let kind = list_kind(list)?;
     let bytes = read_json_body(&headers, body, state.limits.max_body_bytes)?;
     let mut body = Body::parse(&bytes)?;
     let entry = body
@@ -268,10 +284,10 @@ async fn put_entry<S: Store>(
 
 async fn delete_entry<S: Store>(
     State(state): Shared<S>,
-    Path(list): Path<String>,
+    list: Result<Path<String>, PathRejection>,
     QueryParams(params): QueryParams<HashMap<String, String>>,
 ) -> Reply {
-    let kind = list_kind(&list)?;
+    let kind = list_kind(list)?;
     let mut query = Query::new(params);
     let entry = query.required("entry")?;
     query.finish("entry")?;

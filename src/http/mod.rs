@@ -12,6 +12,7 @@
 //! | `GET /health/ready` | readiness: store reachable and not draining |
 //! | `GET /metrics` | Prometheus metrics |
 //! | `GET /`, `GET /rules` | the effective rules |
+//! | `GET /openapi.json` | this API as OpenAPI 3.0 ([`openapi`]) |
 //!
 //! Every request gets an `x-request-id` (the caller's, or a new UUID),
 //! echoed in the response and recorded on a tracing span, so every log line
@@ -19,6 +20,7 @@
 
 pub mod error;
 pub mod forward;
+pub mod openapi;
 pub mod wire;
 
 use std::path::PathBuf;
@@ -103,6 +105,7 @@ pub fn router<S: Store>(state: Arc<AppState<S>>) -> Router {
         .route("/metrics", get(metrics::<S>))
         .route("/", get(rules::<S>))
         .route("/rules", get(rules::<S>))
+        .route("/openapi.json", get(openapi::serve))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
@@ -350,7 +353,7 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
     )
 }
 
-async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         format!("{method} is not allowed on {}", uri.path()),

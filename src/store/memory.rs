@@ -84,10 +84,16 @@ impl<C: Clock> MemoryStore<C> {
     }
 
     /// Drops every entry whose state is fully restored; returns how many.
+    ///
+    /// When most of the table is then empty (a flood of keys has passed),
+    /// it is shrunk too: a hash table otherwise keeps its peak capacity.
     pub fn sweep(&self) -> usize {
         let now = self.clock.now();
         let before = self.entries.len();
         self.entries.retain(|_, entry| entry.expires_at > now);
+        if self.entries.capacity() > 4096 && self.entries.len() < self.entries.capacity() / 4 {
+            self.entries.shrink_to_fit();
+        }
         before.saturating_sub(self.entries.len())
     }
 

@@ -5,9 +5,13 @@ mod admin;
 mod binary;
 mod check;
 mod errors;
+mod fuzz;
 mod gateway;
 mod helpers;
 mod observability;
+mod openapi;
 mod reload;
+mod schemathesis;
+mod slow_clients;
 #[path = "../support/mod.rs"]
 mod support;
