@@ -1,8 +1,11 @@
 -- wrk script: POST /check for keys spread uniformly over KEYS keys
 -- (environment variable, default 1000) on the endpoint in ENDPOINT
--- (default: the default rule).
+-- (default: the default rule), with the tier in TIER and the cost in COST
+-- when set. loadgen (loadtests/src) sends the same bodies.
 local keys = tonumber(os.getenv("KEYS") or "1000")
 local endpoint = os.getenv("ENDPOINT")
+local tier = os.getenv("TIER")
+local cost = tonumber(os.getenv("COST") or "")
 local counter = 0
 
 wrk.method = "POST"
@@ -13,10 +16,17 @@ request = function()
   local key = "user:" .. (counter % keys)
   local body
   if endpoint then
-    body = string.format('{"key":"%s","endpoint":"%s"}', key, endpoint)
+    body = string.format('{"key":"%s","endpoint":"%s"', key, endpoint)
   else
-    body = string.format('{"key":"%s"}', key)
+    body = string.format('{"key":"%s"', key)
   end
+  if tier then
+    body = body .. string.format(',"tier":"%s"', tier)
+  end
+  if cost then
+    body = body .. string.format(',"cost":%d', cost)
+  end
+  body = body .. "}"
   return wrk.format(nil, "/check", nil, body)
 end
 

@@ -6,24 +6,30 @@
 #   loadtests/run.sh [DURATION_SECONDS] [CONNECTIONS]
 #   KEYS=1 loadtests/run.sh 10 64     # one hot key (mostly 429s)
 #   BACKEND=redis loadtests/run.sh    # counters in a throwaway redis-server on a free port
+#   TOOL=loadgen loadtests/run.sh 10 64   # drive it with this workspace's loadgen instead of wrk
+#   TOOL=loadgen LOADGEN_ARGS="--plot run.svg --json run.json" loadtests/run.sh
 #
 # Installs wrk (and redis-server for BACKEND=redis) from Debian's packages
-# when missing.
+# when missing; TOOL=loadgen needs no wrk. TIER and COST (see check.lua)
+# are sent by both tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration="${1:-10}"
 connections="${2:-64}"
 
 backend="${BACKEND:-memory}"
+tool="${TOOL:-wrk}"
+case "$tool" in wrk | loadgen) ;; *) echo "TOOL must be wrk or loadgen, not $tool" >&2; exit 2 ;; esac
 install() {
   echo "installing $1" >&2
   if [ "$(id -u)" -eq 0 ]; then apt-get update -qq && apt-get install -y -qq "$1" >/dev/null; else sudo apt-get install -y "$1"; fi
 }
-command -v wrk >/dev/null || install wrk
+if [ "$tool" = wrk ]; then command -v wrk >/dev/null || install wrk; fi
 if [ "$backend" = redis ]; then command -v redis-server >/dev/null || install redis-server; fi
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 cargo build --release --quiet --bin ratelimiter
+if [ "$tool" = loadgen ]; then cargo build --release --quiet -p loadgen --bin loadgen; fi
 port="$(free_port)"
 config="$(mktemp)"
 pid=""
@@ -55,4 +61,16 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
-wrk -t2 -c"$connections" -d"${duration}s" --latency -s loadtests/check.lua "http://127.0.0.1:$port"
+if [ "$tool" = loadgen ]; then
+  # Same load as the wrk script: KEYS keys in turn over CONNECTIONS
+  # connections; loadgen draws them uniformly and reports accuracy too.
+  args=(--target "http://127.0.0.1:$port" --connections "$connections" --duration "${duration}s"
+    --keys "uniform:${KEYS:-1000}")
+  [ -n "${ENDPOINT:-}" ] && args+=(--endpoint "$ENDPOINT")
+  [ -n "${TIER:-}" ] && args+=(--tier "$TIER")
+  [ -n "${COST:-}" ] && args+=(--cost "$COST")
+  # shellcheck disable=SC2086 # LOADGEN_ARGS is split into words on purpose
+  target/release/loadgen "${args[@]}" ${LOADGEN_ARGS:-}
+else
+  wrk -t2 -c"$connections" -d"${duration}s" --latency -s loadtests/check.lua "http://127.0.0.1:$port"
+fi
