@@ -6,6 +6,7 @@ FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY loadtests ./loadtests
 RUN cargo build --release --locked --bin ratelimiter
 
 FROM debian:bookworm-slim
