@@ -1,6 +1,7 @@
 //! The Lua scripts, one per algorithm, embedded at build time from
 //! `lua/*.lua`. Each mirrors the Rust function in `src/core/` of the same
-//! name; the header of each file documents its `KEYS`, `ARGV` and reply.
+//! name; the header of each file documents its `KEYS`, `ARGV` and reply,
+//! and `lua/prelude.lua`, prepended to each, holds what they share.
 //!
 //! Scripts are called with EVALSHA; a `NOSCRIPT` reply (a new node, a
 //! promoted replica, `SCRIPT FLUSH`) loads the script on every primary and
@@ -10,11 +11,19 @@ use fred::types::scripts::Script;
 
 use crate::core::Algorithm;
 
-pub const TOKEN_BUCKET: &str = include_str!("lua/token_bucket.lua");
-pub const GCRA: &str = include_str!("lua/gcra.lua");
-pub const FIXED_WINDOW: &str = include_str!("lua/fixed_window.lua");
-pub const SLIDING_WINDOW_COUNTER: &str = include_str!("lua/sliding_window_counter.lua");
-pub const SLIDING_WINDOW_LOG: &str = include_str!("lua/sliding_window_log.lua");
+/// Every script is `lua/prelude.lua` (integer helpers, the common `ARGV`,
+/// the time) followed by its algorithm.
+macro_rules! script {
+    ($file:literal) => {
+        concat!(include_str!("lua/prelude.lua"), include_str!(concat!("lua/", $file)))
+    };
+}
+
+pub const TOKEN_BUCKET: &str = script!("token_bucket.lua");
+pub const GCRA: &str = script!("gcra.lua");
+pub const FIXED_WINDOW: &str = script!("fixed_window.lua");
+pub const SLIDING_WINDOW_COUNTER: &str = script!("sliding_window_counter.lua");
+pub const SLIDING_WINDOW_LOG: &str = script!("sliding_window_log.lua");
 
 /// The five scripts with their SHA-1 digests.
 pub struct Scripts {

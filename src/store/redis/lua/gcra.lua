@@ -24,39 +24,6 @@
 -- integer division through `divmod`, never a bare `/`. `cost * interval` is
 -- only computed for cost <= limit, where it is at most the burst.
 
--- floor(a / b) and a % b for integers 0 <= a <= 2^53, b >= 1, exactly: the
--- double quotient is off by at most one, so start one below it (where
--- q * b <= a stays exact) and step up.
-local function divmod(a, b)
-  local q = math.floor(a / b) - 1
-  if q < 0 then q = 0 end
-  local r = a - q * b
-  while r >= b do
-    q = q + 1
-    r = r - b
-  end
-  return q, r
-end
-
-local function idiv(a, b)
-  local q = divmod(a, b)
-  return q
-end
-
-local function num(s)
-  return string.format('%.0f', s)
-end
-
-local limit = tonumber(ARGV[1])
-local interval = tonumber(ARGV[3])
-local cost = tonumber(ARGV[4])
-local now
-if ARGV[5] == nil or ARGV[5] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  now = tonumber(ARGV[5])
-end
 
 -- limit * ceil(window / limit) < window + limit: well below 2^53.
 local burst = limit * interval

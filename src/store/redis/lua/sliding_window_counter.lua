@@ -32,46 +32,7 @@
 -- one when the remainder is positive (never (a + b - 1) / b, which could
 -- pass 2^53).
 
--- floor(a / b) and a % b for integers 0 <= a <= 2^53, b >= 1, exactly: the
--- double quotient is off by at most one, so start one below it (where
--- q * b <= a stays exact) and step up.
-local function divmod(a, b)
-  local q = math.floor(a / b) - 1
-  if q < 0 then q = 0 end
-  local r = a - q * b
-  while r >= b do
-    q = q + 1
-    r = r - b
-  end
-  return q, r
-end
-
-local function idiv(a, b)
-  local q = divmod(a, b)
-  return q
-end
-
-local function ceil_div(a, b)
-  local q, r = divmod(a, b)
-  if r > 0 then q = q + 1 end
-  return q
-end
-
-local function num(s)
-  return string.format('%.0f', s)
-end
-
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
 local window_ms = idiv(window, 1000)
-local cost = tonumber(ARGV[4])
-local now
-if ARGV[5] == nil or ARGV[5] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  now = tonumber(ARGV[5])
-end
 
 local state = redis.call('HMGET', KEYS[1], 'window_start', 'previous', 'current')
 local stored = tonumber(state[1]) or 0
