@@ -85,6 +85,7 @@ impl App {
                 (AnyStore::Redis(Box::new(store)), control)
             }
         };
+        let deny_cache = settings.store.deny_cache.enabled && matches!(store, AnyStore::Redis(_));
         let limiter = Limiter::new(
             rules,
             store,
@@ -99,6 +100,11 @@ impl App {
             breaker_failures: settings.store.breaker.failures,
             breaker_open_for: settings.store.breaker.open_for.0,
         });
+        let limiter = if deny_cache {
+            limiter.with_deny_cache(settings.store.deny_cache.max_entries)
+        } else {
+            limiter
+        };
         for dangling in limiter.set_control(control.load().await?) {
             tracing::warn!(?dangling, "an admin entry does not fit the rules and is ignored");
         }
@@ -217,7 +223,7 @@ async fn sweep(state: Arc<AppState<AnyStore>>, interval: Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let mut dropped = state.limiter.sweep_fallback();
+        let mut dropped = state.limiter.sweep_fallback() + state.limiter.sweep_deny_cache();
         if let AnyStore::Memory(store) = state.limiter.store() {
             dropped += store.sweep();
         }
@@ -252,6 +258,10 @@ async fn sync_control(state: Arc<AppState<AnyStore>>, interval: Duration) {
                 if received.is_none() {
                     notifications = None;
                 }
+                // A reset or a change on some replica (or a reconnection,
+                // after which some may have been missed): cached denials may
+                // no longer hold.
+                state.limiter.invalidate_denials();
             }
         }
         match control.load().await {

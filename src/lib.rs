@@ -9,12 +9,15 @@
 //!   quota), the [`core::Clock`] they are given time by, and the validated
 //!   [`core::Policy`] / [`core::Cost`] types. No I/O.
 //! - [`store`]: the [`store::Store`] trait (atomic check-and-update of one
-//!   key) and its implementations: [`store::memory`] for now.
+//!   key) and its implementations: [`store::memory`] and [`store::redis`].
 //! - [`rules`]: `[defaults]`, `[tiers]` and `[[rules]]` resolved into one
 //!   policy per rule × tier, validated at load.
 //! - [`overrides`]: run-time limit overrides (rule × tier, rule, key),
 //!   validated like the file and resolved into policies.
 //! - [`breaker`]: the circuit breaker around the shared store.
+//! - [`deny_cache`]: denials remembered until their `retry_after`, so a key
+//!   over its limit costs no store round trip; exact, invalidated by resets
+//!   and policy changes on any replica.
 //! - [`limiter`]: request → lists, rule, tier, overrides, policy → store →
 //!   verdict. Handlers call only this.
 //! - [`http`]: the router, thin handlers, the JSON wire format and the
@@ -38,6 +41,7 @@ pub mod breaker;
 pub mod cli;
 pub mod control;
 pub mod core;
+pub mod deny_cache;
 pub mod http;
 pub mod limiter;
 pub mod metrics;

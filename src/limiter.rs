@@ -23,6 +23,7 @@ use crate::access::{AccessList, ListEntry, ListItem};
 use crate::breaker::{Breaker, Permit};
 use crate::control::{ControlState, ListKind};
 use crate::core::{Clock, Cost, Decision, Policy, Timestamp};
+use crate::deny_cache::DenyCache;
 use crate::metrics::Metrics;
 use crate::overrides::{OverrideError, OverrideTable, PolicySource, Target};
 use crate::rules::{RuleSet, UnknownTier};
@@ -216,6 +217,8 @@ pub struct Limiter<S> {
     breaker: Breaker,
     /// Decides `local`-mode checks while the store is unavailable.
     fallback: MemoryStore<Arc<dyn Clock>>,
+    /// Denials known to hold, answered without the store.
+    deny_cache: Option<DenyCache>,
 }
 
 impl<S: Store> Limiter<S> {
@@ -234,8 +237,40 @@ impl<S: Store> Limiter<S> {
             failure: FailurePolicy::default(),
             breaker: Breaker::new(5, std::time::Duration::from_secs(1), clock.clone()),
             fallback: MemoryStore::with_clock(clock.clone()),
+            deny_cache: None,
             clock,
         }
+    }
+
+    /// Answers checks of keys known to be over their limit without the
+    /// store, remembering at most `max_entries` denials (see
+    /// [`crate::deny_cache`]). Worth it when the store is remote.
+    pub fn with_deny_cache(mut self, max_entries: usize) -> Self {
+        self.deny_cache = Some(DenyCache::new(max_entries));
+        self
+    }
+
+    pub fn deny_cache(&self) -> Option<&DenyCache> {
+        self.deny_cache.as_ref()
+    }
+
+    /// Forgets every cached denial: another replica reset a key or changed
+    /// a policy.
+    pub fn invalidate_denials(&self) {
+        if let Some(cache) = &self.deny_cache {
+            cache.invalidate();
+            self.metrics.deny_cache_entries.set(0);
+        }
+    }
+
+    /// Drops cached denials that have run out; returns how many.
+    pub fn sweep_deny_cache(&self) -> usize {
+        let Some(cache) = &self.deny_cache else {
+            return 0;
+        };
+        let dropped = cache.sweep(self.clock.now());
+        self.metrics.deny_cache_entries.set(gauge_value(cache.len()));
+        dropped
     }
 
     /// Sets how checks are decided when the store cannot decide.
@@ -294,8 +329,15 @@ impl<S: Store> Limiter<S> {
         self.rebuild(|sources| sources.rules = Arc::new(rules))
     }
 
-    /// Replaces the operators' overrides and lists.
+    /// Replaces the operators' overrides and lists (nothing happens when
+    /// they are unchanged, as after most periodic resyncs).
     pub fn set_control(&self, control: ControlState) -> Vec<Dangling> {
+        {
+            let sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
+            if sources.control == control {
+                return Vec::new();
+            }
+        }
         self.rebuild(|sources| sources.control = control)
     }
 
@@ -316,6 +358,8 @@ impl<S: Store> Limiter<S> {
             .with_label_values(&["block"])
             .set(gauge_value(snapshot.block.len()));
         self.snapshot.store(Arc::new(snapshot));
+        // A new policy can give capacity back: cached denials no longer hold.
+        self.invalidate_denials();
         dangling
     }
 
@@ -361,6 +405,17 @@ impl<S: Store> Limiter<S> {
             rule: resolved.rule,
             key,
         };
+        let ticket = match &self.deny_cache {
+            Some(cache) => {
+                if let Some(decision) = cache.lookup(resolved.rule, key, &policy, request.cost, now) {
+                    self.metrics.deny_cache_hits.inc();
+                    self.count_limited(resolved.rule, resolved.tier, key);
+                    return Ok(verdict(decision, Reason::Limited));
+                }
+                Some(cache.ticket(now))
+            }
+            None => None,
+        };
         let decision = match self.call_store(store_key, &policy, request.cost).await {
             Ok(decision) => decision,
             Err(e) => {
@@ -372,18 +427,24 @@ impl<S: Store> Limiter<S> {
                 return Ok(v);
             }
         };
-        let reason = if decision.allowed {
-            Reason::Allowed
-        } else {
-            self.stats.record_limited(resolved.rule, key);
-            self.metrics
-                .exceeded
-                .with_label_values(&[resolved.rule, resolved.tier])
-                .inc();
-            Reason::Limited
-        };
-        self.record(resolved.rule, resolved.tier, reason);
-        Ok(verdict(decision, reason))
+        if decision.allowed {
+            if let Some(cache) = &self.deny_cache {
+                cache.forget(resolved.rule, key);
+            }
+            self.record(resolved.rule, resolved.tier, Reason::Allowed);
+            return Ok(verdict(decision, Reason::Allowed));
+        }
+        if let (Some(cache), Some(ticket)) = (&self.deny_cache, ticket) {
+            cache.insert(ticket, resolved.rule, key, &policy, request.cost, &decision);
+        }
+        self.count_limited(resolved.rule, resolved.tier, key);
+        Ok(verdict(decision, Reason::Limited))
+    }
+
+    fn count_limited(&self, rule: &str, tier: &str, key: &str) {
+        self.stats.record_limited(rule, key);
+        self.metrics.exceeded.with_label_values(&[rule, tier]).inc();
+        self.record(rule, tier, Reason::Limited);
     }
 
     /// One store round trip through the circuit breaker, timed.
@@ -518,6 +579,7 @@ impl<S: Store> Limiter<S> {
             key: key.as_str(),
         };
         self.store.reset(store_key).await?;
+        self.invalidate_denials();
         Ok(resolved.rule.clone())
     }
 }

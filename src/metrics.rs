@@ -7,7 +7,8 @@
 //! takes microseconds and one decided by Redis well under a millisecond.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Seconds: 50 µs … 1 s.
@@ -65,6 +66,10 @@ pub struct Metrics {
     pub ready: IntGauge,
     /// The store's circuit breaker: 0 closed, 1 half-open, 2 open.
     pub breaker_state: IntGauge,
+    /// Checks denied from the deny cache, without a store round trip.
+    pub deny_cache_hits: IntCounter,
+    /// Denials held in the deny cache.
+    pub deny_cache_entries: IntGauge,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -191,6 +196,22 @@ impl Metrics {
                 "rate_limit_circuit_breaker_state",
                 "The store's circuit breaker: 0 closed, 1 half-open, 2 open.",
             ),
+            deny_cache_hits: {
+                let metric = IntCounter::new(
+                    "rate_limit_deny_cache_hits_total",
+                    "POST /check requests denied from the deny cache, without a store round trip.",
+                )
+                .expect("a valid metric definition");
+                registry
+                    .register(Box::new(metric.clone()))
+                    .expect("a metric registered once");
+                metric
+            },
+            deny_cache_entries: gauge(
+                &registry,
+                "rate_limit_deny_cache_entries",
+                "Denials held in the deny cache (swept periodically).",
+            ),
             registry,
         };
         // Series of the fixed label sets exist from the start at 0, so a
@@ -205,6 +226,9 @@ impl Metrics {
             metrics.redis_errors.with_label_values(&[kind]);
         }
         metrics.store_duration.with_label_values(&["check"]);
+        for kind in ["override", "allow", "block"] {
+            metrics.control_entries.with_label_values(&[kind]);
+        }
         metrics
     }
 

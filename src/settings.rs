@@ -86,6 +86,7 @@ pub struct StoreSettings {
     /// set it to the number of replicas to keep the total near the limit.
     pub local_divisor: u64,
     pub breaker: BreakerSettings,
+    pub deny_cache: DenyCacheSettings,
     pub memory: MemorySettings,
     pub redis: RedisSettings,
 }
@@ -97,6 +98,7 @@ impl Default for StoreSettings {
             failure_mode: FailureMode::Local,
             local_divisor: 1,
             breaker: BreakerSettings::default(),
+            deny_cache: DenyCacheSettings::default(),
             memory: MemorySettings::default(),
             redis: RedisSettings::default(),
         }
@@ -223,6 +225,26 @@ pub enum RedisMode {
     Auto,
     Standalone,
     Cluster,
+}
+
+/// The deny cache of the Redis backend: denials answered locally until
+/// their `retry_after` (see [`crate::deny_cache`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DenyCacheSettings {
+    pub enabled: bool,
+    /// Denials held at most; when full, new denials go to Redis every time
+    /// until the sweeper (every `store.memory.sweep_interval`) makes room.
+    pub max_entries: usize,
+}
+
+impl Default for DenyCacheSettings {
+    fn default() -> Self {
+        DenyCacheSettings {
+            enabled: true,
+            max_entries: 100_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -558,6 +580,12 @@ impl Settings {
         }
         if !(1..=10_000).contains(&self.store.local_divisor) {
             problems.push(Problem::new("store.local_divisor", "must be between 1 and 10000"));
+        }
+        if self.store.deny_cache.max_entries == 0 || self.store.deny_cache.max_entries > 100_000_000 {
+            problems.push(Problem::new(
+                "store.deny_cache.max_entries",
+                "must be between 1 and 100000000 (set store.deny_cache.enabled = false to turn the cache off)",
+            ));
         }
         if self.store.breaker.failures == 0 {
             problems.push(Problem::new("store.breaker.failures", "must be at least 1"));

@@ -352,6 +352,7 @@ async fn reset_key<S: Store>(
     let endpoint = query.optional("endpoint");
     query.finish("key, endpoint")?;
     let rule = state.limiter.reset(endpoint.as_deref(), &key).await?;
+    state.control.announce_reset().await;
     changed(&state, "key_reset");
     tracing::info!(rule = %rule, "admin: key reset");
     Ok(Json(json!({ "reset": key.as_str(), "rule": rule.as_ref() })))

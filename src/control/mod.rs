@@ -131,6 +131,14 @@ impl Control {
         }
     }
 
+    /// Tells the other replicas that a key was reset, so they forget
+    /// cached denials (nothing to tell when changes are local).
+    pub async fn announce_reset(&self) {
+        if let Control::Redis(redis) = self {
+            redis.notify().await;
+        }
+    }
+
     /// Removes a list entry; returns whether it existed.
     pub async fn delete_list(&self, kind: ListKind, entry: &str) -> Result<bool, StoreError> {
         match self {

@@ -160,9 +160,10 @@ impl RedisControl {
         }
     }
 
-    /// Tells every replica to re-read. A lost message is healed by the
-    /// periodic resync, so a failure here is only logged.
-    async fn notify(&self) {
+    /// Tells every replica to re-read and to forget cached denials. A lost
+    /// message is healed by the periodic resync (a cached denial by its
+    /// `retry_after`), so a failure here is only logged.
+    pub async fn notify(&self) {
         self.count("publish");
         if let Err(e) = self.pool.next().publish::<i64, _, _>(&self.channel, "changed").await {
             tracing::warn!(error = %e, "could not publish an admin change; replicas will resync");

@@ -236,3 +236,45 @@ async fn changes_are_shared_on_a_cluster_too() {
     })
     .await;
 }
+
+/// The deny cache's counter on a replica's `/metrics`.
+async fn deny_cache_hits(replica: &Replica) -> u64 {
+    let text = replica
+        .client
+        .get(replica.service.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix("rate_limit_deny_cache_hits_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the deny cache counter is exported")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_on_one_replica_ends_cached_denials_on_the_other() {
+    let redis = RedisServer::start();
+    // A long resync: only the notification can end A's cached denial.
+    let config = config(&redis, "adm5", "1h");
+    let a = Replica::start(&config);
+    let b = Replica::start(&config);
+
+    assert_eq!(a.check(json!({"key": "k"})).await.0, 200);
+    assert_eq!(a.check(json!({"key": "k"})).await.0, 429, "limit 1 per hour");
+    let (status, body) = a.check(json!({"key": "k"})).await;
+    assert_eq!(status, 429);
+    assert_eq!(body["reason"], "limited");
+    assert_eq!(deny_cache_hits(&a).await, 1, "the repeat was answered from A's cache");
+
+    let (status, _) = b.admin(reqwest::Method::DELETE, "/admin/keys?key=k", None).await;
+    assert_eq!(status, 200);
+    let took = within(Duration::from_secs(5), "the reset on A", || async {
+        a.check(json!({"key": "k"})).await.0 == 200
+    })
+    .await;
+    eprintln!("A allowed again {took:?} after the reset on B");
+    assert_eq!(a.check(json!({"key": "k"})).await.0, 429, "and the limit holds again");
+}
