@@ -447,6 +447,49 @@ impl<S: Store> Limiter<S> {
         self.record(rule, tier, Reason::Limited);
     }
 
+    /// Refuses `request` as [`Limiter::check`] would before asking the
+    /// store (an unknown tier, a cost above the limit), consuming nothing.
+    pub fn validate(&self, request: &CheckRequest) -> Result<(), LimiterError> {
+        let snapshot = self.snapshot.load();
+        let resolved = snapshot
+            .rules
+            .resolve(request.endpoint.as_deref(), request.tier.as_deref())?;
+        let key = request.key.as_str();
+        let now = self.clock.now();
+        let listed = |list: &AccessList| !list.is_empty() && list.find(key, request.client_ip, now).is_some();
+        if listed(&snapshot.block) || listed(&snapshot.allow) {
+            return Ok(());
+        }
+        let (policy, _) = snapshot
+            .overrides
+            .lookup(resolved.rule, resolved.tier, key, now)
+            .unwrap_or((resolved.policy, PolicySource::Config));
+        if request.cost.get() > policy.limit() {
+            return Err(LimiterError::CostAboveLimit {
+                cost: request.cost.get(),
+                limit: policy.limit(),
+                rule: resolved.rule.clone(),
+                tier: resolved.tier.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Decides several requests at once: their store calls are in flight
+    /// together (one round trip's wait for all of them, pipelined by the
+    /// Redis client). When one of them would be refused, none is decided and
+    /// the error comes with its index. A request that fails anyway (the
+    /// rules reloaded in between) fails alone.
+    pub async fn check_batch(
+        &self,
+        requests: &[CheckRequest],
+    ) -> Result<Vec<Result<Verdict, LimiterError>>, (usize, LimiterError)> {
+        for (i, request) in requests.iter().enumerate() {
+            self.validate(request).map_err(|e| (i, e))?;
+        }
+        Ok(futures_util::future::join_all(requests.iter().map(|request| self.check(request))).await)
+    }
+
     /// One store round trip through the circuit breaker, timed.
     async fn call_store(&self, key: StoreKey<'_>, policy: &Policy, cost: Cost) -> Result<Decision, StoreError> {
         let permit = self.breaker.permit();

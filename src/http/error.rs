@@ -48,6 +48,16 @@ impl ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the rate-limit store is unavailable")
     }
 
+    /// The same error about a field of the part `prefix` of the request
+    /// (`key` → `checks[2].key`).
+    pub fn within(mut self, prefix: &str) -> ApiError {
+        self.field = Some(match self.field.take() {
+            Some(field) => format!("{prefix}.{field}"),
+            None => prefix.to_owned(),
+        });
+        self
+    }
+
     pub fn with_field(mut self, field: impl Into<String>) -> ApiError {
         self.field = Some(field.into());
         self

@@ -7,6 +7,7 @@
 //! | route | what |
 //! |---|---|
 //! | `POST /check` | decide a request: 200 allowed, 429 denied, 403 blocked |
+//! | `POST /check/batch` | decide up to 100 requests at once |
 //! | `GET /check/forward` | the same, read from a gateway's forwarded headers |
 //! | `GET /health`, `GET /health/live` | liveness |
 //! | `GET /health/ready` | readiness: store reachable and not draining |
@@ -41,7 +42,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::control::Control;
-use crate::limiter::{CheckRequest, Limiter, Reason};
+use crate::limiter::{CheckRequest, Limiter, Reason, Verdict};
 use crate::metrics::Metrics;
 use crate::settings::{FailureMode, ForwardSettings};
 use crate::store::Store;
@@ -98,6 +99,7 @@ pub fn router<S: Store>(state: Arc<AppState<S>>) -> Router {
     let max_body = state.limits.max_body_bytes;
     let router = Router::new()
         .route("/check", post(check::<S>))
+        .route("/check/batch", post(check_batch::<S>))
         .route("/check/forward", any(forward_check::<S>))
         .route("/health", get(health))
         .route("/health/live", get(health))
@@ -175,12 +177,80 @@ async fn answer<S: Store>(
     denied: StatusCode,
 ) -> Result<Response, ApiError> {
     let verdict = state.limiter.check(request).await?;
-    let status = match verdict.reason {
+    let status = status_of(verdict.reason, denied);
+    note_denial(state, request, &verdict);
+    let headers = wire::rate_limit_headers(&verdict);
+    Ok((status, headers, Json(wire::CheckResponse::from(&verdict))).into_response())
+}
+
+/// `POST /check/batch`: several checks decided in one request.
+async fn check_batch<S: Store>(
+    State(state): State<Arc<AppState<S>>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let result = decide_batch(&state, &headers, body).await;
+    state.metrics().check_duration.observe(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn decide_batch<S: Store>(
+    state: &AppState<S>,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = read_json_body(headers, body, state.limits.max_body_bytes)?;
+    let requests = wire::parse_batch(&body, state.limits.max_key_bytes)?;
+    let results = state
+        .limiter
+        .check_batch(&requests)
+        .await
+        .map_err(|(i, e)| ApiError::from(e).within(&format!("checks[{i}]")))?;
+    let outcomes: Vec<Result<(StatusCode, Verdict), ApiError>> = results
+        .into_iter()
+        .zip(&requests)
+        .enumerate()
+        .map(|(i, (result, request))| match result {
+            Ok(verdict) => {
+                note_denial(state, request, &verdict);
+                Ok((status_of(verdict.reason, StatusCode::TOO_MANY_REQUESTS), verdict))
+            }
+            Err(e) => Err(ApiError::from(e).within(&format!("checks[{i}]"))),
+        })
+        .collect();
+    // The batch answers like its first refused check, or like its tightest
+    // allowed one, so a caller can copy status and headers as they are.
+    let refused = outcomes.iter().find_map(|outcome| match outcome {
+        Ok((status, verdict)) if *status != StatusCode::OK => Some((*status, Some(verdict))),
+        Ok(_) => None,
+        Err(e) => Some((e.status, None)),
+    });
+    let (status, shown) = match refused {
+        Some(refused) => refused,
+        None => (
+            StatusCode::OK,
+            outcomes
+                .iter()
+                .filter_map(|outcome| outcome.as_ref().ok().map(|(_, verdict)| verdict))
+                .min_by_key(|verdict| verdict.decision.remaining),
+        ),
+    };
+    let headers = shown.map(wire::rate_limit_headers).unwrap_or_default();
+    Ok((status, headers, Json(wire::BatchResponse::new(&outcomes))).into_response())
+}
+
+fn status_of(reason: Reason, denied: StatusCode) -> StatusCode {
+    match reason {
         Reason::Allowed | Reason::Allowlisted | Reason::FailOpen | Reason::LocalAllowed => StatusCode::OK,
         Reason::Limited | Reason::LocalLimited => denied,
         Reason::Blocked => StatusCode::FORBIDDEN,
         Reason::FailClosed => StatusCode::SERVICE_UNAVAILABLE,
-    };
+    }
+}
+
+/// Logs a check that was not simply allowed, sampled.
+fn note_denial<S: Store>(state: &AppState<S>, request: &CheckRequest, verdict: &Verdict) {
     if !matches!(verdict.reason, Reason::Allowed | Reason::Allowlisted) {
         if let Some(suppressed) = state.check_log.admit() {
             let decision = verdict.reason.decision();
@@ -200,8 +270,6 @@ async fn answer<S: Store>(
             }
         }
     }
-    let headers = wire::rate_limit_headers(&verdict);
-    Ok((status, headers, Json(wire::CheckResponse::from(&verdict))).into_response())
 }
 
 /// The body of a JSON request: checks the content type and maps a body

@@ -4,7 +4,7 @@
 //! Bodies are parsed field by field (not with a derived `Deserialize`) so
 //! that every rejection names the field and says what would be accepted.
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -16,6 +16,9 @@ use crate::settings::format_duration;
 
 const FIELDS: &str = "key, endpoint, tier, cost, client_ip";
 
+/// The most checks one `/check/batch` request may carry.
+pub const MAX_BATCH: usize = 100;
+
 /// Parses a `/check` body.
 pub fn parse_check(body: &[u8], max_key_bytes: usize) -> Result<CheckRequest, ApiError> {
     let value: Value =
@@ -26,6 +29,56 @@ pub fn parse_check(body: &[u8], max_key_bytes: usize) -> Result<CheckRequest, Ap
             "body must be a JSON object such as {\"key\": \"user:123\"}",
         ));
     };
+    check_fields(fields, max_key_bytes)
+}
+
+/// Parses a `/check/batch` body, `{"checks": [<a /check body>, ...]}`;
+/// errors name the field as `checks[i].field`.
+pub fn parse_batch(body: &[u8], max_key_bytes: usize) -> Result<Vec<CheckRequest>, ApiError> {
+    const SHAPE: &str = "body must be a JSON object such as {\"checks\": [{\"key\": \"user:123\"}]}";
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::field("body", format!("body is not valid JSON: {e}")))?;
+    let Value::Object(fields) = value else {
+        return Err(ApiError::field("body", SHAPE));
+    };
+    let mut checks = None;
+    for (name, value) in fields {
+        if name != "checks" {
+            return Err(ApiError::field(
+                name.clone(),
+                format!("unknown field {name:?}; the only field is checks"),
+            ));
+        }
+        checks = Some(value);
+    }
+    let Some(Value::Array(items)) = checks else {
+        return Err(ApiError::field(
+            "checks",
+            "checks is required: an array of /check bodies",
+        ));
+    };
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return Err(ApiError::field(
+            "checks",
+            format!("checks must hold 1 to {MAX_BATCH} checks; got {}", items.len()),
+        ));
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let Value::Object(fields) = item else {
+                return Err(ApiError::field(
+                    format!("checks[{i}]"),
+                    format!("checks[{i}] must be a JSON object such as {{\"key\": \"user:123\"}}"),
+                ));
+            };
+            check_fields(fields, max_key_bytes).map_err(|e| e.within(&format!("checks[{i}]")))
+        })
+        .collect()
+}
+
+fn check_fields(fields: serde_json::Map<String, Value>, max_key_bytes: usize) -> Result<CheckRequest, ApiError> {
     let mut key = None;
     let mut endpoint = None;
     let mut tier = None;
@@ -154,6 +207,56 @@ impl<'a> From<&'a Verdict> for CheckResponse<'a> {
             tier: &v.tier,
             algorithm: v.policy.algorithm().as_str(),
             reason: v.reason.as_str(),
+        }
+    }
+}
+
+/// The `/check/batch` response body: `allowed` when every check was, and
+/// one result per check, in order, each with its own status.
+#[derive(Debug, Serialize)]
+pub struct BatchResponse<'a> {
+    pub allowed: bool,
+    pub results: Vec<BatchResult<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum BatchResult<'a> {
+    /// A decision, as `/check` would answer it.
+    Decided {
+        status: u16,
+        #[serde(flatten)]
+        response: CheckResponse<'a>,
+    },
+    /// A check that could not be decided, as `/check` would refuse it.
+    Failed {
+        status: u16,
+        error: &'a str,
+        field: Option<&'a str>,
+    },
+}
+
+impl<'a> BatchResponse<'a> {
+    pub fn new(outcomes: &'a [Result<(StatusCode, Verdict), ApiError>]) -> Self {
+        let results: Vec<BatchResult<'a>> = outcomes
+            .iter()
+            .map(|outcome| match outcome {
+                Ok((status, verdict)) => BatchResult::Decided {
+                    status: status.as_u16(),
+                    response: CheckResponse::from(verdict),
+                },
+                Err(e) => BatchResult::Failed {
+                    status: e.status.as_u16(),
+                    error: &e.message,
+                    field: e.field.as_deref(),
+                },
+            })
+            .collect();
+        BatchResponse {
+            allowed: results
+                .iter()
+                .all(|r| matches!(r, BatchResult::Decided { response, .. } if response.allowed)),
+            results,
         }
     }
 }

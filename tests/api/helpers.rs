@@ -98,6 +98,15 @@ impl TestApp {
         self.check_raw(body.to_string()).await
     }
 
+    /// `POST /check/batch` with a JSON content type.
+    pub async fn batch(&self, body: Value) -> Reply {
+        let request = Request::post("/check/batch")
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        self.send(request).await
+    }
+
     pub async fn get(&self, path: &str) -> Reply {
         self.send(Request::get(path).body(Body::empty()).unwrap()).await
     }

@@ -2,6 +2,7 @@
 //! through the real binary on a free port.
 
 mod admin;
+mod batch;
 mod binary;
 mod check;
 mod errors;

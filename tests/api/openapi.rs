@@ -19,6 +19,7 @@ const TOKEN: &str = "openapi-test-admin-token-0123";
 /// `src/http/openapi.json` together.
 const ROUTES: &[(&str, &str)] = &[
     ("POST", "/check"),
+    ("POST", "/check/batch"),
     ("GET", "/health"),
     ("GET", "/health/live"),
     ("GET", "/health/ready"),
