@@ -5,6 +5,12 @@ use ratelimiter::app::{self, App};
 use ratelimiter::cli::{self, Cli, Command, ServeArgs};
 use ratelimiter::telemetry;
 
+/// mimalloc: the service allocates small, short-lived buffers on every
+/// request from every worker thread, where it beats glibc's malloc (see
+/// docs/PERFORMANCE.md for the measurement).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {

@@ -79,11 +79,14 @@ async fn request_ids_are_echoed_or_generated() {
     let r = app.send(request).await;
     assert_eq!(r.header("x-request-id"), Some("abc-123"));
     let r = app.check(json!({"key": "k"})).await;
-    let generated = r.header("x-request-id").expect("a generated id");
-    assert_eq!(generated.len(), 36, "a UUID: {generated}");
-    // Errors carry one too.
+    let generated = r.header("x-request-id").expect("a generated id").to_owned();
+    assert_eq!(generated.len(), 32, "32 hex digits: {generated}");
+    assert!(generated.bytes().all(|b| b.is_ascii_hexdigit()), "{generated}");
+    // Errors carry one too, and no two are alike.
     let r = app.check(json!({})).await;
-    assert!(r.header("x-request-id").is_some());
+    let next = r.header("x-request-id").expect("a generated id");
+    assert_ne!(next, generated);
+    assert_eq!(next[..16], generated[..16], "one replica's prefix");
 }
 
 #[tokio::test]
