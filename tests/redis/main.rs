@@ -6,6 +6,7 @@ mod support;
 
 mod admin;
 mod cluster_changes;
+mod cluster_demo;
 mod cluster_script;
 mod common;
 mod contract;
