@@ -361,6 +361,15 @@ cmd_up() {
     printf 'DEMO_PORT=%s\nREDIS_CLUSTER_PORT=%s\n' "$BASE" "$REDIS_PORT" >"$DIR/$MARKER"
     trap on_up_exit EXIT
 
+    # Build (or find) the binary first when a replica is to be started, so
+    # that a failed build starts nothing.
+    for ((i = 1; i <= REPLICAS; i++)); do
+        replica_pid "$i" >/dev/null || {
+            find_binary
+            break
+        }
+    done
+
     local started=0 out
     if ! redis_cluster status >/dev/null 2>&1; then
         say "starting the Redis Cluster on 127.0.0.1:$REDIS_PORT..$((REDIS_PORT + 5)) (scripts/redis-cluster.sh)"
@@ -408,11 +417,14 @@ $out"
 }
 
 print_endpoints() {
-    local i port role roles=""
+    local i port role masters="" replicas="" down=""
     for port in $(redis_ports); do
-        role="$(redis-cli -h 127.0.0.1 -p "$port" ROLE 2>/dev/null | head -1 | tr -d '\r')"
-        [[ "$role" == slave ]] && role=replica
-        roles+="${roles:+, }$port ${role:-down}"
+        role="$(redis-cli -h 127.0.0.1 -p "$port" ROLE 2>/dev/null | head -1 | tr -d '\r')" || true
+        case "$role" in
+        master) masters+=" 127.0.0.1:$port" ;;
+        slave) replicas+=" 127.0.0.1:$port" ;;
+        *) down+=" 127.0.0.1:$port" ;;
+        esac
     done
     echo
     echo "  Load balancer (nginx)  http://127.0.0.1:$LB_PORT        POST /check, GET /rules, /health/ready, ..."
@@ -420,8 +432,13 @@ print_endpoints() {
     for ((i = 1; i <= REPLICAS; i++)); do
         echo "  Replica $i              http://127.0.0.1:$(replica_port "$i")        admin API http://127.0.0.1:$(admin_port "$i")/admin"
     done
-    echo "  Redis Cluster          127.0.0.1: $roles"
-    echo "  Prometheus metrics     $(for ((i = 1; i <= REPLICAS; i++)); do printf 'http://127.0.0.1:%s/metrics ' "$(replica_port "$i")"; done)"
+    echo "  Redis Cluster          masters$masters"
+    echo "                         replicas$replicas${down:+ (not answering:$down)}"
+    local label="Prometheus metrics"
+    for ((i = 1; i <= REPLICAS; i++)); do
+        printf '  %-22s http://127.0.0.1:%s/metrics\n' "$label" "$(replica_port "$i")"
+        label=""
+    done
     echo "                         scrape configuration: $DIR/prometheus.yml"
     echo "  Admin token            $DIR/admin-token"
     echo "  Configuration          $DIR/ratelimiter.toml (shared by the replicas, reloaded on change)"
