@@ -93,14 +93,12 @@ live_pid() {
 
 # Pids of the children of process $1.
 children_of() {
-    local stat pid ppid rest
+    local stat line ppid
     for stat in /proc/[0-9]*/stat; do
-        # pid (comm) state ppid ...; comm may hold spaces, so cut after ')'.
-        rest="$(cat "$stat" 2>/dev/null)" || continue
-        pid="${rest%% *}"
-        rest="${rest##*) }"
-        ppid="$(cut -d' ' -f2 <<<"$rest")"
-        [[ "$ppid" == "$1" ]] && echo "$pid"
+        read -r line <"$stat" 2>/dev/null || continue
+        # pid (comm) state ppid ...; comm may hold spaces, so split after ')'.
+        read -r _ ppid _ <<<"${line##*) }"
+        [[ "$ppid" == "$1" ]] && echo "${line%% *}"
     done
     return 0
 }

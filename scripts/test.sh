@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the tests run for real: redis-server (standalone and
 # cluster tests), prometheus (promtool, and a server that scrapes a
-# replica), nginx (the auth_request gateway configuration) and python3-venv
+# replica), nginx (the auth_request gateway configuration, and the load
+# balancer of scripts/cluster-demo.sh) and python3-venv
 # (for schemathesis, below).
 missing=()
 command -v redis-server >/dev/null && command -v redis-cli >/dev/null || missing+=(redis-server)
