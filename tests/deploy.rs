@@ -1,0 +1,32 @@
+//! The deployment files — `Dockerfile`, `docker-compose.yml`,
+//! `deploy/docker/`, `deploy/kubernetes/` and `deploy/terraform/` — cannot
+//! run here (no Docker engine, kubectl or terraform), so this binary checks
+//! what can be checked without them, against the code itself:
+//!
+//! - every `RATELIMITER__…` variable they set loads into valid
+//!   [`Settings`](ratelimiter::settings::Settings), with the configuration
+//!   file they mount;
+//! - every health check and probe asks a path the router serves, on the
+//!   port the settings listen on, and readiness checks ask the path that
+//!   turns 503 while a replica drains (liveness must not);
+//! - the topologies are consistent: compose's six Redis nodes, cluster
+//!   creation, three replicas, nginx upstreams and Prometheus targets;
+//!   Kubernetes selectors, ports, Secrets and shutdown timing; Terraform
+//!   references, inputs, the task definition, the ALB health check and
+//!   ElastiCache in cluster mode;
+//! - and, with real processes where the machine has them: nginx balancing
+//!   three real replicas with `deploy/docker/nginx.conf`, `promtool check
+//!   config`, and `redis-server` accepting the compose nodes' options.
+
+#[path = "deploy/common.rs"]
+mod common;
+#[path = "deploy/compose.rs"]
+mod compose;
+#[path = "deploy/docker.rs"]
+mod docker;
+#[path = "deploy/kubernetes.rs"]
+mod kubernetes;
+#[path = "support/mod.rs"]
+mod support;
+#[path = "deploy/terraform.rs"]
+mod terraform;

@@ -1,0 +1,158 @@
+//! The `Dockerfile`: multi-stage, a small final image running as a numeric
+//! non-root user, a health check on a liveness path, configuration through
+//! real settings.
+
+use std::collections::BTreeMap;
+
+use crate::common::{assert_liveness_path, port_and_path, read, repo, settings_from_env, uid};
+
+/// One instruction: its keyword (upper case) and the rest of the line.
+pub struct Instruction {
+    pub keyword: String,
+    pub args: String,
+}
+
+/// The instructions of a Dockerfile, continuation lines joined, comments
+/// and parser directives dropped.
+pub fn instructions(text: &str) -> Vec<Instruction> {
+    let mut result = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if current.is_empty() && (trimmed.is_empty() || trimmed.starts_with('#')) {
+            continue;
+        }
+        if let Some(head) = trimmed.strip_suffix('\\') {
+            current.push_str(head);
+            current.push(' ');
+            continue;
+        }
+        current.push_str(trimmed);
+        let (keyword, args) = current.split_once(char::is_whitespace).unwrap_or((&current, ""));
+        result.push(Instruction {
+            keyword: keyword.to_uppercase(),
+            args: args.trim().to_owned(),
+        });
+        current.clear();
+    }
+    result
+}
+
+/// The instructions of the final stage (after the last `FROM`).
+pub fn final_stage() -> Vec<Instruction> {
+    let all = instructions(&read("Dockerfile"));
+    let last_from = all.iter().rposition(|i| i.keyword == "FROM").expect("a FROM");
+    all.into_iter().skip(last_from).collect()
+}
+
+/// The final image's user (`USER`), which Kubernetes and ECS must match.
+pub fn image_user() -> String {
+    final_stage()
+        .iter()
+        .rev()
+        .find(|i| i.keyword == "USER")
+        .map(|i| i.args.clone())
+        .expect("the final stage sets USER")
+}
+
+/// `ENV A=1 B=2` of the final stage, as a map.
+pub fn image_env() -> BTreeMap<String, String> {
+    final_stage()
+        .iter()
+        .filter(|i| i.keyword == "ENV")
+        .flat_map(|i| {
+            i.args
+                .split_whitespace()
+                .map(|pair| {
+                    let (name, value) = pair.split_once('=').expect("ENV NAME=value");
+                    (name.to_owned(), value.trim_matches('"').to_owned())
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn the_build_has_two_stages_and_ships_only_the_binary() {
+    let all = instructions(&read("Dockerfile"));
+    let froms: Vec<&Instruction> = all.iter().filter(|i| i.keyword == "FROM").collect();
+    assert!(froms.len() >= 2, "not a multi-stage build");
+    let base = &froms.last().unwrap().args;
+    assert!(
+        base.contains("slim") || base.contains("distroless"),
+        "the final image {base:?} is neither slim nor distroless"
+    );
+    let stage = final_stage();
+    assert!(
+        stage
+            .iter()
+            .any(|i| i.keyword == "COPY" && i.args.starts_with("--from=") && i.args.contains("ratelimiter")),
+        "the final stage does not copy the binary from the build stage"
+    );
+    assert!(
+        !stage.iter().any(|i| i.keyword == "RUN" && i.args.contains("cargo")),
+        "the final stage compiles"
+    );
+}
+
+#[test]
+fn the_image_runs_as_a_numeric_non_root_user() {
+    let user = image_user();
+    assert_ne!(uid(&user), 0, "USER {user} is root");
+    let group = user.split(':').nth(1).expect("USER uid:gid");
+    assert_ne!(
+        group.parse::<u32>().expect("a numeric group"),
+        0,
+        "USER {user}: group root"
+    );
+}
+
+#[tokio::test]
+async fn the_health_check_asks_a_liveness_path_on_the_listen_port() {
+    let stage = final_stage();
+    let check = stage
+        .iter()
+        .find(|i| i.keyword == "HEALTHCHECK")
+        .expect("the final stage has a HEALTHCHECK");
+    let url = check
+        .args
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("the health check asks an http:// URL");
+    let (port, path) = port_and_path(url);
+    assert_liveness_path("Dockerfile HEALTHCHECK", &path).await;
+
+    let env = image_env();
+    let config = env.get("RATELIMITER_CONFIG").expect("RATELIMITER_CONFIG");
+    let copied = stage
+        .iter()
+        .find(|i| i.keyword == "COPY" && i.args.ends_with(config.as_str()))
+        .unwrap_or_else(|| panic!("RATELIMITER_CONFIG={config} is not copied into the image"));
+    let source = copied.args.split_whitespace().next().unwrap();
+    let settings = settings_from_env("Dockerfile ENV", Some(&repo(source)), &env);
+    assert_eq!(
+        settings.server.listen.port(),
+        port,
+        "the health check asks another port"
+    );
+    assert!(
+        settings.server.listen.ip().is_unspecified(),
+        "the image listens on {} only",
+        settings.server.listen
+    );
+    let exposed: Vec<u16> = stage
+        .iter()
+        .filter(|i| i.keyword == "EXPOSE")
+        .flat_map(|i| {
+            i.args
+                .split_whitespace()
+                .map(|p| p.trim_end_matches("/tcp").parse().unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(exposed, vec![port], "EXPOSE differs from server.listen");
+    assert!(
+        stage.iter().any(|i| i.keyword == "RUN" && i.args.contains("curl")),
+        "the health check uses curl, which the final image does not install"
+    );
+}
