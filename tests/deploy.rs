@@ -14,9 +14,11 @@
 //!   Kubernetes selectors, ports, Secrets and shutdown timing; Terraform
 //!   references, inputs, the task definition, the ALB health check and
 //!   ElastiCache in cluster mode;
-//! - and, with real processes where the machine has them: nginx balancing
-//!   three real replicas with `deploy/docker/nginx.conf`, `promtool check
-//!   config`, and `redis-server` accepting the compose nodes' options.
+//! - and, with real processes: nginx balancing three real replicas with
+//!   `deploy/docker/nginx.conf`, `promtool check config` on the compose
+//!   Prometheus file, and six `redis-server`s started with the compose
+//!   nodes' options joined into a cluster by the compose init job's script
+//!   (twice: the second run finds the cluster and exits 0).
 
 #[path = "deploy/common.rs"]
 mod common;

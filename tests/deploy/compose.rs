@@ -3,6 +3,7 @@
 //! front of them and Prometheus scraping them.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -419,50 +420,169 @@ impl Drop for Process {
     }
 }
 
-#[test]
-fn redis_server_accepts_the_compose_node_options() {
-    let services = services();
-    let node = &services[&redis_nodes(&services)[0]];
-    let script = shell_script(node);
-    let args = script
-        .split_once("redis-server")
-        .expect("the node runs redis-server")
-        .1
+/// The arguments of `redis-server` in a compose node's command, for a node
+/// named `hostname` on `ip:port` keeping its files in `dir`.
+fn node_args(
+    services: &serde_json::Map<String, Value>,
+    hostname: &str,
+    ip: &str,
+    port: u16,
+    dir: &Path,
+) -> Vec<String> {
+    let script = shell_script(&services[&redis_nodes(services)[0]]);
+    let args = script.split_once("redis-server").expect("the node runs redis-server").1;
+    let mut args: Vec<String> = args
         .split_whitespace()
-        .map(str::to_owned)
-        .collect::<Vec<_>>();
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let args: Vec<String> = args
-        .into_iter()
-        .map(|a| match a.as_str() {
+        .map(|a| match a {
             "6379" => port.to_string(),
-            "\"$HOSTNAME\"" => "redis-1".to_owned(),
-            other => other.replace("/data/", &format!("{}/", dir.path().display())),
+            "\"$HOSTNAME\"" => hostname.to_owned(),
+            other => other.replace("/data/", &format!("{}/", dir.display())),
         })
         .collect();
-    let child = Command::new("redis-server")
-        .args(&args)
-        .args(["--dir", &dir.path().display().to_string(), "--bind", "127.0.0.1"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+    // One loopback address per node stands for one address per container:
+    // connections between nodes must come from it, as they would.
+    let dir = dir.display().to_string();
+    for (option, value) in [("--dir", dir.as_str()), ("--bind", ip), ("--bind-source-addr", ip)] {
+        args.extend([option.to_owned(), value.to_owned()]);
+    }
+    args
+}
+
+/// A port free for clients and for the cluster bus (port + 10000) on every
+/// address of `ips`.
+fn free_port_on(ips: &[String]) -> u16 {
+    loop {
+        let port = free_port();
+        let free = |port: u16| {
+            ips.iter()
+                .all(|ip| std::net::TcpListener::bind((ip.as_str(), port)).is_ok())
+        };
+        if port < 55_000 && free(port) && free(port + 10_000) {
+            return port;
+        }
+    }
+}
+
+fn redis_cli(ip: &str, port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-h", ip, "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli is not installed; scripts/test.sh installs it");
+    String::from_utf8_lossy(&out.stdout).replace('\r', "")
+}
+
+/// Runs `script` with `sh -c` and `path_prefix` first in `PATH`; its
+/// success and output. Killed after 60 s.
+fn run_script(script: &str, path_prefix: &Path) -> (bool, String) {
+    let path = format!(
+        "{}:{}",
+        path_prefix.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", script])
+        .env("PATH", path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
-        .expect("redis-server is not installed; scripts/test.sh installs it");
-    let _redis = Process(child);
-    let cli = |args: &[&str]| {
-        let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli");
-        String::from_utf8_lossy(&out.stdout).replace('\r', "")
-    };
-    wait_until("redis-server with the compose options", Duration::from_secs(10), || {
-        cli(&["ping"]).trim() == "PONG"
+        .expect("sh");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// The compose nodes' options and the init job's script, for real: six
+/// `redis-server`s on 127.0.0.2 … 127.0.0.7 (one address per container)
+/// and the script, with the container names resolved by a `getent` that
+/// knows them.
+#[test]
+fn the_init_job_joins_the_compose_nodes_into_a_cluster_once() {
+    let services = services();
+    let nodes = redis_nodes(&services);
+    let ips: Vec<String> = (0..nodes.len()).map(|i| format!("127.0.0.{}", i + 2)).collect();
+    let port = free_port_on(&ips);
+    let dir = tempfile::tempdir().unwrap();
+    let mut running = Vec::new();
+    for (name, ip) in nodes.iter().zip(&ips) {
+        let node_dir = dir.path().join(name);
+        std::fs::create_dir(&node_dir).unwrap();
+        let child = Command::new("redis-server")
+            .args(node_args(&services, name, ip, port, &node_dir))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is not installed; scripts/test.sh installs it");
+        running.push(Process(child));
+    }
+    for ip in &ips {
+        wait_until("a node with the compose options", Duration::from_secs(10), || {
+            redis_cli(ip, port, &["ping"]).trim() == "PONG"
+        });
+    }
+    let (first, first_ip) = (&nodes[0], &ips[0]);
+    assert!(redis_cli(first_ip, port, &["info", "cluster"]).contains("cluster_enabled:1"));
+    assert!(redis_cli(first_ip, port, &["config", "get", "cluster-announce-hostname"]).contains(first.as_str()));
+
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let cases: String = nodes
+        .iter()
+        .zip(&ips)
+        .map(|(n, ip)| format!("  {n}) echo \"{ip}  {n}\" ;;\n"))
+        .collect();
+    let getent = bin.join("getent");
+    std::fs::write(
+        &getent,
+        format!("#!/bin/sh\ncase \"$2\" in\n{cases}  *) exit 2 ;;\nesac\n"),
+    )
+    .unwrap();
+    let executable = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755);
+    std::fs::set_permissions(&getent, executable).unwrap();
+
+    let script = shell_script(&services["redis-cluster-init"]);
+    let by_name = format!("redis-cli -h {first}");
+    assert!(script.contains(&by_name) && script.contains(":6379"), "{script}");
+    let script = script
+        .replace(&by_name, &format!("redis-cli -h {first_ip} -p {port}"))
+        .replace(":6379", &format!(":{port}"));
+
+    let (ok, output) = run_script(&script, &bin);
+    assert!(ok, "the init job failed:\n{output}");
+    let info = redis_cli(first_ip, port, &["cluster", "info"]);
+    for line in ["cluster_state:ok", "cluster_size:3", "cluster_known_nodes:6"] {
+        assert!(info.contains(line), "{info}");
+    }
+    // Which nodes are replicas spreads by gossip, shortly after.
+    wait_until("3 masters and 3 replicas", Duration::from_secs(20), || {
+        let roles = redis_cli(first_ip, port, &["cluster", "nodes"]);
+        roles.matches("master").count() == 3 && roles.matches("slave").count() == 3
     });
-    assert!(cli(&["info", "cluster"]).contains("cluster_enabled:1"));
-    assert!(cli(&["config", "get", "cluster-announce-hostname"]).contains("redis-1"));
-    assert!(cli(&["config", "get", "cluster-preferred-endpoint-type"]).contains("hostname"));
+    // Clients are sent to the nodes' names, not their addresses.
+    let slots = redis_cli(first_ip, port, &["cluster", "slots"]);
+    let named = nodes.iter().filter(|n| slots.contains(n.as_str())).count();
+    assert!(
+        named >= 3,
+        "CLUSTER SLOTS names {named} nodes, not every master:\n{slots}"
+    );
+
+    let (ok, output) = run_script(&script, &bin);
+    assert!(
+        ok && output.contains("already created"),
+        "a second run of the init job:\n{output}"
+    );
+    drop(running);
 }
 
 /// nginx running `deploy/docker/nginx.conf`, with the replicas' names
