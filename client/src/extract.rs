@@ -1,0 +1,252 @@
+//! Deriving a check from an incoming request: the key (who is limited),
+//! the end user's address, and the default endpoint name.
+//!
+//! Everything here is a pure function of the request's head
+//! ([`http::request::Parts`]), so it is unit-tested without a network.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use http::request::Parts;
+use http::HeaderName;
+
+type KeyFn = dyn Fn(&Parts) -> Option<String> + Send + Sync;
+
+/// How the rate-limit key is derived from a request. Build one from a
+/// header, the `X-Forwarded-For` address, a request extension or a
+/// closure; chain several with [`KeyExtractor::or`] (the first that yields
+/// a key wins).
+///
+/// The ready-made extractors prefix the value with where it came from
+/// (`x-api-key:<value>`, `ip:<addr>`), as ratelimiter's own
+/// `GET /check/forward` does, so the same caller has one counter whichever
+/// way it is checked, and a key value can never collide with an address.
+#[derive(Clone)]
+pub struct KeyExtractor {
+    f: Arc<KeyFn>,
+    /// What the extractor looks at, for error messages (`x-api-key`).
+    source: Arc<str>,
+}
+
+impl fmt::Debug for KeyExtractor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyExtractor").field("source", &self.source).finish()
+    }
+}
+
+impl KeyExtractor {
+    /// The value of header `name` as `<name>:<value>` (the name in lower
+    /// case), e.g. `x-api-key:abc123`. An absent, empty or non-UTF-8 value
+    /// yields no key.
+    ///
+    /// # Panics
+    ///
+    /// When `name` is not a valid header name (a programming error, found
+    /// when the layer is built).
+    pub fn header(name: &str) -> KeyExtractor {
+        let name = HeaderName::from_bytes(name.as_bytes()).unwrap_or_else(|e| panic!("header name {name:?}: {e}"));
+        let source: Arc<str> = Arc::from(name.as_str());
+        KeyExtractor {
+            f: Arc::new(move |parts: &Parts| {
+                let value = parts.headers.get(&name)?.to_str().ok()?.trim();
+                (!value.is_empty()).then(|| format!("{}:{value}", name.as_str()))
+            }),
+            source,
+        }
+    }
+
+    /// The first address of `X-Forwarded-For`, as `ip:<addr>` — use it only
+    /// behind a proxy that sets the header (a client can send any value).
+    pub fn forwarded_for() -> KeyExtractor {
+        KeyExtractor {
+            f: Arc::new(|parts: &Parts| forwarded_for_ip(parts).map(|ip| format!("ip:{ip}"))),
+            source: Arc::from("x-forwarded-for"),
+        }
+    }
+
+    /// The peer address from a request extension of type `T`, as
+    /// `ip:<addr>`. With axum, serve with
+    /// `into_make_service_with_connect_info::<SocketAddr>()` and use
+    /// `KeyExtractor::peer_ip(|c: &ConnectInfo<SocketAddr>| c.0.ip())`.
+    pub fn peer_ip<T, F>(ip: F) -> KeyExtractor
+    where
+        T: Send + Sync + 'static,
+        F: Fn(&T) -> IpAddr + Send + Sync + 'static,
+    {
+        KeyExtractor {
+            f: Arc::new(move |parts: &Parts| parts.extensions.get::<T>().map(|t| format!("ip:{}", canonical(ip(t))))),
+            source: Arc::from("peer address"),
+        }
+    }
+
+    /// Any derivation: `f` returns the key, or `None` when the request
+    /// carries none. `source` names what it looks at, for the error a
+    /// request without a key gets (e.g. `"authorization"`).
+    pub fn from_fn<F>(source: &str, f: F) -> KeyExtractor
+    where
+        F: Fn(&Parts) -> Option<String> + Send + Sync + 'static,
+    {
+        KeyExtractor {
+            f: Arc::new(f),
+            source: Arc::from(source),
+        }
+    }
+
+    /// This extractor, or `other` when this one yields no key.
+    pub fn or(self, other: KeyExtractor) -> KeyExtractor {
+        let source = Arc::from(format!("{} or {}", self.source, other.source));
+        let (first, second) = (self.f, other.f);
+        KeyExtractor {
+            f: Arc::new(move |parts: &Parts| first(parts).or_else(|| second(parts))),
+            source,
+        }
+    }
+
+    /// The key of `parts`, if it has one.
+    pub fn extract(&self, parts: &Parts) -> Option<String> {
+        (self.f)(parts)
+    }
+
+    /// What the extractor looks at, e.g. `x-api-key or x-forwarded-for`.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+}
+
+/// The first address of `X-Forwarded-For` (every such header, in order),
+/// when it parses as an IP address. `::ffff:a.b.c.d` becomes `a.b.c.d`.
+pub fn forwarded_for_ip(parts: &Parts) -> Option<IpAddr> {
+    let first = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .find(|s| !s.is_empty())?;
+    parse_ip(first).map(canonical)
+}
+
+/// An address as proxies write it: `1.2.3.4`, `2001:db8::1`, `[2001:db8::1]`,
+/// `1.2.3.4:5678` or `[2001:db8::1]:5678`.
+fn parse_ip(s: &str) -> Option<IpAddr> {
+    s.parse::<IpAddr>()
+        .ok()
+        .or_else(|| s.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| s.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
+}
+
+/// IPv4-mapped IPv6 addresses as IPv4, as ratelimiter's lists see them.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}
+
+/// The default endpoint: `"<METHOD> <path>"` without the query string, e.g.
+/// `GET /api/items` — the form ratelimiter's rules are written in (a rule's
+/// `endpoint` is matched exactly; no rule → the default rule).
+pub fn method_and_path(parts: &Parts) -> Option<String> {
+    Some(format!("{} {}", parts.method, parts.uri.path()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Request;
+
+    fn parts(builder: http::request::Builder) -> Parts {
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn header_key_is_prefixed_with_the_lower_case_name() {
+        let key = KeyExtractor::header("X-Api-Key");
+        assert_eq!(key.source(), "x-api-key");
+        let p = parts(Request::get("/").header("x-api-key", " abc123 "));
+        assert_eq!(key.extract(&p).as_deref(), Some("x-api-key:abc123"));
+        assert_eq!(key.extract(&parts(Request::get("/"))), None);
+        assert_eq!(key.extract(&parts(Request::get("/").header("x-api-key", ""))), None);
+        let not_utf8 = http::HeaderValue::from_bytes(b"\xff\xfe").unwrap();
+        assert_eq!(
+            key.extract(&parts(Request::get("/").header("x-api-key", not_utf8))),
+            None
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "header name")]
+    fn an_invalid_header_name_is_a_programming_error() {
+        let _ = KeyExtractor::header("not a header");
+    }
+
+    #[test]
+    fn forwarded_for_takes_the_first_address() {
+        let key = KeyExtractor::forwarded_for();
+        let ip = |value: &str| key.extract(&parts(Request::get("/").header("x-forwarded-for", value)));
+        assert_eq!(ip("203.0.113.7, 10.0.0.1").as_deref(), Some("ip:203.0.113.7"));
+        assert_eq!(ip("2001:db8::1").as_deref(), Some("ip:2001:db8::1"));
+        assert_eq!(ip("[2001:db8::1]:443").as_deref(), Some("ip:2001:db8::1"));
+        assert_eq!(ip("[2001:db8::2]").as_deref(), Some("ip:2001:db8::2"));
+        assert_eq!(ip("198.51.100.2:5678").as_deref(), Some("ip:198.51.100.2"));
+        assert_eq!(ip("::ffff:192.0.2.1").as_deref(), Some("ip:192.0.2.1"));
+        assert_eq!(ip("unknown, 10.0.0.1"), None, "the first hop is not an address");
+        assert_eq!(ip(" , "), None);
+
+        // Several header lines are one list.
+        let p = parts(
+            Request::get("/")
+                .header("x-forwarded-for", "192.0.2.9")
+                .header("x-forwarded-for", "10.0.0.1"),
+        );
+        assert_eq!(forwarded_for_ip(&p), Some("192.0.2.9".parse().unwrap()));
+    }
+
+    #[test]
+    fn peer_ip_reads_a_request_extension() {
+        #[derive(Clone)]
+        struct Peer(SocketAddr);
+        let key = KeyExtractor::peer_ip(|p: &Peer| p.0.ip());
+        let mut p = parts(Request::get("/"));
+        assert_eq!(key.extract(&p), None);
+        p.extensions.insert(Peer("[::ffff:127.0.0.1]:4000".parse().unwrap()));
+        assert_eq!(key.extract(&p).as_deref(), Some("ip:127.0.0.1"));
+    }
+
+    #[test]
+    fn or_falls_back_in_order() {
+        let key = KeyExtractor::header("x-api-key").or(KeyExtractor::forwarded_for());
+        assert_eq!(key.source(), "x-api-key or x-forwarded-for");
+        let both = parts(
+            Request::get("/")
+                .header("x-api-key", "k")
+                .header("x-forwarded-for", "192.0.2.1"),
+        );
+        assert_eq!(key.extract(&both).as_deref(), Some("x-api-key:k"));
+        let ip_only = parts(Request::get("/").header("x-forwarded-for", "192.0.2.1"));
+        assert_eq!(key.extract(&ip_only).as_deref(), Some("ip:192.0.2.1"));
+        assert_eq!(key.extract(&parts(Request::get("/"))), None);
+    }
+
+    #[test]
+    fn from_fn_runs_the_closure() {
+        let key = KeyExtractor::from_fn("org", |p: &Parts| {
+            p.uri.path().strip_prefix("/orgs/").map(|o| format!("org:{o}"))
+        });
+        assert_eq!(
+            key.extract(&parts(Request::get("/orgs/acme"))).as_deref(),
+            Some("org:acme")
+        );
+        assert_eq!(key.extract(&parts(Request::get("/"))), None);
+    }
+
+    #[test]
+    fn endpoint_is_method_and_path_without_query() {
+        let p = parts(Request::get("/api/items?page=2"));
+        assert_eq!(method_and_path(&p).as_deref(), Some("GET /api/items"));
+        let p = parts(Request::post("http://example.com/login"));
+        assert_eq!(method_and_path(&p).as_deref(), Some("POST /login"));
+    }
+}
