@@ -174,8 +174,9 @@ pub enum ClientError {
     /// Connecting or talking to the service failed (refused, reset, …).
     #[error("cannot reach ratelimiter: {0}")]
     Transport(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// The service refused the check as bad input (4xx): a key too long or
-    /// empty, an unknown tier, a cost above the rule's limit, ….
+    /// The service refused the check as bad input (400, 413, 415, 422): a
+    /// key too long or empty, an unknown tier, a cost above the rule's
+    /// limit, ….
     #[error("ratelimiter rejected the check ({status}): {message}")]
     Rejected {
         status: StatusCode,
@@ -183,8 +184,9 @@ pub enum ClientError {
         /// The request field at fault, as the service names it.
         field: Option<String>,
     },
-    /// The service answered with a status or body that is not a decision
-    /// (a 5xx from it or a proxy in front of it, or not its JSON).
+    /// The service answered with a status or body that is not a decision:
+    /// a 5xx from it or a proxy in front of it, another 4xx (404 for a
+    /// wrong base URL, 401 from a proxy, …), or not its JSON.
     #[error("unexpected answer from ratelimiter ({status}): {detail}")]
     Unexpected { status: StatusCode, detail: String },
 }
@@ -367,7 +369,9 @@ pub(crate) fn decode(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Re
             }),
             Err(e) => Err(unexpected(format!("not a /check answer: {e}; body: {}", snippet(body)))),
         },
-        400..=499 => match serde_json::from_slice::<ErrorBody>(body) {
+        // The check's input is at fault; other 4xx (404, 405, a proxy's
+        // 401 or 407) mean a misconfiguration, not a bad request.
+        400 | 413 | 415 | 422 => match serde_json::from_slice::<ErrorBody>(body) {
             Ok(e) => Err(ClientError::Rejected {
                 status,
                 message: e.error,
@@ -491,7 +495,14 @@ mod tests {
 
         // A proxy's 502/503 without the /check body is an outage, and so is
         // a 200 that is not the service's.
-        for (status, body) in [(502, &b"Bad Gateway"[..]), (503, b"<html>"), (200, b"{}"), (500, b"")] {
+        for (status, body) in [
+            (502, &b"Bad Gateway"[..]),
+            (503, b"<html>"),
+            (200, b"{}"),
+            (500, b""),
+            (404, br#"{"error":"no such path","field":null}"#),
+            (400, b"<html>bad request</html>"),
+        ] {
             let err = decode(StatusCode::from_u16(status).unwrap(), &HeaderMap::new(), body).unwrap_err();
             assert!(err.is_unavailable(), "{status}: {err}");
         }
