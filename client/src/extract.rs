@@ -11,7 +11,30 @@ use std::sync::Arc;
 use http::request::Parts;
 use http::HeaderName;
 
-type KeyFn = dyn Fn(&Parts) -> Option<String> + Send + Sync;
+type KeyFn = dyn Fn(&Parts) -> Option<DerivedKey> + Send + Sync;
+
+/// A key, and the address it was made from (for the address extractors).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DerivedKey {
+    /// The key sent to ratelimiter.
+    pub key: String,
+    /// The end user's address, when the key is one (`ip:<addr>`): sent as
+    /// `client_ip` too, so IP and CIDR list entries apply.
+    pub ip: Option<IpAddr>,
+}
+
+impl DerivedKey {
+    fn plain(key: String) -> DerivedKey {
+        DerivedKey { key, ip: None }
+    }
+
+    fn address(ip: IpAddr) -> DerivedKey {
+        DerivedKey {
+            key: format!("ip:{ip}"),
+            ip: Some(ip),
+        }
+    }
+}
 
 /// How the rate-limit key is derived from a request. Build one from a
 /// header, the `X-Forwarded-For` address, a request extension or a
@@ -21,7 +44,9 @@ type KeyFn = dyn Fn(&Parts) -> Option<String> + Send + Sync;
 /// The ready-made extractors prefix the value with where it came from
 /// (`x-api-key:<value>`, `ip:<addr>`), as ratelimiter's own
 /// `GET /check/forward` does, so the same caller has one counter whichever
-/// way it is checked, and a key value can never collide with an address.
+/// way it is checked, and a key value can never collide with an address. The
+/// address extractors also send the address as `client_ip`, so IP and CIDR
+/// entries of ratelimiter's allow and block lists apply.
 #[derive(Clone)]
 pub struct KeyExtractor {
     f: Arc<KeyFn>,
@@ -50,7 +75,7 @@ impl KeyExtractor {
         KeyExtractor {
             f: Arc::new(move |parts: &Parts| {
                 let value = parts.headers.get(&name)?.to_str().ok()?.trim();
-                (!value.is_empty()).then(|| format!("{}:{value}", name.as_str()))
+                (!value.is_empty()).then(|| DerivedKey::plain(format!("{}:{value}", name.as_str())))
             }),
             source,
         }
@@ -60,7 +85,7 @@ impl KeyExtractor {
     /// behind a proxy that sets the header (a client can send any value).
     pub fn forwarded_for() -> KeyExtractor {
         KeyExtractor {
-            f: Arc::new(|parts: &Parts| forwarded_for_ip(parts).map(|ip| format!("ip:{ip}"))),
+            f: Arc::new(|parts: &Parts| forwarded_for_ip(parts).map(DerivedKey::address)),
             source: Arc::from("x-forwarded-for"),
         }
     }
@@ -75,7 +100,12 @@ impl KeyExtractor {
         F: Fn(&T) -> IpAddr + Send + Sync + 'static,
     {
         KeyExtractor {
-            f: Arc::new(move |parts: &Parts| parts.extensions.get::<T>().map(|t| format!("ip:{}", canonical(ip(t))))),
+            f: Arc::new(move |parts: &Parts| {
+                parts
+                    .extensions
+                    .get::<T>()
+                    .map(|t| DerivedKey::address(canonical(ip(t))))
+            }),
             source: Arc::from("peer address"),
         }
     }
@@ -88,7 +118,7 @@ impl KeyExtractor {
         F: Fn(&Parts) -> Option<String> + Send + Sync + 'static,
     {
         KeyExtractor {
-            f: Arc::new(f),
+            f: Arc::new(move |parts: &Parts| f(parts).map(DerivedKey::plain)),
             source: Arc::from(source),
         }
     }
@@ -105,6 +135,11 @@ impl KeyExtractor {
 
     /// The key of `parts`, if it has one.
     pub fn extract(&self, parts: &Parts) -> Option<String> {
+        self.derive(parts).map(|d| d.key)
+    }
+
+    /// The key of `parts` and, for the address extractors, the address.
+    pub fn derive(&self, parts: &Parts) -> Option<DerivedKey> {
         (self.f)(parts)
     }
 
@@ -212,7 +247,13 @@ mod tests {
         let mut p = parts(Request::get("/"));
         assert_eq!(key.extract(&p), None);
         p.extensions.insert(Peer("[::ffff:127.0.0.1]:4000".parse().unwrap()));
-        assert_eq!(key.extract(&p).as_deref(), Some("ip:127.0.0.1"));
+        assert_eq!(
+            key.derive(&p),
+            Some(DerivedKey {
+                key: "ip:127.0.0.1".into(),
+                ip: Some("127.0.0.1".parse().unwrap())
+            })
+        );
     }
 
     #[test]
@@ -227,6 +268,15 @@ mod tests {
         assert_eq!(key.extract(&both).as_deref(), Some("x-api-key:k"));
         let ip_only = parts(Request::get("/").header("x-forwarded-for", "192.0.2.1"));
         assert_eq!(key.extract(&ip_only).as_deref(), Some("ip:192.0.2.1"));
+        assert_eq!(
+            key.derive(&ip_only).and_then(|d| d.ip),
+            Some("192.0.2.1".parse().unwrap())
+        );
+        assert_eq!(
+            key.derive(&both).and_then(|d| d.ip),
+            None,
+            "a header key carries no address"
+        );
         assert_eq!(key.extract(&parts(Request::get("/"))), None);
     }
 

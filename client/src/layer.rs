@@ -183,7 +183,9 @@ impl RateLimitLayer {
 
     /// How the end user's address is derived, sent as `client_ip` so the
     /// service's IP and CIDR allow/block entries apply, e.g.
-    /// [`extract::forwarded_for_ip`].
+    /// [`extract::forwarded_for_ip`]. Without it, the address of a key made
+    /// by an address extractor ([`KeyExtractor::forwarded_for`],
+    /// [`KeyExtractor::peer_ip`]) is sent.
     pub fn client_ip<F>(self, client_ip: F) -> RateLimitLayer
     where
         F: Fn(&Parts) -> Option<IpAddr> + Send + Sync + 'static,
@@ -273,12 +275,17 @@ where
 
 /// The check for a request, or `None` when it has no key.
 fn check_request(config: &Config, parts: &Parts) -> Option<CheckRequest> {
+    let derived = config.key.derive(parts)?;
+    let client_ip = match &config.client_ip {
+        Some(f) => f(parts),
+        None => derived.ip,
+    };
     Some(CheckRequest {
-        key: config.key.extract(parts)?,
+        key: derived.key,
         endpoint: (config.endpoint)(parts),
         tier: config.tier.as_ref().and_then(|f| f(parts)),
         cost: config.cost.as_ref().map(|f| f(parts)),
-        client_ip: config.client_ip.as_ref().and_then(|f| f(parts)),
+        client_ip,
     })
 }
 

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::{ConnectInfo, MatchedPath};
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
@@ -28,7 +29,8 @@ use tokio::task::JoinHandle;
 const ADMIN_TOKEN: &str = "live-test-admin-token-0123456789";
 
 /// `GET /api/items`: 3 per hour for `free` (exact, no window boundary to
-/// cross during a test), 5 for `pro`; everything else the default rule.
+/// cross during a test), 5 for `pro`; `GET /api/items/{id}` (a route
+/// template) 2 per hour; everything else the default rule.
 fn config() -> String {
     format!(
         r#"
@@ -57,6 +59,12 @@ algorithm = "sliding_window_log"
 limit = 3
 window = "1h"
 tiers.pro = {{ limit = 5 }}
+
+[[rules]]
+endpoint = "GET /api/items/{{id}}"
+algorithm = "sliding_window_log"
+limit = 2
+window = "1h"
 "#
     )
 }
@@ -631,4 +639,52 @@ async fn the_endpoint_is_method_and_path_or_custom() {
         "100",
         "HEAD /api/items has no rule of its own"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_templates_and_peer_addresses_are_available_to_the_layer() {
+    let replica = Replica::start().await;
+    // Behind axum's router the matched route and the connection's address
+    // are request extensions; the layer reads both.
+    let layer = RateLimitLayer::new(replica.client())
+        .key(KeyExtractor::peer_ip(|c: &ConnectInfo<SocketAddr>| c.0.ip()))
+        .endpoint(|p| {
+            p.extensions
+                .get::<MatchedPath>()
+                .map(|m| format!("{} {}", p.method, m.as_str()))
+        });
+    let app = Router::new()
+        .route("/api/items/{id}", get(|| async { "item" }))
+        .layer(layer);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .await
+            .expect("serve");
+    });
+    let get = |path: &str| {
+        send(
+            Request::get(format!("http://{addr}{path}"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+    };
+
+    let first = get("/api/items/7").await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    assert_eq!(first.header("ratelimit-policy"), "\"GET /api/items/{id}\";q=2;w=3600");
+    assert_eq!(first.header("x-ratelimit-remaining"), "1");
+    let second = get("/api/items/8").await;
+    assert_eq!(
+        second.header("x-ratelimit-remaining"),
+        "0",
+        "one rule and counter for the template"
+    );
+    assert_eq!(get("/api/items/9").await.status, StatusCode::TOO_MANY_REQUESTS);
+
+    // The key was the peer address: blocking it blocks this client.
+    replica.block("127.0.0.1").await;
+    assert_eq!(get("/api/items/7").await.status, StatusCode::FORBIDDEN);
+    server.abort();
 }
