@@ -172,7 +172,7 @@ pub enum ClientError {
     #[error("no answer from ratelimiter within {0:?}")]
     Timeout(Duration),
     /// Connecting or talking to the service failed (refused, reset, …).
-    #[error("cannot reach ratelimiter: {0}")]
+    #[error("cannot reach ratelimiter: {}", chain(.0.as_ref()))]
     Transport(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The service refused the check as bad input (400, 413, 415, 422): a
     /// key too long or empty, an unknown tier, a cost above the rule's
@@ -392,6 +392,22 @@ pub fn forwarded_headers(headers: &HeaderMap) -> HeaderMap {
         }
     }
     out
+}
+
+/// An error and its causes, `outer: inner: …` (hyper's own message alone
+/// is only "client error (Connect)").
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The beginning of a body, for error messages.

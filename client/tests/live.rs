@@ -428,6 +428,10 @@ async fn unreachable_ratelimiter_fails_open_by_default_and_503_when_closed() {
     }
     assert_eq!(open.handled(), 5);
 
+    let error = client_for(&nowhere).check(&CheckRequest::new("k")).await.unwrap_err();
+    assert!(matches!(error, ClientError::Transport(_)), "{error}");
+    assert!(error.to_string().contains("refused"), "the cause is named: {error}");
+
     let closed =
         ApiServer::start(RateLimitLayer::new(client_for(&nowhere)).failure_mode(FailureMode::FailClosed)).await;
     let reply = closed.items("alice").await;
