@@ -46,5 +46,5 @@ echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "== cargo test --workspace (the service and loadtests/ loadgen)"
+echo "== cargo test --workspace (the service, loadtests/ loadgen and client/ ratelimiter-client)"
 cargo test --workspace --all-targets --locked

@@ -692,3 +692,43 @@ async fn route_templates_and_peer_addresses_are_available_to_the_layer() {
     assert_eq!(get("/api/items/7").await.status, StatusCode::FORBIDDEN);
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_layer_works_on_any_tower_service_with_a_string_convertible_body() {
+    use tower::{service_fn, ServiceBuilder, ServiceExt};
+
+    let replica = Replica::start().await;
+    let handled = Arc::new(AtomicUsize::new(0));
+    let counter = handled.clone();
+    // A hyper-style service answering `Full<Bytes>`, not axum's body.
+    let service = ServiceBuilder::new()
+        .layer(RateLimitLayer::new(replica.client()))
+        .service(service_fn(move |_request: Request<()>| {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(b"done"))))
+            }
+        }));
+    let request = || {
+        Request::get("/api/items")
+            .header("x-api-key", "hyper")
+            .body(())
+            .unwrap()
+    };
+
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let response = service.clone().oneshot(request()).await.expect("infallible");
+        statuses.push(response.status().as_u16());
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        if statuses.last() == Some(&429) {
+            let json: Value = serde_json::from_slice(&body).expect("a JSON body");
+            assert_eq!(json["reason"], "limited");
+        } else {
+            assert_eq!(&body[..], b"done");
+        }
+    }
+    assert_eq!(statuses, [200, 200, 200, 429]);
+    assert_eq!(handled.load(Ordering::SeqCst), 3);
+}
