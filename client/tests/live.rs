@@ -732,3 +732,31 @@ async fn the_layer_works_on_any_tower_service_with_a_string_convertible_body() {
     assert_eq!(statuses, [200, 200, 200, 429]);
     assert_eq!(handled.load(Ordering::SeqCst), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handler_can_read_the_decision() {
+    let replica = Replica::start().await;
+    let app = Router::new()
+        .route(
+            "/api/items",
+            get(
+                |axum::Extension(outcome): axum::Extension<ratelimiter_client::CheckOutcome>| async move {
+                    format!("{} left on {}", outcome.remaining, outcome.rule)
+                },
+            ),
+        )
+        .layer(RateLimitLayer::new(replica.client()));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    let reply = send(
+        Request::get(format!("http://{addr}/api/items"))
+            .header("x-api-key", "quinn")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, Value::String("2 left on GET /api/items".into()));
+    server.abort();
+}
