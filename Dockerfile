@@ -12,6 +12,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY loadtests ./loadtests
+COPY client ./client
 RUN cargo build --release --locked --bin ratelimiter
 
 FROM debian:bookworm-slim
