@@ -1,0 +1,105 @@
+//! The HTTP ceiling: a bare axum server that answers `POST /check` without
+//! limiting anything.
+//!
+//! It reads the same JSON body as the service's `/check` (`key`, and the
+//! optional `endpoint`, `tier`, `cost`, `client_ip`) and answers 200 with a
+//! body of the same shape as the service's answer, always allowed. Nothing
+//! else happens per request: no rule lookup, no store, no metrics, no
+//! request ids, no rate-limit headers. What it serves per second on a
+//! machine is the most any handler behind this HTTP stack could serve there,
+//! so `scripts/bench.sh` reports the service's throughput as a ratio to it,
+//! measured in the same run.
+//!
+//! It runs on tokio's multi-thread runtime with one worker per core, as the
+//! service does, and serves HTTP/1.1 with keep-alive like the service (and,
+//! like it, leaves Nagle's algorithm on: hyper writes each answer at once).
+//! `GET /health` answers 200 so scripts can wait for it.
+//!
+//! ```text
+//! ceiling --listen 127.0.0.1:18080
+//! ```
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+
+/// A bare axum server answering POST /check like the ratelimiter service
+/// does, without limiting: the HTTP throughput ceiling of this machine.
+#[derive(Debug, Parser)]
+#[command(name = "ceiling", version, about, long_about = None)]
+struct Cli {
+    /// Address to listen on.
+    #[arg(short, long, value_name = "ADDR", default_value = "127.0.0.1:8090")]
+    listen: SocketAddr,
+}
+
+/// The `/check` body; unknown fields are ignored (the ceiling judges nothing).
+#[derive(Debug, Deserialize)]
+#[allow(dead_code)] // parsed for the work of parsing, never read
+struct CheckBody {
+    key: String,
+    endpoint: Option<String>,
+    tier: Option<String>,
+    cost: Option<u64>,
+    client_ip: Option<String>,
+}
+
+/// The same fields as the service's answer.
+#[derive(Debug, Serialize)]
+struct CheckAnswer {
+    allowed: bool,
+    limit: u64,
+    remaining: u64,
+    reset_after_ms: u64,
+    retry_after_ms: u64,
+    rule: &'static str,
+    tier: &'static str,
+    algorithm: &'static str,
+    reason: &'static str,
+}
+
+async fn check(Json(_body): Json<CheckBody>) -> Json<CheckAnswer> {
+    Json(CheckAnswer {
+        allowed: true,
+        limit: 1_000_000_000,
+        remaining: 999_999_999,
+        reset_after_ms: 1,
+        retry_after_ms: 0,
+        rule: "default",
+        tier: "free",
+        algorithm: "token_bucket",
+        reason: "allowed",
+    })
+}
+
+fn app() -> Router {
+    Router::new()
+        .route("/check", post(check))
+        .route("/health", get(|| async { "ok" }))
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let listener = match tokio::net::TcpListener::bind(cli.listen).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("ceiling: cannot listen on {}: {e}", cli.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    match listener.local_addr() {
+        Ok(addr) => eprintln!("ceiling: listening on {addr}"),
+        Err(e) => eprintln!("ceiling: listening (address unknown: {e})"),
+    }
+    // Stopped by a signal: there is nothing to drain or flush.
+    if let Err(e) = axum::serve(listener, app()).await {
+        eprintln!("ceiling: {e}");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
