@@ -1,0 +1,132 @@
+//! `scripts/bench.sh --smoke` end to end: the benchmark pipeline works.
+//!
+//! The script starts the ceiling server, four service replicas (memory,
+//! Redis, a 1-master and a 3-master Redis Cluster) and five redis-server
+//! processes on free loopback ports, runs every scenario for about a second
+//! with a few connections, and writes the table. This test gives it the
+//! binaries of this build (so nothing is built again: `loadgen` and
+//! `ceiling` are this package's, `ratelimiter` is found as `support`
+//! explains) and checks what it produced — never how fast anything was.
+//! It needs `redis-server`, `redis-cli` and `python3`, as the script
+//! does.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+use support::ratelimiter_binary;
+
+mod support;
+
+const SCENARIOS: [&str; 7] = [
+    "ceiling",
+    "memory-allowed",
+    "redis-allowed",
+    "redis-half-rate",
+    "redis-denied",
+    "cluster1-allowed",
+    "cluster3-allowed",
+];
+
+#[test]
+fn bench_script_smoke_run_produces_the_table_with_answers_and_no_over_admission() {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace root");
+    let out = tempfile::tempdir().expect("temp dir");
+    let output = Command::new("bash")
+        .arg(workspace.join("scripts/bench.sh"))
+        .arg("--smoke")
+        .env("RATELIMITER_BIN", ratelimiter_binary())
+        .env("LOADGEN_BIN", env!("CARGO_BIN_EXE_loadgen"))
+        .env("CEILING_BIN", env!("CARGO_BIN_EXE_ceiling"))
+        .env("BENCH_OUT", out.path())
+        .env_remove("BENCH_PORT")
+        .env_remove("BENCH_DURATION")
+        .env_remove("BENCH_CONNECTIONS")
+        .env_remove("BENCH_KEYS")
+        .output()
+        .expect("run scripts/bench.sh");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}\n--- stderr\n{stderr}");
+    assert!(output.status.success(), "bench.sh --smoke failed: {:?}", output.status);
+
+    // The table: printed, and written as Markdown, one row per scenario.
+    let markdown = std::fs::read_to_string(out.path().join("results.md")).expect("results.md");
+    assert_eq!(stdout.trim(), markdown.trim());
+    assert!(markdown.contains("smoke"), "{markdown}");
+    assert!(!markdown.contains("Problems"), "{markdown}");
+    for name in SCENARIOS {
+        assert!(
+            markdown.lines().any(|l| l.starts_with(&format!("| {name} |"))),
+            "no row for {name}:\n{markdown}"
+        );
+    }
+
+    // loadgen's raw report of each scenario: decisions came back, and no
+    // key was admitted more than its rule permits.
+    for name in SCENARIOS {
+        let report = read_json(&out.path().join(format!("{name}.json")));
+        let status = report["status"].as_object().expect("status counts");
+        let decided: u64 = status
+            .iter()
+            .filter(|(code, _)| code.starts_with('2') || code.as_str() == "429")
+            .map(|(_, n)| n.as_u64().unwrap())
+            .sum();
+        assert!(decided > 0, "{name}: no 2xx/429 answer: {status:?}");
+        assert_eq!(
+            decided,
+            report["answered"].as_u64().unwrap(),
+            "{name}: answers other than 2xx/429: {status:?}"
+        );
+        assert_eq!(report["errors"]["total"], 0, "{name}: {}", report["errors"]);
+        if name == "ceiling" {
+            // The ceiling serves no GET /rules: nothing to judge against.
+            assert!(report["accuracy"].is_null());
+        } else {
+            assert_eq!(
+                report["accuracy"]["total_over_admission"], 0,
+                "{name}: {}",
+                report["accuracy"]
+            );
+        }
+    }
+    let denied = read_json(&out.path().join("redis-denied.json"));
+    assert_eq!(denied["accuracy"]["limit"], 100);
+    assert!(
+        denied["status"]["429"].as_u64().unwrap_or(0) > 0,
+        "the hot key is denied"
+    );
+    assert!(
+        denied["accuracy"]["total_allowed"].as_u64().unwrap() <= 100,
+        "at most the hot rule's limit was allowed"
+    );
+    let half = read_json(&out.path().join("redis-half-rate.json"));
+    assert_eq!(half["mode"], "fixed_rate");
+    let full = read_json(&out.path().join("redis-allowed.json"));
+    let expected = (full["throughput_rps"].as_f64().unwrap() / 2.0).round().max(1.0);
+    assert_eq!(
+        half["rates"][0].as_f64().unwrap(),
+        expected,
+        "half of the closed loop's rate"
+    );
+
+    // The summary lists the same scenarios with their ratio to the ceiling.
+    let summary = read_json(&out.path().join("results.json"));
+    assert_eq!(summary["mode"], "smoke");
+    assert_eq!(summary["problems"].as_array().unwrap().len(), 0);
+    let names: Vec<&str> = summary["scenarios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["scenario"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, SCENARIOS);
+    assert_eq!(summary["scenarios"][0]["ratio_to_ceiling"], 1.0);
+}
+
+fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
