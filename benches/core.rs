@@ -8,7 +8,8 @@
 //!   holds about `limit / 2` entries and evicts one per check.
 //! - `algorithm/<name>/<limit>/denied`: one check of a key whose whole limit
 //!   was spent at the same instant, so every check is denied and changes
-//!   nothing (the log scans its entries for the retry time: O(limit)).
+//!   nothing (for a cost of 1 the log finds the retry time at its oldest
+//!   entry, so its denial does not grow with the limit either).
 //! - `memory_store/…`: [`MemoryStore::check_now`] on a `ManualClock` (no
 //!   clock read), rule `default`, a token bucket of a billion per hour:
 //!   `one_key` (always the same entry), `100k_keys` (cycling over 100,000
