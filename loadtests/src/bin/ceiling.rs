@@ -5,7 +5,8 @@
 //! optional `endpoint`, `tier`, `cost`, `client_ip`) and answers 200 with a
 //! body of the same shape as the service's answer, always allowed. Nothing
 //! else happens per request: no rule lookup, no store, no metrics, no
-//! request ids, no rate-limit headers. What it serves per second on a
+//! request ids, no rate-limit headers. A body it cannot read gets a 4xx
+//! with `{"error", "field": "body"}`. What it serves per second on a
 //! machine is the most any handler behind this HTTP stack could serve there,
 //! so `scripts/bench.sh` reports the service's throughput as a ratio to it,
 //! measured in the same run.
@@ -22,6 +23,8 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use clap::Parser;
@@ -62,8 +65,25 @@ struct CheckAnswer {
     reason: &'static str,
 }
 
-async fn check(Json(_body): Json<CheckBody>) -> Json<CheckAnswer> {
-    Json(CheckAnswer {
+/// What a body that is not a `/check` body gets, shaped like the service's
+/// errors.
+#[derive(Debug, Serialize)]
+struct ErrorAnswer {
+    error: String,
+    field: &'static str,
+}
+
+async fn check(
+    body: Result<Json<CheckBody>, JsonRejection>,
+) -> Result<Json<CheckAnswer>, (StatusCode, Json<ErrorAnswer>)> {
+    let Json(_body) = body.map_err(|rejection| {
+        let error = ErrorAnswer {
+            error: rejection.body_text(),
+            field: "body",
+        };
+        (rejection.status(), Json(error))
+    })?;
+    Ok(Json(CheckAnswer {
         allowed: true,
         limit: 1_000_000_000,
         remaining: 999_999_999,
@@ -73,7 +93,7 @@ async fn check(Json(_body): Json<CheckBody>) -> Json<CheckAnswer> {
         tier: "free",
         algorithm: "token_bucket",
         reason: "allowed",
-    })
+    }))
 }
 
 fn app() -> Router {
