@@ -186,13 +186,12 @@ wait_for() {
 }
 
 # Only the files this script writes are replaced.
-mkdir -p "$out"
-rm -rf -- "$out/logs"
-rm -f -- "$out/results.md" "$out/results.json"
+mkdir -p "$out/logs"
+rm -f -- "$out/results.md" "$out/results.json" "$out"/logs/redis-*.log "$out"/logs/replica-*.log \
+    "$out/logs/ceiling.log" "$out/logs/cluster3-create.log"
 for name in ceiling memory-allowed redis-allowed redis-half-rate redis-denied cluster1-allowed cluster3-allowed; do
     rm -f -- "$out/$name.json" "$out/$name.txt"
 done
-mkdir -p "$out/logs"
 
 # ---------------------------------------------------------------- redis
 # A redis-server on 127.0.0.1:$1 keeping nothing on disk; more flags follow.
