@@ -199,6 +199,9 @@ pub struct RedisSettings {
     pub reconnect_min_delay: HumanDuration,
     pub reconnect_max_delay: HumanDuration,
     pub reconnect_jitter: HumanDuration,
+    /// Standalone only: send the checks waiting at a moment as one script
+    /// call (see [`crate::store::redis::batch`]).
+    pub batch: bool,
 }
 
 impl Default for RedisSettings {
@@ -214,6 +217,7 @@ impl Default for RedisSettings {
             reconnect_min_delay: HumanDuration(Duration::from_millis(50)),
             reconnect_max_delay: HumanDuration(Duration::from_secs(2)),
             reconnect_jitter: HumanDuration(Duration::from_millis(100)),
+            batch: true,
         }
     }
 }

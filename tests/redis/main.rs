@@ -5,6 +5,7 @@
 mod support;
 
 mod admin;
+mod batch;
 mod cluster_changes;
 mod cluster_demo;
 mod cluster_script;

@@ -15,6 +15,7 @@
 //! - Connections reconnect with exponential backoff plus random jitter, so
 //!   replicas do not reconnect in lockstep when Redis comes back.
 
+pub mod batch;
 pub mod keys;
 pub mod scripts;
 
@@ -28,6 +29,7 @@ use fred::prelude::{
 };
 use fred::types::InfoKind;
 
+use self::batch::Batcher;
 use self::keys::KeyLayout;
 use self::scripts::Scripts;
 use super::{Store, StoreError, StoreKey};
@@ -52,12 +54,22 @@ pub enum ConnectError {
 
 /// Where a check's time comes from.
 #[derive(Clone)]
-enum TimeSource {
+pub enum TimeSource {
     /// `TIME` on the Redis server (production).
     Server,
     /// A clock of the caller's, passed to the script (tests that compare
     /// the scripts with the Rust core at identical times).
     Given(Arc<dyn Clock>),
+}
+
+impl TimeSource {
+    /// The `now_us` argument of a script: empty for the server's `TIME`.
+    pub fn argument(&self) -> String {
+        match self {
+            TimeSource::Server => String::new(),
+            TimeSource::Given(clock) => clock.now().as_micros().to_string(),
+        }
+    }
 }
 
 /// State in Redis.
@@ -66,11 +78,14 @@ pub struct RedisStore {
     /// Kept to build the pub/sub client of the control plane.
     config: Config,
     settings: RedisSettings,
-    scripts: Scripts,
+    scripts: Arc<Scripts>,
     layout: KeyLayout,
     time: TimeSource,
     clustered: bool,
     metrics: Arc<Metrics>,
+    /// Started on the first check, when batching applies (standalone,
+    /// `batch = true`), so it sees the final clock and metrics.
+    batcher: std::sync::OnceLock<Option<Batcher>>,
 }
 
 impl RedisStore {
@@ -101,11 +116,12 @@ impl RedisStore {
             pool,
             config,
             settings: settings.clone(),
-            scripts: Scripts::new(),
+            scripts: Arc::new(Scripts::new()),
             layout: KeyLayout::new(&settings.key_prefix),
             time: TimeSource::Server,
             clustered,
             metrics: Arc::new(Metrics::new()),
+            batcher: std::sync::OnceLock::new(),
         };
         store.load_scripts().await.map_err(ConnectError::Scripts)?;
         tracing::info!(target = %target, clustered, pool_size = settings.pool_size, "connected to Redis");
@@ -202,20 +218,48 @@ impl RedisStore {
         let _ = self.pool.quit().await;
     }
 
+    /// The batcher, when checks are batched.
+    fn batcher(&self) -> Option<&Batcher> {
+        self.batcher
+            .get_or_init(|| {
+                (self.settings.batch && !self.clustered).then(|| {
+                    Batcher::start(
+                        self.pool.clients(),
+                        self.scripts.clone(),
+                        self.time.clone(),
+                        self.metrics.clone(),
+                    )
+                })
+            })
+            .as_ref()
+    }
+
     async fn run(&self, key: StoreKey<'_>, policy: &Policy, cost: Cost) -> Result<Decision, StoreError> {
         let keys = self.layout.state_keys(key, policy.algorithm()).to_vec();
         let quota = policy.quota();
-        let now = match &self.time {
-            TimeSource::Server => String::new(),
-            TimeSource::Given(clock) => clock.now().as_micros().to_string(),
-        };
-        let args = vec![
-            quota.limit().to_string(),
-            quota.window_us().to_string(),
-            quota.emission_interval_us().to_string(),
-            cost.get().to_string(),
-            now,
+        let args = [
+            quota.limit(),
+            quota.window_us(),
+            quota.emission_interval_us(),
+            cost.get(),
         ];
+        if let Some(batcher) = self.batcher() {
+            // The lane's command has fred's timeout; this bounds the wait in
+            // the queue before it, too.
+            let reply = tokio::time::timeout(
+                self.settings.command_timeout.0,
+                batcher.check(policy.algorithm(), keys, args),
+            )
+            .await
+            .unwrap_or_else(|_| Err(FredError::new(ErrorKind::Timeout, "Request timed out.")))
+            .map_err(|e| self.failed(e))?;
+            return decision_from_reply(&reply);
+        }
+        let args: Vec<String> = args
+            .iter()
+            .map(u64::to_string)
+            .chain(std::iter::once(self.time.argument()))
+            .collect();
         self.metrics.redis_operations.with_label_values(&["evalsha"]).inc();
         let reply: Vec<i64> = self
             .scripts

@@ -3,6 +3,10 @@
 //! name; the header of each file documents its `KEYS`, `ARGV` and reply,
 //! and `lua/prelude.lua`, prepended to each, holds what they share.
 //!
+//! Each also has a batched form, which decides several checks of its
+//! algorithm in one call (`lua/batch_head.lua` and `lua/batch.lua` around
+//! the same algorithm text).
+//!
 //! Scripts are called with EVALSHA; a `NOSCRIPT` reply (a new node, a
 //! promoted replica, `SCRIPT FLUSH`) loads the script on every primary and
 //! retries once.
@@ -11,11 +15,28 @@ use fred::types::scripts::Script;
 
 use crate::core::Algorithm;
 
-/// Every script is `lua/prelude.lua` (integer helpers, the common `ARGV`,
-/// the time) followed by its algorithm.
+/// Every script is `lua/prelude.lua` (integer helpers), `lua/arguments.lua`
+/// (the check's `ARGV`, the time) and its algorithm.
 macro_rules! script {
     ($file:literal) => {
-        concat!(include_str!("lua/prelude.lua"), include_str!(concat!("lua/", $file)))
+        concat!(
+            include_str!("lua/prelude.lua"),
+            include_str!("lua/arguments.lua"),
+            include_str!(concat!("lua/", $file))
+        )
+    };
+}
+
+/// The batched form of a script: the same algorithm text as the body of a
+/// function, called once per check by `lua/batch.lua`.
+macro_rules! batch_script {
+    ($file:literal) => {
+        concat!(
+            include_str!("lua/prelude.lua"),
+            include_str!("lua/batch_head.lua"),
+            include_str!(concat!("lua/", $file)),
+            include_str!("lua/batch.lua")
+        )
     };
 }
 
@@ -25,13 +46,20 @@ pub const FIXED_WINDOW: &str = script!("fixed_window.lua");
 pub const SLIDING_WINDOW_COUNTER: &str = script!("sliding_window_counter.lua");
 pub const SLIDING_WINDOW_LOG: &str = script!("sliding_window_log.lua");
 
-/// The five scripts with their SHA-1 digests.
+pub const TOKEN_BUCKET_BATCH: &str = batch_script!("token_bucket.lua");
+pub const GCRA_BATCH: &str = batch_script!("gcra.lua");
+pub const FIXED_WINDOW_BATCH: &str = batch_script!("fixed_window.lua");
+pub const SLIDING_WINDOW_COUNTER_BATCH: &str = batch_script!("sliding_window_counter.lua");
+pub const SLIDING_WINDOW_LOG_BATCH: &str = batch_script!("sliding_window_log.lua");
+
+/// The five scripts, single and batched, with their SHA-1 digests.
 pub struct Scripts {
     token_bucket: Script,
     gcra: Script,
     fixed_window: Script,
     sliding_window_counter: Script,
     sliding_window_log: Script,
+    batched: [Script; 5],
 }
 
 impl Scripts {
@@ -42,7 +70,26 @@ impl Scripts {
             fixed_window: Script::from_lua(FIXED_WINDOW),
             sliding_window_counter: Script::from_lua(SLIDING_WINDOW_COUNTER),
             sliding_window_log: Script::from_lua(SLIDING_WINDOW_LOG),
+            batched: [
+                Script::from_lua(TOKEN_BUCKET_BATCH),
+                Script::from_lua(GCRA_BATCH),
+                Script::from_lua(FIXED_WINDOW_BATCH),
+                Script::from_lua(SLIDING_WINDOW_COUNTER_BATCH),
+                Script::from_lua(SLIDING_WINDOW_LOG_BATCH),
+            ],
         }
+    }
+
+    /// The batched form of `algorithm`'s script (see `lua/batch.lua`).
+    pub fn batched(&self, algorithm: Algorithm) -> &Script {
+        let index = match algorithm {
+            Algorithm::TokenBucket => 0,
+            Algorithm::Gcra => 1,
+            Algorithm::FixedWindow => 2,
+            Algorithm::SlidingWindowCounter => 3,
+            Algorithm::SlidingWindowLog => 4,
+        };
+        &self.batched[index]
     }
 
     pub fn get(&self, algorithm: Algorithm) -> &Script {
@@ -55,8 +102,12 @@ impl Scripts {
         }
     }
 
+    /// Every script, single and batched.
     pub fn all(&self) -> impl Iterator<Item = &Script> {
-        Algorithm::ALL.into_iter().map(|a| self.get(a))
+        Algorithm::ALL
+            .into_iter()
+            .map(|a| self.get(a))
+            .chain(self.batched.iter())
     }
 }
 

@@ -1,8 +1,7 @@
 -- prelude.lua: shared by every script, prepended at build time (see
--- src/store/redis/scripts.rs). Defines the integer helpers and reads the
--- common arguments:
---   ARGV[1] limit, ARGV[2] window_us, ARGV[3] emission_interval_us,
---   ARGV[4] cost, ARGV[5] now_us ('' reads the server clock with TIME).
+-- src/store/redis/scripts.rs). Defines the integer helpers; arguments.lua
+-- (one check) or batch.lua (several) provides limit, window, interval,
+-- cost and now to the algorithm.
 -- Arithmetic: integers only, every value below 2^53 (exact in doubles);
 -- integer division through `divmod`, never a bare `/`.
 
@@ -37,16 +36,3 @@ end
 local function num(s)
   return string.format('%.0f', s)
 end
-
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local interval = tonumber(ARGV[3])
-local cost = tonumber(ARGV[4])
-local now
-if ARGV[5] == nil or ARGV[5] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  now = tonumber(ARGV[5])
-end
-

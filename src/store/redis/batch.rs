@@ -1,0 +1,189 @@
+//! Group commit of checks on a standalone Redis: the checks waiting at a
+//! given moment go to Redis as one `EVALSHA` of their algorithm's batched
+//! script (`lua/batch.lua`), instead of one command each.
+//!
+//! Why: a check is a few microseconds of Lua, but each command costs a
+//! `writev` and a wake-up on both sides of the socket, and fred flushes
+//! every command on its own when its queue is empty — which, with checks
+//! arriving one by one from many HTTP connections, is always. Batching
+//! turns N writes, N reads and N script calls into one of each.
+//!
+//! How: one *lane* per pooled connection, a task that takes a check, then
+//! every check already queued behind it (up to [`MAX_BATCH`]), sends them
+//! grouped by algorithm — all groups at once — and answers each caller.
+//! While a batch is in flight the next one queues, so batches grow with the
+//! load and a lone check goes out at once (on its own, with the single
+//! script): nothing waits for a batch to fill.
+//!
+//! A batch is one script call, hence atomic as a whole, and its checks are
+//! decided in queue order at one server time, each exactly as the single
+//! script would (the differential test holds the batched scripts to the
+//! single ones). Only a standalone Redis batches: in a cluster the keys of
+//! one script call must share a hash slot, and concurrent checks of
+//! different keys almost never do.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use fred::clients::Client;
+use fred::error::Error as FredError;
+use fred::prelude::ErrorKind;
+use tokio::sync::{mpsc, oneshot};
+
+use super::scripts::Scripts;
+use super::TimeSource;
+use crate::core::Algorithm;
+use crate::metrics::Metrics;
+
+/// The most checks in one script call.
+pub const MAX_BATCH: usize = 128;
+
+/// One check waiting for its lane.
+pub struct Job {
+    pub algorithm: Algorithm,
+    /// The state keys of the check (one, or two for the sliding log).
+    pub keys: Vec<String>,
+    /// limit, window_us, emission_interval_us, cost.
+    pub args: [u64; 4],
+    reply: oneshot::Sender<Result<Vec<i64>, FredError>>,
+}
+
+/// The lanes, picked round-robin.
+pub struct Batcher {
+    lanes: Vec<mpsc::UnboundedSender<Job>>,
+    next: AtomicUsize,
+}
+
+impl Batcher {
+    /// Starts one lane per client.
+    pub fn start(clients: &[Client], scripts: Arc<Scripts>, time: TimeSource, metrics: Arc<Metrics>) -> Batcher {
+        let lanes = clients
+            .iter()
+            .map(|client| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(lane(client.clone(), scripts.clone(), time.clone(), metrics.clone(), rx));
+                tx
+            })
+            .collect();
+        Batcher {
+            lanes,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Queues a check and waits for its reply (the caller bounds the wait).
+    pub async fn check(&self, algorithm: Algorithm, keys: Vec<String>, args: [u64; 4]) -> Result<Vec<i64>, FredError> {
+        let (reply, answer) = oneshot::channel();
+        let lane = self.next.fetch_add(1, Ordering::Relaxed) % self.lanes.len();
+        let job = Job {
+            algorithm,
+            keys,
+            args,
+            reply,
+        };
+        if self.lanes[lane].send(job).is_err() {
+            return Err(FredError::new(ErrorKind::Canceled, "the batching task stopped"));
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(FredError::new(
+                ErrorKind::Canceled,
+                "the batching task dropped the check",
+            ))
+        })
+    }
+}
+
+async fn lane(
+    client: Client,
+    scripts: Arc<Scripts>,
+    time: TimeSource,
+    metrics: Arc<Metrics>,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let now = time.argument();
+        let mut groups: Vec<Vec<Job>> = Vec::new();
+        for job in jobs {
+            match groups.iter_mut().find(|g| g[0].algorithm == job.algorithm) {
+                Some(group) => group.push(job),
+                None => groups.push(vec![job]),
+            }
+        }
+        let sends = groups
+            .into_iter()
+            .map(|group| send(&client, &scripts, &metrics, &now, group));
+        futures_util::future::join_all(sends).await;
+    }
+}
+
+/// Sends one algorithm's checks (one script call) and answers each.
+async fn send(client: &Client, scripts: &Scripts, metrics: &Metrics, now: &str, group: Vec<Job>) {
+    metrics.redis_operations.with_label_values(&["evalsha"]).inc();
+    if group.len() == 1 {
+        let Some(job) = group.into_iter().next() else {
+            return;
+        };
+        let [limit, window, interval, cost] = job.args;
+        let args = vec![
+            limit.to_string(),
+            window.to_string(),
+            interval.to_string(),
+            cost.to_string(),
+            now.to_owned(),
+        ];
+        let result = scripts
+            .get(job.algorithm)
+            .evalsha_with_reload::<Vec<i64>, _, _>(client, job.keys, args)
+            .await;
+        let _ = job.reply.send(result);
+        return;
+    }
+    let algorithm = group[0].algorithm;
+    let per = group[0].keys.len();
+    let mut keys = Vec::with_capacity(group.len() * per);
+    let mut args = Vec::with_capacity(2 + group.len() * 4);
+    args.push(per.to_string());
+    args.push(now.to_owned());
+    let mut replies = Vec::with_capacity(group.len());
+    for job in group {
+        keys.extend(job.keys);
+        args.extend(job.args.iter().map(u64::to_string));
+        replies.push(job.reply);
+    }
+    let result = scripts
+        .batched(algorithm)
+        .evalsha_with_reload::<Vec<Vec<i64>>, _, _>(client, keys, args)
+        .await;
+    match result {
+        Ok(decided) if decided.len() == replies.len() => {
+            for (reply, decision) in replies.into_iter().zip(decided) {
+                let _ = reply.send(Ok(decision));
+            }
+        }
+        Ok(decided) => {
+            let error = FredError::new(
+                ErrorKind::Protocol,
+                format!(
+                    "a batched script answered {} checks of {}",
+                    decided.len(),
+                    replies.len()
+                ),
+            );
+            for reply in replies {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+        Err(error) => {
+            for reply in replies {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Batched checks on a standalone Redis: the batched scripts decide exactly
+//! as the single ones, check after check, and concurrent checks through the
+//! store are batched without admitting more than the limit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::prelude::*;
+use ratelimiter::core::{Algorithm, Cost, Policy};
+use ratelimiter::store::redis::scripts::Scripts;
+use ratelimiter::store::{Store, StoreKey};
+
+use crate::common::{connect, standalone_settings, unique_prefix, Rng};
+use crate::support::redis::RedisServer;
+
+const START: u64 = 1_700_000_000_123_456;
+
+/// Random rounds of checks, each round one call of the batched script on
+/// one set of keys and the same checks one by one with the single script on
+/// a mirror set, at the same time: every reply must be the same.
+#[tokio::test]
+async fn a_batched_script_decides_as_the_single_script_check_after_check() {
+    let server = RedisServer::start();
+    let prefix = unique_prefix("batchdiff");
+    let store = connect(&standalone_settings(&server.url(), &prefix)).await;
+    let client = store.pool().next().clone();
+    let scripts = Scripts::new();
+    let mut rng = Rng::new(7);
+    let mut compared = 0;
+    let mut batched_calls = 0;
+    for algorithm in Algorithm::ALL {
+        for sequence in 0..6 {
+            let window_s = [60, 600, 3600][rng.range(0, 2) as usize];
+            let limit = rng.range(1, 40);
+            let policy = Policy::new(algorithm, limit, Duration::from_secs(window_s)).unwrap();
+            let quota = policy.quota();
+            let names: Vec<String> = (0..3).map(|k| format!("s{sequence}-k{k}")).collect();
+            let mut now = START + rng.range(0, window_s * 1_000_000);
+            for _round in 0..25 {
+                now += rng.range(0, window_s * 1_000_000 / limit.max(1) * 3);
+                let checks: Vec<(usize, u64)> = (0..rng.range(1, 8))
+                    .map(|_| {
+                        let cost = if rng.chance(5) { limit + 1 } else { rng.range(1, limit) };
+                        (rng.range(0, 2) as usize, cost)
+                    })
+                    .collect();
+                let keys_of = |rule: &str, k: usize| store.key_names(StoreKey { rule, key: &names[k] }, &policy);
+                let per = keys_of("batched", 0).len();
+                let mut keys = Vec::new();
+                let mut args = vec![per.to_string(), now.to_string()];
+                for &(k, cost) in &checks {
+                    keys.extend(keys_of("batched", k));
+                    args.extend(
+                        [quota.limit(), quota.window_us(), quota.emission_interval_us(), cost].map(|v| v.to_string()),
+                    );
+                }
+                let batched: Vec<Vec<i64>> = scripts
+                    .batched(algorithm)
+                    .evalsha_with_reload(&client, keys, args)
+                    .await
+                    .expect("the batched script runs");
+                batched_calls += 1;
+                assert_eq!(batched.len(), checks.len());
+                for (i, &(k, cost)) in checks.iter().enumerate() {
+                    let args: Vec<String> = [quota.limit(), quota.window_us(), quota.emission_interval_us(), cost]
+                        .map(|v| v.to_string())
+                        .into_iter()
+                        .chain(std::iter::once(now.to_string()))
+                        .collect();
+                    let single: Vec<i64> = scripts
+                        .get(algorithm)
+                        .evalsha_with_reload(&client, keys_of("single", k), args)
+                        .await
+                        .expect("the single script runs");
+                    assert_eq!(
+                        batched[i], single,
+                        "{algorithm} sequence {sequence}, check {i} of {checks:?} at {now}: limit {limit}, window {window_s}s"
+                    );
+                    compared += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(batched_calls, 5 * 6 * 25);
+    assert!(compared > batched_calls * 2, "rounds hold several checks: {compared}");
+}
+
+/// 400 concurrent checks of one key through the store: batched (far fewer
+/// script calls than checks) and exactly the limit admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_checks_are_batched_and_exact() {
+    let server = RedisServer::start();
+    let store = Arc::new(connect(&standalone_settings(&server.url(), &unique_prefix("batchconc"))).await);
+    let policy = Policy::new(Algorithm::SlidingWindowLog, 100, Duration::from_secs(3600)).unwrap();
+    let checks = (0..400).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let key = StoreKey {
+                rule: "conc",
+                key: "one",
+            };
+            store.check(key, &policy, Cost::ONE).await.expect("redis answers")
+        })
+    });
+    let decisions = futures_util::future::join_all(checks).await;
+    let mut remaining: Vec<u64> = decisions
+        .into_iter()
+        .map(|d| d.unwrap())
+        .filter(|d| d.allowed)
+        .map(|d| d.remaining)
+        .collect();
+    remaining.sort_unstable();
+    assert_eq!(
+        remaining,
+        (0..100).collect::<Vec<_>>(),
+        "each remaining from 99 to 0 handed out once"
+    );
+    let calls = store.metrics().redis_operations.with_label_values(&["evalsha"]).get();
+    assert!(calls < 400, "{calls} script calls for 400 checks: not batched");
+    eprintln!("400 concurrent checks in {calls} script calls");
+}
