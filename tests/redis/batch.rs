@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fred::prelude::*;
 use ratelimiter::core::{Algorithm, Cost, Policy};
 use ratelimiter::store::redis::scripts::Scripts;
 use ratelimiter::store::{Store, StoreKey};
