@@ -37,7 +37,7 @@
 //! store made before a reset, but which arrives after it, is never cached.
 
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -66,6 +66,12 @@ pub struct DenyCache {
     hasher: std::collections::hash_map::RandomState,
     epoch: AtomicU64,
     max_entries: usize,
+    /// About how many entries there are: `DashMap::len` locks every shard,
+    /// too dear for a check that only wants to know whether to look. Kept
+    /// exact by the single-key operations; a race with `invalidate` can
+    /// leave it off by a few until the next sweep recounts, which only
+    /// costs a lookup or skips caching one denial — never a wrong answer.
+    count: AtomicUsize,
 }
 
 /// What a caller must carry from before its store call to [`DenyCache::insert`].
@@ -83,6 +89,7 @@ impl DenyCache {
             hasher: std::collections::hash_map::RandomState::new(),
             epoch: AtomicU64::new(0),
             max_entries,
+            count: AtomicUsize::new(0),
         }
     }
 
@@ -96,7 +103,7 @@ impl DenyCache {
     /// The denial the store would give `key` under `policy` for `cost` at
     /// `now`, when one is known; counted down to `now`.
     pub fn lookup(&self, rule: &str, key: &str, policy: &Policy, cost: Cost, now: Timestamp) -> Option<Decision> {
-        if self.entries.is_empty() {
+        if self.is_empty() {
             return None;
         }
         let entry = self.entries.get(&self.slot(rule, key))?;
@@ -138,10 +145,10 @@ impl DenyCache {
             return; // invalidated while the store was deciding
         }
         let slot = self.slot(rule, key);
-        if self.entries.len() >= self.max_entries && !self.entries.contains_key(&slot) {
+        if self.len() >= self.max_entries && !self.entries.contains_key(&slot) {
             return; // full: the sweeper makes room
         }
-        self.entries.insert(
+        let replaced = self.entries.insert(
             slot,
             Entry {
                 rule: rule.clone(),
@@ -154,14 +161,19 @@ impl DenyCache {
                 epoch: ticket.epoch,
             },
         );
+        if replaced.is_none() {
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Forgets the denial of `key` under `rule`, if any: this replica just
     /// had a smaller cost allowed, which moved the denied cost's
     /// `retry_after` later than the entry says.
     pub fn forget(&self, rule: &str, key: &str) {
-        if !self.entries.is_empty() {
-            self.entries.remove(&self.slot(rule, key));
+        if !self.is_empty() && self.entries.remove(&self.slot(rule, key)).is_some() {
+            let _ = self
+                .count
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| Some(c.saturating_sub(1)));
         }
     }
 
@@ -170,6 +182,7 @@ impl DenyCache {
     pub fn invalidate(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.entries.clear();
+        self.count.store(self.entries.len(), Ordering::Relaxed);
     }
 
     /// Drops entries that no longer deny anything; returns how many.
@@ -179,15 +192,17 @@ impl DenyCache {
         self.entries
             .retain(|_, e| e.epoch == epoch && e.since <= now && now < e.until);
         self.entries.shrink_to_fit();
-        before.saturating_sub(self.entries.len())
+        let after = self.entries.len();
+        self.count.store(after, Ordering::Relaxed);
+        before.saturating_sub(after)
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.count.load(Ordering::Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 }
 
