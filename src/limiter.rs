@@ -26,7 +26,7 @@ use crate::core::{Clock, Cost, Decision, Policy, Timestamp};
 use crate::deny_cache::DenyCache;
 use crate::metrics::Metrics;
 use crate::overrides::{OverrideError, OverrideTable, PolicySource, Target};
-use crate::rules::{RuleSet, UnknownTier};
+use crate::rules::{Resolved, RuleSet, UnknownTier};
 use crate::settings::FailureMode;
 use crate::stats::{Outcome, Stats};
 use crate::store::memory::MemoryStore;
@@ -366,16 +366,14 @@ impl<S: Store> Limiter<S> {
     /// Decides `request`, consuming its cost when allowed.
     pub async fn check(&self, request: &CheckRequest) -> Result<Verdict, LimiterError> {
         let snapshot = self.snapshot.load();
-        let resolved = snapshot
-            .rules
-            .resolve(request.endpoint.as_deref(), request.tier.as_deref())?;
-        let key = request.key.as_str();
         let now = self.clock.now();
-        let listed = |list: &AccessList| !list.is_empty() && list.find(key, request.client_ip, now).is_some();
-        let (policy, source) = snapshot
-            .overrides
-            .lookup(resolved.rule, resolved.tier, key, now)
-            .unwrap_or((resolved.policy, PolicySource::Config));
+        let Plan {
+            resolved,
+            policy,
+            source,
+            listed,
+        } = plan(&snapshot, request, now)?;
+        let key = request.key.as_str();
         let verdict = |decision: Decision, reason: Reason| Verdict {
             rule: resolved.rule.clone(),
             tier: resolved.tier.clone(),
@@ -385,21 +383,10 @@ impl<S: Store> Limiter<S> {
             source,
             store_error: None,
         };
-        if listed(&snapshot.block) {
-            self.record(resolved.rule, resolved.tier, Reason::Blocked);
-            return Ok(verdict(listed_decision(&policy, false, now), Reason::Blocked));
-        }
-        if listed(&snapshot.allow) {
-            self.record(resolved.rule, resolved.tier, Reason::Allowlisted);
-            return Ok(verdict(listed_decision(&policy, true, now), Reason::Allowlisted));
-        }
-        if request.cost.get() > policy.limit() {
-            return Err(LimiterError::CostAboveLimit {
-                cost: request.cost.get(),
-                limit: policy.limit(),
-                rule: resolved.rule.clone(),
-                tier: resolved.tier.clone(),
-            });
+        if let Some(reason) = listed {
+            self.record(resolved.rule, resolved.tier, reason);
+            let allowed = reason == Reason::Allowlisted;
+            return Ok(verdict(listed_decision(&policy, allowed, now), reason));
         }
         let store_key = StoreKey {
             rule: resolved.rule,
@@ -450,29 +437,7 @@ impl<S: Store> Limiter<S> {
     /// Refuses `request` as [`Limiter::check`] would before asking the
     /// store (an unknown tier, a cost above the limit), consuming nothing.
     pub fn validate(&self, request: &CheckRequest) -> Result<(), LimiterError> {
-        let snapshot = self.snapshot.load();
-        let resolved = snapshot
-            .rules
-            .resolve(request.endpoint.as_deref(), request.tier.as_deref())?;
-        let key = request.key.as_str();
-        let now = self.clock.now();
-        let listed = |list: &AccessList| !list.is_empty() && list.find(key, request.client_ip, now).is_some();
-        if listed(&snapshot.block) || listed(&snapshot.allow) {
-            return Ok(());
-        }
-        let (policy, _) = snapshot
-            .overrides
-            .lookup(resolved.rule, resolved.tier, key, now)
-            .unwrap_or((resolved.policy, PolicySource::Config));
-        if request.cost.get() > policy.limit() {
-            return Err(LimiterError::CostAboveLimit {
-                cost: request.cost.get(),
-                limit: policy.limit(),
-                rule: resolved.rule.clone(),
-                tier: resolved.tier.clone(),
-            });
-        }
-        Ok(())
+        plan(&self.snapshot.load(), request, self.clock.now()).map(|_| ())
     }
 
     /// Decides several requests at once: their store calls are in flight
@@ -625,6 +590,50 @@ impl<S: Store> Limiter<S> {
         self.invalidate_denials();
         Ok(resolved.rule.clone())
     }
+}
+
+/// What a check is decided under, before the store is asked.
+struct Plan<'s> {
+    resolved: Resolved<'s>,
+    policy: Policy,
+    source: PolicySource,
+    /// `Blocked` or `Allowlisted` when a list decides.
+    listed: Option<Reason>,
+}
+
+/// Rule, tier, lists and overrides for `request`; refuses an unknown tier,
+/// and a cost above the limit (it could never fit) unless a list decides.
+fn plan<'s>(snapshot: &'s Snapshot, request: &CheckRequest, now: Timestamp) -> Result<Plan<'s>, LimiterError> {
+    let resolved = snapshot
+        .rules
+        .resolve(request.endpoint.as_deref(), request.tier.as_deref())?;
+    let key = request.key.as_str();
+    let on = |list: &AccessList| !list.is_empty() && list.find(key, request.client_ip, now).is_some();
+    let listed = if on(&snapshot.block) {
+        Some(Reason::Blocked)
+    } else if on(&snapshot.allow) {
+        Some(Reason::Allowlisted)
+    } else {
+        None
+    };
+    let (policy, source) = snapshot
+        .overrides
+        .lookup(resolved.rule, resolved.tier, key, now)
+        .unwrap_or((resolved.policy, PolicySource::Config));
+    if listed.is_none() && request.cost.get() > policy.limit() {
+        return Err(LimiterError::CostAboveLimit {
+            cost: request.cost.get(),
+            limit: policy.limit(),
+            rule: resolved.rule.clone(),
+            tier: resolved.tier.clone(),
+        });
+    }
+    Ok(Plan {
+        resolved,
+        policy,
+        source,
+        listed,
+    })
 }
 
 fn gauge_value(n: usize) -> i64 {

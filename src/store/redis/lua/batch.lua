@@ -10,13 +10,7 @@ end
 --   KEYS: the keys of every check, check after check.
 -- Reply: an array with the single script's reply for each check, in order.
 local per = tonumber(ARGV[1])
-local now
-if ARGV[2] == nil or ARGV[2] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  now = tonumber(ARGV[2])
-end
+local now = time_now(ARGV[2])
 local replies = {}
 local checks = math.floor(#KEYS / per)
 for i = 0, checks - 1 do

@@ -36,3 +36,13 @@ end
 local function num(s)
   return string.format('%.0f', s)
 end
+
+-- The time of a check in microseconds: `arg` when given (tests that compare
+-- the scripts with the Rust core at chosen times), else the server's clock.
+local function time_now(arg)
+  if arg == nil or arg == '' then
+    local t = redis.call('TIME')
+    return tonumber(t[1]) * 1000000 + tonumber(t[2])
+  end
+  return tonumber(arg)
+end
