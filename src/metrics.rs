@@ -53,6 +53,8 @@ pub struct Metrics {
     pub redis_operations: IntCounterVec,
     /// Redis failures by kind.
     pub redis_errors: IntCounterVec,
+    /// Checks per script call on a standalone Redis (1 when not batched).
+    pub redis_batch_size: Histogram,
     /// Connections in the Redis pool, and how many are connected.
     pub redis_pool_size: IntGauge,
     pub redis_pool_connected: IntGauge,
@@ -114,6 +116,17 @@ impl Metrics {
         registry
             .register(Box::new(store_duration.clone()))
             .expect("a metric registered once");
+        let redis_batch_size = Histogram::with_opts(
+            HistogramOpts::new(
+                "redis_batch_checks",
+                "Checks decided by one script call on a standalone Redis (batching).",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
+        )
+        .expect("a valid metric definition");
+        registry
+            .register(Box::new(redis_batch_size.clone()))
+            .expect("a metric registered once");
         let control_entries = IntGaugeVec::new(
             Opts::new(
                 "rate_limit_admin_entries",
@@ -167,6 +180,7 @@ impl Metrics {
                 "Redis commands that failed, by kind.",
                 &["kind"],
             ),
+            redis_batch_size,
             redis_pool_size: gauge(&registry, "redis_pool_connections", "Connections in the Redis pool."),
             redis_pool_connected: gauge(
                 &registry,

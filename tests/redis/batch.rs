@@ -116,5 +116,8 @@ async fn concurrent_checks_are_batched_and_exact() {
     );
     let calls = store.metrics().redis_operations.with_label_values(&["evalsha"]).get();
     assert!(calls < 400, "{calls} script calls for 400 checks: not batched");
+    let sizes = &store.metrics().redis_batch_size;
+    assert_eq!(sizes.get_sample_count(), calls, "one batch size per script call");
+    assert_eq!(sizes.get_sample_sum(), 400.0, "every check in exactly one batch");
     eprintln!("400 concurrent checks in {calls} script calls");
 }

@@ -78,6 +78,9 @@ async fn promtool_accepts_a_live_scrape() {
     );
     for series in [
         r#"redis_operations_total{op="evalsha"} 6"#,
+        // One check at a time: six script calls of one check each.
+        "redis_batch_checks_count 6",
+        "redis_batch_checks_sum 6",
         "redis_pool_connections 4",
         "redis_pool_connections_connected 4",
         "rate_limit_ready 1",

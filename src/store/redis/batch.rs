@@ -126,6 +126,7 @@ async fn lane(
 /// Sends one algorithm's checks (one script call) and answers each.
 async fn send(client: &Client, scripts: &Scripts, metrics: &Metrics, now: &str, group: Vec<Job>) {
     metrics.redis_operations.with_label_values(&["evalsha"]).inc();
+    metrics.redis_batch_size.observe(group.len() as f64);
     if group.len() == 1 {
         let Some(job) = group.into_iter().next() else {
             return;
