@@ -8,7 +8,7 @@
 //! |---|---|
 //! | `POST /check` | decide a request: 200 allowed, 429 denied, 403 blocked |
 //! | `POST /check/batch` | decide up to 100 requests at once |
-//! | `GET /check/forward` | the same, read from a gateway's forwarded headers |
+//! | `GET /check/forward` | the same, read from a gateway's forwarded headers (any standard method) |
 //! | `GET /health`, `GET /health/live` | liveness |
 //! | `GET /health/ready` | readiness: store reachable and not draining |
 //! | `GET /metrics` | Prometheus metrics |
@@ -34,7 +34,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderName, Method, Request, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{get, on, post, MethodFilter};
 use axum::{Json, Router};
 
 pub use error::ApiError;
@@ -100,7 +100,22 @@ pub fn router<S: Store>(state: Arc<AppState<S>>) -> Router {
     let router = Router::new()
         .route("/check", post(check::<S>))
         .route("/check/batch", post(check_batch::<S>))
-        .route("/check/forward", any(forward_check::<S>))
+        .route(
+            "/check/forward",
+            // Gateways ask with the original request's method (nginx's
+            // auth_request does): every standard method, none other.
+            on(
+                MethodFilter::GET
+                    .or(MethodFilter::HEAD)
+                    .or(MethodFilter::POST)
+                    .or(MethodFilter::PUT)
+                    .or(MethodFilter::DELETE)
+                    .or(MethodFilter::OPTIONS)
+                    .or(MethodFilter::PATCH)
+                    .or(MethodFilter::TRACE),
+                forward_check::<S>,
+            ),
+        )
         .route("/health", get(health))
         .route("/health/live", get(health))
         .route("/health/ready", get(ready::<S>))
