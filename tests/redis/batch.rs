@@ -121,3 +121,38 @@ async fn concurrent_checks_are_batched_and_exact() {
     assert_eq!(sizes.get_sample_sum(), 400.0, "every check in exactly one batch");
     eprintln!("400 concurrent checks in {calls} script calls");
 }
+
+/// After `SCRIPT FLUSH` (a restarted or replaced server) both the single
+/// and the batched scripts are reloaded on the `NOSCRIPT` reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_checks_survive_a_script_flush() {
+    let server = RedisServer::start();
+    let store = Arc::new(connect(&standalone_settings(&server.url(), &unique_prefix("batchflush"))).await);
+    let policy = Policy::new(Algorithm::FixedWindow, 50, Duration::from_secs(3600)).unwrap();
+    let burst = |store: Arc<ratelimiter::store::redis::RedisStore>| async move {
+        let checks = (0..40).map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let key = StoreKey {
+                    rule: "flush",
+                    key: "k",
+                };
+                store.check(key, &policy, Cost::ONE).await
+            })
+        });
+        futures_util::future::join_all(checks)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap().expect("redis answers").allowed)
+            .filter(|allowed| *allowed)
+            .count()
+    };
+    assert_eq!(burst(store.clone()).await, 40);
+    assert_eq!(server.cli(&["SCRIPT", "FLUSH"]), "OK");
+    assert_eq!(burst(store.clone()).await, 10, "the limit holds across the reload");
+    let noscript = store.metrics().redis_errors.with_label_values(&["noscript"]).get();
+    assert_eq!(
+        noscript, 0,
+        "NOSCRIPT is handled by reloading, not counted as a failure"
+    );
+}
