@@ -452,7 +452,8 @@ impl<S: Store> Limiter<S> {
         for (i, request) in requests.iter().enumerate() {
             self.validate(request).map_err(|e| (i, e))?;
         }
-        Ok(futures_util::future::join_all(requests.iter().map(|request| self.check(request))).await)
+        let checks = futures_util::future::join_all(requests.iter().map(|request| self.check(request)));
+        Ok(self.store.together(checks).await)
     }
 
     /// One store round trip through the circuit breaker, timed.

@@ -58,6 +58,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Refreshes store gauges (connections) before a scrape.
     fn update_gauges(&self, _metrics: &crate::metrics::Metrics) {}
+
+    /// Runs `checks` (several [`Store::check`]s, as for `/check/batch`) so
+    /// that the store may send them together; by default as they are.
+    fn together<F>(&self, checks: F) -> impl Future<Output = F::Output> + Send
+    where
+        F: Future + Send,
+    {
+        checks
+    }
 }
 
 /// The store the configuration chose.
@@ -85,6 +94,16 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(_) => Ok(()),
             AnyStore::Redis(store) => store.ping().await,
+        }
+    }
+
+    fn together<F>(&self, checks: F) -> impl Future<Output = F::Output> + Send
+    where
+        F: Future + Send,
+    {
+        match self {
+            AnyStore::Memory(_) => futures_util::future::Either::Left(checks),
+            AnyStore::Redis(store) => futures_util::future::Either::Right(store.together(checks)),
         }
     }
 

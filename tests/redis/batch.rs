@@ -156,3 +156,47 @@ async fn batched_checks_survive_a_script_flush() {
         "NOSCRIPT is handled by reloading, not counted as a failure"
     );
 }
+
+/// The checks of one `/check/batch` go to one lane, so they leave in one or
+/// two script calls even with eight connections (round-robin would spread
+/// them over all eight).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_batch_leaves_in_few_script_calls() {
+    use ratelimiter::core::SystemClock;
+    use ratelimiter::limiter::{CheckRequest, Key, Limiter};
+    use ratelimiter::rules::RuleSet;
+    use ratelimiter::settings::Settings;
+
+    let server = RedisServer::start();
+    let mut settings = standalone_settings(&server.url(), &unique_prefix("checkbatch"));
+    settings.pool_size = 8;
+    let store = connect(&settings).await;
+    let config = Settings::from_toml("[defaults]\nlimit = 1000\nwindow = \"1h\"\n").unwrap();
+    let limiter = Limiter::new(
+        RuleSet::from_settings(&config).unwrap(),
+        store,
+        Arc::new(SystemClock),
+        64,
+        8,
+    );
+    let requests: Vec<CheckRequest> = (0..50)
+        .map(|i| CheckRequest {
+            key: Key::parse(format!("k{i}"), 64).unwrap(),
+            endpoint: None,
+            tier: None,
+            cost: Cost::ONE,
+            client_ip: None,
+        })
+        .collect();
+    for round in 0..3 {
+        let before = limiter.store().metrics().redis_batch_size.get_sample_count();
+        let verdicts = limiter.check_batch(&requests).await.expect("valid checks");
+        assert!(verdicts.iter().all(|v| v.as_ref().is_ok_and(|v| v.decision.allowed)));
+        let calls = limiter.store().metrics().redis_batch_size.get_sample_count() - before;
+        assert!(
+            calls < 8,
+            "round {round}: 50 checks of one batch took {calls} script calls"
+        );
+        eprintln!("round {round}: 50 checks in {calls} script calls");
+    }
+}

@@ -22,6 +22,7 @@
 //! one script call must share a hash slot, and concurrent checks of
 //! different keys almost never do.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -34,6 +35,17 @@ use super::scripts::Scripts;
 use super::TimeSource;
 use crate::core::Algorithm;
 use crate::metrics::Metrics;
+
+tokio::task_local! {
+    /// The lane every check of a `/check/batch` goes to.
+    static LANE: Option<usize>;
+}
+
+/// Runs `checks` with their store calls all queued on `lane` (when there is
+/// one), so they leave together.
+pub fn together<F: Future>(lane: Option<usize>, checks: F) -> impl Future<Output = F::Output> {
+    LANE.scope(lane, checks)
+}
 
 /// The most checks in one script call.
 pub const MAX_BATCH: usize = 128;
@@ -71,10 +83,19 @@ impl Batcher {
         }
     }
 
-    /// Queues a check and waits for its reply (the caller bounds the wait).
+    /// The next lane, round-robin.
+    pub fn pick_lane(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed) % self.lanes.len()
+    }
+
+    /// Queues a check and waits for its reply (the caller bounds the wait):
+    /// on the lane of the enclosing [`together`], or the next one.
     pub async fn check(&self, algorithm: Algorithm, keys: Vec<String>, args: [u64; 4]) -> Result<Vec<i64>, FredError> {
         let (reply, answer) = oneshot::channel();
-        let lane = self.next.fetch_add(1, Ordering::Relaxed) % self.lanes.len();
+        let lane = match LANE.try_with(|lane| *lane) {
+            Ok(Some(lane)) => lane % self.lanes.len(),
+            _ => self.pick_lane(),
+        };
         let job = Job {
             algorithm,
             keys,
