@@ -4,8 +4,11 @@
 //! Bodies are parsed field by field (not with a derived `Deserialize`) so
 //! that every rejection names the field and says what would be accepted.
 
+use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::ApiError;
@@ -19,8 +22,61 @@ const FIELDS: &str = "key, endpoint, tier, cost, client_ip";
 /// The most checks one `/check/batch` request may carry.
 pub const MAX_BATCH: usize = 100;
 
+/// A `/check` body as a well-formed request has it, borrowed from the body
+/// where no escape sequence forces a copy.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Borrowed<'a> {
+    #[serde(borrow)]
+    key: Cow<'a, str>,
+    #[serde(borrow, default)]
+    endpoint: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    tier: Option<Cow<'a, str>>,
+    #[serde(default)]
+    cost: Option<u64>,
+    #[serde(borrow, default)]
+    client_ip: Option<Cow<'a, str>>,
+}
+
 /// Parses a `/check` body.
+///
+/// The common case — a well-formed body — is read straight into typed
+/// fields, without building a JSON tree. Anything else (an error, or a form
+/// the fast path does not take, such as `"cost": 2.0` or a repeated field)
+/// goes through [`parse_check_fields`], which accepts exactly the same
+/// requests and explains every refusal.
 pub fn parse_check(body: &[u8], max_key_bytes: usize) -> Result<CheckRequest, ApiError> {
+    // (A derived struct also reads a JSON array as its fields in order.)
+    let object = body.trim_ascii_start().first() == Some(&b'{');
+    if let Some(fast) = object
+        .then(|| serde_json::from_slice::<Borrowed<'_>>(body).ok())
+        .flatten()
+    {
+        let key = Key::parse(fast.key.into_owned(), max_key_bytes).ok();
+        let cost = match fast.cost {
+            None => Some(Cost::ONE),
+            Some(units) => Cost::new(units),
+        };
+        let client_ip = match fast.client_ip.as_deref() {
+            None => Some(None),
+            Some(text) => text.parse().ok().map(Some),
+        };
+        if let (Some(key), Some(cost), Some(client_ip)) = (key, cost, client_ip) {
+            return Ok(CheckRequest {
+                key,
+                endpoint: fast.endpoint.map(Cow::into_owned),
+                tier: fast.tier.map(Cow::into_owned),
+                cost,
+                client_ip,
+            });
+        }
+    }
+    parse_check_fields(body, max_key_bytes)
+}
+
+/// Parses a `/check` body field by field, naming the field of any refusal.
+fn parse_check_fields(body: &[u8], max_key_bytes: usize) -> Result<CheckRequest, ApiError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| ApiError::field("body", format!("body is not valid JSON: {e}")))?;
     let Value::Object(fields) = value else {
@@ -276,19 +332,27 @@ pub fn rate_limit_headers(v: &Verdict) -> HeaderMap {
     let reset_at_s = d.at.as_micros().saturating_add(d.reset_after_us).div_ceil(1_000_000);
     let reset_in_s = d.reset_after_us.div_ceil(1_000_000);
     let window_s = v.policy.quota().window_us().div_ceil(1_000_000);
-    let name = sf_string(&v.rule);
 
     let mut headers = HeaderMap::with_capacity(6);
     headers.insert(X_RATELIMIT_LIMIT.clone(), HeaderValue::from(d.limit));
     headers.insert(X_RATELIMIT_REMAINING.clone(), HeaderValue::from(d.remaining));
     headers.insert(X_RATELIMIT_RESET.clone(), HeaderValue::from(reset_at_s));
-    let policy = format!("{name};q={};w={window_s}", d.limit);
-    let state = format!("{name};r={};t={reset_in_s}", d.remaining);
-    // Rule names are printable ASCII (checked at load), so these are valid.
-    if let Ok(value) = HeaderValue::from_str(&policy) {
+    // `"<rule>";q=<limit>;w=<window>` and `"<rule>";r=<remaining>;t=<reset>`,
+    // each built in one buffer that becomes the header value without a copy.
+    let field = |first: (&str, u64), second: (&str, u64)| {
+        let mut out = String::with_capacity(v.rule.len() + 48);
+        push_sf_string(&mut out, &v.rule);
+        for (name, value) in [first, second] {
+            out.push_str(name);
+            out.push_str(itoa::Buffer::new().format(value));
+        }
+        // Rule names are printable ASCII (checked at load), so this is valid.
+        HeaderValue::from_maybe_shared(Bytes::from(out)).ok()
+    };
+    if let Some(value) = field((";q=", d.limit), (";w=", window_s)) {
         headers.insert(RATELIMIT_POLICY.clone(), value);
     }
-    if let Ok(value) = HeaderValue::from_str(&state) {
+    if let Some(value) = field((";r=", d.remaining), (";t=", reset_in_s)) {
         headers.insert(RATELIMIT.clone(), value);
     }
     if !d.allowed && d.retry_after_us > 0 {
@@ -300,9 +364,9 @@ pub fn rate_limit_headers(v: &Verdict) -> HeaderMap {
     headers
 }
 
-/// An RFC 8941 structured-field string: quoted, with `"` and `\` escaped.
-fn sf_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
+/// Appends `s` as an RFC 8941 structured-field string: quoted, with `"`
+/// and `\` escaped.
+fn push_sf_string(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         if c == '"' || c == '\\' {
@@ -311,7 +375,6 @@ fn sf_string(s: &str) -> String {
         out.push(c);
     }
     out.push('"');
-    out
 }
 
 /// `GET /rules`: the effective rule table.
@@ -376,9 +439,87 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_fast_path_and_the_field_by_field_parser_agree() {
+        let bodies: &[&[u8]] = &[
+            br#"{"key":"k"}"#,
+            br#"{"key":"k\u00e9","endpoint":"GET /a","tier":"pro","cost":3,"client_ip":"::1"}"#,
+            br#"{"key":"k","endpoint":null,"tier":null,"cost":null,"client_ip":null}"#,
+            br#"{"key":"k","cost":2.0}"#,
+            br#"{"key":"k","key":"j"}"#,
+            br#"{"key":"","cost":1}"#,
+            br#"{"key":"k","cost":0}"#,
+            br#"{"key":"k","client_ip":"nope"}"#,
+            br#"{"key":"k","extra":1}"#,
+            br#"{"key":"kkkkkkkkkkk"}"#,
+            br#"{"key":5}"#,
+            br#"[1]"#,
+            br#"["k"]"#,
+            br#"["k", null, null, 1, null]"#,
+            br#"{"key":"k"} x"#,
+        ];
+        for body in bodies {
+            let fast = parse_check(body, 8);
+            let slow = parse_check_fields(body, 8);
+            let text = String::from_utf8_lossy(body);
+            match (fast, slow) {
+                (Ok(a), Ok(b)) => {
+                    assert_eq!(a.key, b.key, "{text}");
+                    assert_eq!(
+                        (a.endpoint, a.tier, a.cost, a.client_ip),
+                        (b.endpoint, b.tier, b.cost, b.client_ip),
+                        "{text}"
+                    );
+                }
+                (Err(a), Err(b)) => assert_eq!(a, b, "{text}"),
+                (a, b) => panic!("{text}: fast {:?}, fields {:?}", a.map(|r| r.key), b.map(|r| r.key)),
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Bodies built from the fields and odd values: both parsers take
+        /// the same requests and refuse the rest with the same error.
+        #[test]
+        fn both_parsers_agree_on_generated_bodies(
+            fields in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec!["key", "endpoint", "tier", "cost", "client_ip", "other"]),
+                    proptest::sample::select(vec![
+                        "\"k\"", "\"\"", "\"k\\\"q\"", "\"GET /a\"", "\"10.0.0.1\"", "\"::1\"", "null", "0", "1",
+                        "2.0", "2.5", "-1", "1e3", "18446744073709551616", "true", "[]", "{}", "\"kkkkkkkkkkkkk\"",
+                    ]),
+                ),
+                0..6,
+            ),
+            array in proptest::bool::ANY,
+        ) {
+            let body = if array {
+                format!("[{}]", fields.iter().map(|(_, v)| *v).collect::<Vec<_>>().join(","))
+            } else {
+                format!("{{{}}}", fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect::<Vec<_>>().join(","))
+            };
+            let fast = parse_check(body.as_bytes(), 8);
+            let slow = parse_check_fields(body.as_bytes(), 8);
+            match (fast, slow) {
+                (Ok(a), Ok(b)) => {
+                    proptest::prop_assert_eq!(a.key, b.key);
+                    proptest::prop_assert_eq!((a.endpoint, a.tier, a.cost, a.client_ip), (b.endpoint, b.tier, b.cost, b.client_ip));
+                }
+                (Err(a), Err(b)) => proptest::prop_assert_eq!(a, b),
+                (a, b) => proptest::prop_assert!(false, "{}: fast {:?}, fields {:?}", body, a.map(|r| r.key), b.map(|r| r.key)),
+            }
+        }
+    }
+
+    #[test]
     fn sf_strings_are_escaped() {
-        assert_eq!(sf_string("GET /a"), "\"GET /a\"");
-        assert_eq!(sf_string("a\"b\\c"), "\"a\\\"b\\\\c\"");
+        let sf = |s: &str| {
+            let mut out = String::new();
+            push_sf_string(&mut out, s);
+            out
+        };
+        assert_eq!(sf("GET /a"), "\"GET /a\"");
+        assert_eq!(sf("a\"b\\c"), "\"a\\\"b\\\\c\"");
     }
 
     #[test]
