@@ -22,6 +22,8 @@
 #   redis-denied      standalone Redis, one hot key far over its limit (429s)
 #   cluster1-allowed  1-master cluster, closed loop, every request allowed
 #   cluster3-allowed  3-master cluster, closed loop, every request allowed
+#   ceiling-end       the ceiling server again; the baseline of the ratios is
+#                     the better of the two ceiling runs
 #
 # and prints one table (req/s, p50, p99, p99.9, ratio to the ceiling,
 # over-admission), also written as Markdown with every loadgen report.
@@ -189,7 +191,8 @@ wait_for() {
 mkdir -p "$out/logs"
 rm -f -- "$out/results.md" "$out/results.json" "$out"/logs/redis-*.log "$out"/logs/replica-*.log \
     "$out/logs/ceiling.log" "$out/logs/cluster3-create.log"
-for name in ceiling memory-allowed redis-allowed redis-half-rate redis-denied cluster1-allowed cluster3-allowed; do
+for name in ceiling memory-allowed redis-allowed redis-half-rate redis-denied cluster1-allowed cluster3-allowed \
+    ceiling-end; do
     rm -f -- "$out/$name.json" "$out/$name.txt"
 done
 
@@ -328,6 +331,9 @@ run redis-half-rate "$redis_url" --keys "$keys" --rate "$half"
 run redis-denied "$redis_url" --keys hot --endpoint "POST /hot"
 run cluster1-allowed "$cluster1_url" --keys "$keys"
 run cluster3-allowed "$cluster3_url" --keys "$keys"
+# The ceiling again: the baseline is the better of the two, so a dip of the
+# machine during one of them cannot flatter the ratios.
+run ceiling-end "$ceiling_url" --keys "$keys"
 
 # ---------------------------------------------------------------- report
 status=0
@@ -355,6 +361,7 @@ about = {
     "redis-denied": ("Redis, one hot key over its limit", "≥ 0.9× ceiling"),
     "cluster1-allowed": ("Redis Cluster of 1 master, all allowed", "—"),
     "cluster3-allowed": ("Redis Cluster of 3 masters, all allowed", "above 1 master"),
+    "ceiling-end": ("the ceiling again, after the rest", "—"),
 }
 
 reports, problems = {}, []
@@ -365,7 +372,8 @@ for name in names:
     except (OSError, ValueError) as e:
         problems.append(f"{name}: no report ({e})")
 
-ceiling = reports.get("ceiling", {}).get("throughput_rps") or 0.0
+# The baseline: the better of the two ceiling runs (first and last).
+ceiling = max(reports.get(n, {}).get("throughput_rps") or 0.0 for n in ("ceiling", "ceiling-end"))
 
 
 def ms(v):
@@ -393,7 +401,7 @@ for name in names:
     else:
         over = None
         over_text = "n/a"
-        if name != "ceiling":
+        if not name.startswith("ceiling"):
             problems.append(f"{name}: accuracy unavailable ({r.get('accuracy_unavailable')})")
     decided = sum(v for k, v in status.items() if k.startswith("2") or k == "429")
     others = {k: v for k, v in status.items() if not (k.startswith("2") or k == "429")}
