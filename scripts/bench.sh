@@ -22,8 +22,10 @@
 #   redis-denied      standalone Redis, one hot key far over its limit (429s)
 #   cluster1-allowed  1-master cluster, closed loop, every request allowed
 #   cluster3-allowed  3-master cluster, closed loop, every request allowed
-#   ceiling-end       the ceiling server again; the baseline of the ratios is
-#                     the better of the two ceiling runs
+#
+# with the ceiling measured again after each scenario (ceiling-2 ... -7):
+# each scenario's ratio is to the mean of the ceiling runs just before and
+# after it, so the machine's drift during the run moves both sides alike.
 #
 # and prints one table (req/s, p50, p99, p99.9, ratio to the ceiling,
 # over-admission), also written as Markdown with every loadgen report.
@@ -191,8 +193,8 @@ wait_for() {
 mkdir -p "$out/logs"
 rm -f -- "$out/results.md" "$out/results.json" "$out"/logs/redis-*.log "$out"/logs/replica-*.log \
     "$out/logs/ceiling.log" "$out/logs/cluster3-create.log"
-for name in ceiling memory-allowed redis-allowed redis-half-rate redis-denied cluster1-allowed cluster3-allowed \
-    ceiling-end; do
+for name in ceiling ceiling-2 ceiling-3 ceiling-4 ceiling-5 ceiling-6 ceiling-7 memory-allowed redis-allowed \
+    redis-half-rate redis-denied cluster1-allowed cluster3-allowed; do
     rm -f -- "$out/$name.json" "$out/$name.txt"
 done
 
@@ -323,17 +325,31 @@ throughput() {
     python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["throughput_rps"])' "$1" 2>/dev/null || echo 0
 }
 
-run ceiling "$ceiling_url" --keys "$keys"
+# The ceiling is measured before the first scenario and after each one
+# (ceiling, ceiling-2, ...): each scenario's ratio is to the mean of the
+# ceiling runs just before and just after it, so the machine's drift during
+# a run (other tenants of its CPUs) moves both sides of a ratio alike.
+ceilings=0
+ceiling_run() {
+    ceilings=$((ceilings + 1))
+    local name=ceiling
+    ((ceilings == 1)) || name="ceiling-$ceilings"
+    run "$name" "$ceiling_url" --keys "$keys"
+}
+ceiling_run
 run memory-allowed "$memory_url" --keys "$keys"
+ceiling_run
 run redis-allowed "$redis_url" --keys "$keys"
+ceiling_run
 half="$(python3 -c 'import sys; print(max(1.0, round(float(sys.argv[1]) / 2)))' "$(throughput "$out/redis-allowed.json")")"
 run redis-half-rate "$redis_url" --keys "$keys" --rate "$half"
+ceiling_run
 run redis-denied "$redis_url" --keys hot --endpoint "POST /hot"
+ceiling_run
 run cluster1-allowed "$cluster1_url" --keys "$keys"
+ceiling_run
 run cluster3-allowed "$cluster3_url" --keys "$keys"
-# The ceiling again: the baseline is the better of the two, so a dip of the
-# machine during one of them cannot flatter the ratios.
-run ceiling-end "$ceiling_url" --keys "$keys"
+ceiling_run
 
 # ---------------------------------------------------------------- report
 status=0
@@ -361,7 +377,6 @@ about = {
     "redis-denied": ("Redis, one hot key over its limit", "≥ 0.9× ceiling"),
     "cluster1-allowed": ("Redis Cluster of 1 master, all allowed", "—"),
     "cluster3-allowed": ("Redis Cluster of 3 masters, all allowed", "above 1 master"),
-    "ceiling-end": ("the ceiling again, after the rest", "—"),
 }
 
 reports, problems = {}, []
@@ -372,8 +387,26 @@ for name in names:
     except (OSError, ValueError) as e:
         problems.append(f"{name}: no report ({e})")
 
-# The baseline: the better of the two ceiling runs (first and last).
-ceiling = max(reports.get(n, {}).get("throughput_rps") or 0.0 for n in ("ceiling", "ceiling-end"))
+# The ceiling runs: before the first scenario and after each one.
+ceiling_runs = [n for n in names if n == "ceiling" or n.startswith("ceiling-")]
+
+
+def rps_of(name):
+    return (reports.get(name) or {}).get("throughput_rps") or 0.0
+
+
+ceiling_values = [rps_of(n) for n in ceiling_runs if rps_of(n) > 0]
+ceiling = sum(ceiling_values) / len(ceiling_values) if ceiling_values else 0.0
+
+
+def baseline(i):
+    """The mean of the ceiling runs just before and just after names[i]."""
+    near = [
+        next((rps_of(names[j]) for j in range(i - 1, -1, -1) if names[j] in ceiling_runs), 0.0),
+        next((rps_of(names[j]) for j in range(i + 1, len(names)) if names[j] in ceiling_runs), 0.0),
+    ]
+    near = [v for v in near if v > 0]
+    return sum(near) / len(near) if near else ceiling
 
 
 def ms(v):
@@ -381,9 +414,11 @@ def ms(v):
 
 
 rows, summary = [], []
-for name in names:
+for i, name in enumerate(names):
     r = reports.get(name)
     what, goal = about.get(name, ("", ""))
+    if name in ceiling_runs and name != "ceiling":
+        what, goal = about["ceiling"]
     if r is None:
         rows.append([name, what, "—", "—", "—", "—", "—", "—", "no report", goal])
         continue
@@ -414,7 +449,17 @@ for name in names:
         problems.append(f"{name}: {errors} request errors ({(r.get('errors') or {}).get('first')})")
     if name == "redis-denied" and not status.get("429"):
         problems.append(f"{name}: no 429 answer")
-    ratio = rps / ceiling if ceiling else None
+    if name in ceiling_runs:
+        # One row for all ceiling runs: their mean, and their spread.
+        if name != "ceiling":
+            continue
+        rps = ceiling
+        low, high = (min(ceiling_values), max(ceiling_values)) if ceiling_values else (0.0, 0.0)
+        load = f"{load}; mean of {len(ceiling_values)} runs, one before and one after each scenario ({low:,.0f} to {high:,.0f})"
+        ratio = 1.0 if ceiling else None
+    else:
+        base = baseline(i)
+        ratio = rps / base if base else None
     rows.append([
         name, f"{what}, {load}", f"{rps:,.0f}", ms(lat.get("p50")), ms(lat.get("p99")), ms(lat.get("p99_9")),
         "—" if ratio is None else f"{ratio:.2f}×", over_text, answers + (f"; errors: {errors}" if errors else ""),
