@@ -25,7 +25,7 @@ pub mod openapi;
 pub mod wire;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -438,17 +438,24 @@ async fn metrics<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
 }
 
 /// At most `per_second` log events per second; reports how many were
-/// suppressed since the last one let through.
+/// suppressed since the last one let through. Lock-free: a key flooding
+/// past its limit asks on every denial, from every worker thread.
 pub struct LogSampler {
     per_second: u64,
-    state: std::sync::Mutex<(u64, u64, u64)>,
+    /// The current second (high bits) and the events let through in it
+    /// (low [`COUNT_BITS`] bits).
+    window: AtomicU64,
+    suppressed: AtomicU64,
 }
+
+const COUNT_BITS: u32 = 20;
 
 impl LogSampler {
     pub fn new(per_second: u64) -> LogSampler {
         LogSampler {
-            per_second,
-            state: std::sync::Mutex::new((0, 0, 0)),
+            per_second: per_second.min((1 << COUNT_BITS) - 1),
+            window: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
         }
     }
 
@@ -457,18 +464,23 @@ impl LogSampler {
         let second = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let mut guard = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (current, count, suppressed) = &mut *guard;
-        if *current != second {
-            *current = second;
-            *count = 0;
-        }
-        if *count < self.per_second {
-            *count += 1;
-            Some(std::mem::take(suppressed))
-        } else {
-            *suppressed += 1;
-            None
+        let mut current = self.window.load(Ordering::Relaxed);
+        loop {
+            let next = if current >> COUNT_BITS != second {
+                (second << COUNT_BITS) | 1
+            } else if current & ((1 << COUNT_BITS) - 1) < self.per_second {
+                current + 1
+            } else {
+                self.suppressed.fetch_add(1, Ordering::Relaxed);
+                return None;
+            };
+            match self
+                .window
+                .compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return Some(self.suppressed.swap(0, Ordering::Relaxed)),
+                Err(actual) => current = actual,
+            }
         }
     }
 }
@@ -492,4 +504,48 @@ pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
         StatusCode::METHOD_NOT_ALLOWED,
         format!("{method} is not allowed on {}", uri.path()),
     )
+}
+
+#[cfg(test)]
+mod sampler_tests {
+    use std::sync::atomic::Ordering;
+
+    use super::LogSampler;
+
+    fn second() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
+
+    #[test]
+    fn at_most_per_second_then_the_count_of_the_rest() {
+        let sampler = LogSampler::new(3);
+        let start = second();
+        let admitted: Vec<Option<u64>> = (0..10).map(|_| sampler.admit()).collect();
+        let seconds = second() - start + 1;
+        let through = admitted.iter().filter(|a| a.is_some()).count() as u64;
+        let reported: u64 = admitted.iter().flatten().sum();
+        let pending = sampler.suppressed.load(Ordering::Relaxed);
+        assert!(through >= 3 && through <= 3 * seconds, "{admitted:?} in {seconds} s");
+        assert_eq!(through + reported + pending, 10, "every event let through or counted");
+    }
+
+    #[test]
+    fn threads_share_the_budget() {
+        let sampler = std::sync::Arc::new(LogSampler::new(5));
+        let start = second();
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let sampler = sampler.clone();
+                std::thread::spawn(move || (0..1000).filter(|_| sampler.admit().is_some()).count() as u64)
+            })
+            .collect();
+        let through: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        let seconds = second() - start + 1;
+        assert!(
+            through >= 5 && through <= 5 * seconds,
+            "{through} let through in {seconds} s"
+        );
+    }
 }
