@@ -87,7 +87,10 @@ fn schemathesis_finds_no_server_error_and_no_deviation_from_the_document() {
         .args(["--seed", &seed])
         .args(["--generation-database", "none"])
         .args(["--request-timeout", "10"])
-        .args(["--workers", "2"])
+        // One worker: with two, hypothesis sometimes fails inside itself
+        // (a race in its cache of lambda sources: "AST constructor recursion
+        // depth mismatch"), an error of the tool rather than of the service.
+        .args(["--workers", "1"])
         .arg("--no-color")
         .arg("--header")
         .arg(format!("Authorization: Bearer {TOKEN}"))
