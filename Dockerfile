@@ -13,6 +13,7 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY loadtests ./loadtests
 COPY client ./client
+COPY benches ./benches
 RUN cargo build --release --locked --bin ratelimiter
 
 FROM debian:bookworm-slim

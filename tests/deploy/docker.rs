@@ -156,3 +156,52 @@ async fn the_health_check_asks_a_liveness_path_on_the_listen_port() {
         "the health check uses curl, which the final image does not install"
     );
 }
+
+/// Every path the workspace manifest names must be in the build context
+/// the build stage copies, or cargo refuses the manifest before building:
+/// the workspace members and the `[[bench]]` targets' files.
+#[test]
+fn the_build_stage_copies_everything_the_manifest_names() {
+    let manifest = read("Cargo.toml");
+    let mut needed: Vec<String> = Vec::new();
+    let members = manifest
+        .split_once("members = [")
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .map(|(list, _)| list)
+        .expect("a [workspace] members list");
+    needed.extend(
+        members
+            .split(',')
+            .map(|m| m.trim().trim_matches('"').to_owned())
+            .filter(|m| !m.is_empty() && m != "."),
+    );
+    let mut in_bench = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_bench = line == "[[bench]]";
+        } else if let Some(name) = line.strip_prefix("name = ").filter(|_| in_bench) {
+            needed.push(format!("benches/{}.rs", name.trim_matches('"')));
+        }
+    }
+    assert!(needed.iter().any(|p| p.starts_with("benches/")), "{needed:?}");
+    let all = instructions(&read("Dockerfile"));
+    let build_stage_end = all.iter().rposition(|i| i.keyword == "FROM").expect("a FROM");
+    let copied: Vec<String> = all[..build_stage_end]
+        .iter()
+        .filter(|i| i.keyword == "COPY" && !i.args.starts_with("--from="))
+        .flat_map(|i| {
+            let words: Vec<&str> = i.args.split_whitespace().collect();
+            words[..words.len().saturating_sub(1)]
+                .iter()
+                .map(|w| w.trim_end_matches('/').to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for path in &needed {
+        assert!(
+            copied.iter().any(|c| path == c || path.starts_with(&format!("{c}/"))),
+            "the build stage does not copy {path} (it copies {copied:?}): cargo would refuse the manifest"
+        );
+        assert!(repo(path).exists(), "{path} does not exist");
+    }
+}
