@@ -441,8 +441,8 @@ impl<S: Store> Limiter<S> {
     }
 
     /// Decides several requests at once: their store calls are in flight
-    /// together (one round trip's wait for all of them, pipelined by the
-    /// Redis client). When one of them would be refused, none is decided and
+    /// together, grouped by [`Store::together`] (one round trip's wait for
+    /// all of them). When one of them would be refused, none is decided and
     /// the error comes with its index. A request that fails anyway (the
     /// rules reloaded in between) fails alone.
     pub async fn check_batch(

@@ -137,7 +137,7 @@ pub fn router<S: Store>(state: Arc<AppState<S>>) -> Router {
 #[derive(Clone)]
 pub struct SequentialIds {
     prefix: u64,
-    next: Arc<std::sync::atomic::AtomicU64>,
+    next: Arc<AtomicU64>,
 }
 
 impl SequentialIds {
@@ -152,7 +152,7 @@ impl SequentialIds {
         );
         SequentialIds {
             prefix: hasher.finish(),
-            next: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            next: Arc::new(AtomicU64::new(0)),
         }
     }
 }

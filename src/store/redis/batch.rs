@@ -47,6 +47,12 @@ pub fn together<F: Future>(lane: Option<usize>, checks: F) -> impl Future<Output
     LANE.scope(lane, checks)
 }
 
+/// The `ARGV` of the single script: limit, window_us,
+/// emission_interval_us, cost, then `now` (empty for the server's clock).
+pub fn single_args(args: [u64; 4], now: String) -> Vec<String> {
+    args.iter().map(u64::to_string).chain(std::iter::once(now)).collect()
+}
+
 /// The most checks in one script call.
 pub const MAX_BATCH: usize = 128;
 
@@ -152,17 +158,9 @@ async fn send(client: &Client, scripts: &Scripts, metrics: &Metrics, now: &str, 
         let Some(job) = group.into_iter().next() else {
             return;
         };
-        let [limit, window, interval, cost] = job.args;
-        let args = vec![
-            limit.to_string(),
-            window.to_string(),
-            interval.to_string(),
-            cost.to_string(),
-            now.to_owned(),
-        ];
         let result = scripts
             .get(job.algorithm)
-            .evalsha_with_reload::<Vec<i64>, _, _>(client, job.keys, args)
+            .evalsha_with_reload::<Vec<i64>, _, _>(client, job.keys, single_args(job.args, now.to_owned()))
             .await;
         let _ = job.reply.send(result);
         return;

@@ -2,9 +2,11 @@
 //! updated by one Lua script per algorithm, so that any number of replicas
 //! enforce one limit exactly.
 //!
-//! - One check is one `EVALSHA` round trip on a pooled connection; the
-//!   script reads the state, decides, writes the new state and its TTL
-//!   atomically.
+//! - One check is one run of its algorithm's script: one `EVALSHA` round
+//!   trip on a pooled connection, or on a standalone Redis one turn of a
+//!   batched call shared with the checks waiting on that connection
+//!   ([`batch`]). The script reads the state, decides, writes the new state
+//!   and its TTL atomically.
 //! - Time comes from Redis (`TIME` inside the script), never from the
 //!   replica, so clock skew between replicas cannot mint or lose capacity.
 //! - A check is written at most three times: a `MOVED`/`ASK` redirection
@@ -256,11 +258,7 @@ impl RedisStore {
             .map_err(|e| self.failed(e))?;
             return decision_from_reply(&reply);
         }
-        let args: Vec<String> = args
-            .iter()
-            .map(u64::to_string)
-            .chain(std::iter::once(self.time.argument()))
-            .collect();
+        let args = batch::single_args(args, self.time.argument());
         self.metrics.redis_operations.with_label_values(&["evalsha"]).inc();
         let reply: Vec<i64> = self
             .scripts
