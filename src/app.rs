@@ -1,37 +1,37 @@
 //! Wiring: settings in, bound listeners and a running service out.
 //!
-//! [`App::build`] resolves the rules, connects the store, loads the
-//! operators' overrides and lists, and binds the listeners (so addresses are
-//! known before serving, which tests use with port 0);
-//! [`App::run_until_stopped`] serves until the shutdown future completes,
-//! lets in-flight requests finish for at most `server.shutdown_timeout`, and
-//! returns. Background tasks: the memory store's sweeper, the rules-file
-//! watcher (and SIGHUP), and — with Redis — the control-plane sync
-//! (pub/sub notifications plus a periodic resync).
+//! [`App::builder`] takes the settings, and for tests a clock
+//! ([`AppBuilder::clock`]). [`AppBuilder::build`] connects the store,
+//! resolves the rules, loads the operators' overrides and lists, and binds
+//! the listeners (so addresses are known before serving, which tests use
+//! with port 0); [`AppBuilder::wire`] is the same wiring on a backend of
+//! the caller's, without listeners, for tests that send requests straight
+//! to the router. [`App::run_until_stopped`] serves until the shutdown
+//! future completes, lets in-flight requests finish for at most
+//! `server.shutdown_timeout`, and returns. Background tasks: the sweeper,
+//! the rules-file watcher (and SIGHUP), and — with a shared store — the
+//! control-plane sync ([`Context::follow_control`]).
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::control::redis::RedisControl;
-use crate::control::Control;
-use crate::core::SystemClock;
-use crate::http::{self, AppState, HttpLimits};
-use crate::limiter::{FailurePolicy, Limiter};
+use crate::context::Context;
+use crate::core::{Clock, SystemClock};
+use crate::http::{self, HttpLimits, HttpState};
+use crate::limiter::rules::RuleSet;
+use crate::limiter::{FailurePolicy, Limiter, LimiterConfig};
 use crate::metrics::Metrics;
-use crate::rules::RuleSet;
-use crate::settings::{Backend, Problem, Settings};
-use crate::store::memory::MemoryStore;
+use crate::settings::{self, Problem, Settings};
 use crate::store::redis::{ConnectError, RedisStore};
-use crate::store::{AnyStore, StoreError};
+use crate::store::{Backend, StoreError};
 
 /// The service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -55,11 +55,27 @@ pub struct App {
     listener: TcpListener,
     router: Router,
     admin: Option<(TcpListener, Router)>,
-    state: Arc<AppState<AnyStore>>,
+    ctx: Arc<Context>,
     settings: Settings,
     /// The rules file as it was when the rules were loaded: the watcher's
     /// baseline, so a change made before serving starts is not missed.
     rules_file_contents: Option<Vec<u8>>,
+}
+
+/// How to build an [`App`]: the settings, and what tests replace.
+pub struct AppBuilder {
+    settings: Settings,
+    rules_file: Option<PathBuf>,
+    clock: Arc<dyn Clock>,
+}
+
+/// The service wired up, without listeners.
+pub struct Wiring {
+    /// The public router, with the admin API when it shares the listener.
+    pub router: Router,
+    /// The admin API's router, when it has a listener of its own.
+    pub admin: Option<Router>,
+    pub ctx: Arc<Context>,
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {
@@ -69,76 +85,107 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {
 }
 
 impl App {
-    /// Builds the service from `settings`; `rules_file` is the file they
-    /// were read from, reloaded on SIGHUP and on change.
-    pub async fn build(settings: &Settings, rules_file: Option<PathBuf>) -> Result<App, StartupError> {
-        let rules_file_contents = rules_file.as_ref().and_then(|path| std::fs::read(path).ok());
-        let rules = RuleSet::from_settings(settings).map_err(StartupError::Rules)?;
+    /// Starts building the service from `settings`.
+    pub fn builder(settings: Settings) -> AppBuilder {
+        AppBuilder {
+            settings,
+            rules_file: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl AppBuilder {
+    /// The file the settings were read from, reloaded on SIGHUP, on change
+    /// and on request.
+    pub fn rules_file(mut self, path: Option<PathBuf>) -> Self {
+        self.rules_file = path;
+        self
+    }
+
+    /// The clock of the limiter and of the memory store (tests give a
+    /// manual one). A Redis store keeps the server's clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Connects the configured store, wires the service, loads the
+    /// operators' records and binds the listeners.
+    pub async fn build(self) -> Result<App, StartupError> {
+        let rules_file_contents = self.rules_file.as_ref().and_then(|path| std::fs::read(path).ok());
+        let rules = RuleSet::from_settings(&self.settings).map_err(StartupError::Rules)?;
         let metrics = Arc::new(Metrics::new());
-        let (store, control) = match settings.store.backend {
-            Backend::Memory => (AnyStore::Memory(MemoryStore::new()), Control::memory()),
-            Backend::Redis => {
-                let store = RedisStore::connect(&settings.store.redis)
-                    .await?
-                    .with_metrics(metrics.clone());
-                let control = Control::Redis(RedisControl::new(&store));
-                (AnyStore::Redis(Box::new(store)), control)
+        let backend = match self.settings.store.backend {
+            settings::Backend::Memory => Backend::memory(self.clock.clone()),
+            settings::Backend::Redis => {
+                let store = RedisStore::connect(&self.settings.store.redis).await?;
+                Backend::redis(store.with_metrics(metrics.clone()))
             }
         };
-        let deny_cache = settings.store.deny_cache.enabled && matches!(store, AnyStore::Redis(_));
-        let limiter = Limiter::new(
-            rules,
-            store,
-            Arc::new(SystemClock),
-            settings.server.max_key_bytes,
-            settings.admin.top_keys,
-        )
-        .with_metrics(metrics)
-        .with_failure_policy(FailurePolicy {
-            mode: settings.store.failure_mode,
-            local_divisor: settings.store.local_divisor,
-            breaker_failures: settings.store.breaker.failures,
-            breaker_open_for: settings.store.breaker.open_for.0,
-        });
-        let limiter = if deny_cache {
-            limiter.with_deny_cache(settings.store.deny_cache.max_entries)
-        } else {
-            limiter
-        };
-        for dangling in limiter.set_control(control.load().await?) {
+        let settings = self.settings.clone();
+        let Wiring { router, admin, ctx } = self.wire_with(backend, rules, metrics);
+        for dangling in ctx.reload_control().await? {
             tracing::warn!(?dangling, "an admin entry does not fit the rules and is ignored");
         }
-        let limits = HttpLimits {
-            max_key_bytes: settings.server.max_key_bytes,
-            max_body_bytes: settings.server.max_body_bytes,
+        let admin = match (admin, settings.admin.listen) {
+            (Some(router), Some(addr)) => Some((bind(addr).await?, router)),
+            _ => None,
         };
-        let state =
-            Arc::new(AppState::new(limiter, limits, control, rules_file).with_forward(settings.forward.clone()));
-        state.metrics().ready.set(1);
-
-        let mut router = http::router(state.clone());
-        let mut admin = None;
-        match (&settings.admin.token, settings.admin.listen) {
-            (None, _) => tracing::info!("admin API disabled (no admin.token)"),
-            (Some(token), None) => router = router.merge(crate::admin::router(state.clone(), token.clone())),
-            (Some(token), Some(addr)) => {
-                admin = Some((
-                    bind(addr).await?,
-                    crate::admin::standalone_router(state.clone(), token.clone()),
-                ));
-            }
-        }
         let listener = bind(settings.server.listen).await?;
         Ok(App {
             listener,
             router,
             admin,
-            state,
-            settings: settings.clone(),
+            ctx,
+            settings,
             rules_file_contents,
         })
     }
 
+    /// The same wiring as [`AppBuilder::build`] on `backend`, without
+    /// listeners and with no operators' records loaded.
+    pub fn wire(self, backend: Backend) -> Result<Wiring, StartupError> {
+        let rules = RuleSet::from_settings(&self.settings).map_err(StartupError::Rules)?;
+        Ok(self.wire_with(backend, rules, Arc::new(Metrics::new())))
+    }
+
+    fn wire_with(self, backend: Backend, rules: RuleSet, metrics: Arc<Metrics>) -> Wiring {
+        let settings = &self.settings;
+        let deny_cache =
+            (settings.store.deny_cache.enabled && backend.is_shared()).then_some(settings.store.deny_cache.max_entries);
+        let config = LimiterConfig {
+            max_key_bytes: settings.server.max_key_bytes,
+            top_keys: settings.admin.top_keys,
+            failure: FailurePolicy {
+                mode: settings.store.failure_mode,
+                local_divisor: settings.store.local_divisor,
+                breaker_failures: settings.store.breaker.failures,
+                breaker_open_for: settings.store.breaker.open_for.0,
+            },
+            deny_cache,
+        };
+        let (store, control) = backend.into_parts();
+        let limiter = Limiter::new(rules, store, self.clock, config).with_metrics(metrics);
+        let ctx = Arc::new(Context::new(limiter, control, self.rules_file));
+        ctx.metrics().ready.set(1);
+        let limits = HttpLimits {
+            max_key_bytes: settings.server.max_key_bytes,
+            max_body_bytes: settings.server.max_body_bytes,
+        };
+        let state = Arc::new(HttpState::new(ctx.clone(), limits, settings.forward.clone()));
+        let mut router = http::router(state.clone());
+        let mut admin = None;
+        match (&settings.admin.token, settings.admin.listen) {
+            (None, _) => tracing::info!("admin API disabled (no admin.token)"),
+            (Some(token), None) => router = router.merge(http::admin::router(state, token.clone())),
+            (Some(token), Some(_)) => admin = Some(http::admin::standalone_router(state, token.clone())),
+        }
+        Wiring { router, admin, ctx }
+    }
+}
+
+impl App {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
@@ -155,27 +202,27 @@ impl App {
     where
         F: Future<Output = ()> + Send + 'static,
     {
+        let ctx = self.ctx;
         let tasks = [
-            tokio::spawn(sweep(self.state.clone(), self.settings.store.memory.sweep_interval.0)),
+            tokio::spawn(ctx.clone().sweep_every(self.settings.store.memory.sweep_interval.0)),
             tokio::spawn(crate::reload::watch(
-                self.state.clone(),
+                ctx.clone(),
                 self.rules_file_contents,
                 self.settings.reload.watch,
                 self.settings.reload.poll_interval.0,
             )),
-            tokio::spawn(sync_control(self.state.clone(), self.settings.admin.resync_interval.0)),
+            tokio::spawn(ctx.clone().follow_control(self.settings.admin.resync_interval.0)),
         ];
 
         let (stop_tx, stop_rx) = watch::channel(false);
-        let state = self.state.clone();
+        let draining = ctx.clone();
         let grace = self.settings.server.drain_grace.0;
         tokio::spawn(async move {
             shutdown.await;
             // Readiness turns false first and the replica keeps serving for
             // the grace period, so load balancers stop sending before
             // connections are refused.
-            state.draining.store(true, std::sync::atomic::Ordering::Relaxed);
-            state.metrics().ready.set(0);
+            draining.start_draining();
             if !grace.is_zero() {
                 tracing::info!(?grace, "draining: readiness is false, still serving");
                 tokio::time::sleep(grace).await;
@@ -209,70 +256,8 @@ impl App {
         for task in tasks {
             task.abort();
         }
-        if let AnyStore::Redis(store) = self.state.limiter.store() {
-            store.quit().await;
-        }
+        ctx.limiter.close().await;
         result
-    }
-}
-
-/// Drops fully restored keys from the memory stores: the primary one (with
-/// the memory backend; Redis expires keys itself) and the local fallback.
-async fn sweep(state: Arc<AppState<AnyStore>>, interval: Duration) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let mut dropped = state.limiter.sweep_fallback() + state.limiter.sweep_deny_cache();
-        if let AnyStore::Memory(store) = state.limiter.store() {
-            dropped += store.sweep();
-        }
-        tracing::trace!(dropped, "swept expired keys");
-    }
-}
-
-/// Keeps this replica's overrides and lists in step with Redis: re-reads on
-/// every change notification and every `interval`.
-async fn sync_control(state: Arc<AppState<AnyStore>>, interval: Duration) {
-    let (Control::Redis(control), AnyStore::Redis(store)) = (&state.control, state.limiter.store()) else {
-        return; // The memory control state is only changed through this process.
-    };
-    let mut notifications = None;
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        if notifications.is_none() {
-            match control.subscribe(store).await {
-                Ok(rx) => notifications = Some(rx),
-                Err(e) => tracing::warn!(error = %e, "no admin change notifications; resyncing every {interval:?}"),
-            }
-        }
-        tokio::select! {
-            _ = tick.tick() => {}
-            received = async {
-                match notifications.as_mut() {
-                    Some(rx) => rx.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                if received.is_none() {
-                    notifications = None;
-                }
-                // A reset or a change on some replica (or a reconnection,
-                // after which some may have been missed): cached denials may
-                // no longer hold.
-                state.limiter.invalidate_denials();
-            }
-        }
-        match control.load().await {
-            Ok(current) => {
-                control.purge_expired(&current, state.limiter.now()).await;
-                for dangling in state.limiter.set_control(current) {
-                    tracing::debug!(?dangling, "an admin entry does not fit the rules and is ignored");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "could not resync admin overrides and lists"),
-        }
     }
 }
 

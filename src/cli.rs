@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::rules::RuleSet;
+use crate::limiter::rules::RuleSet;
 use crate::settings::{format_duration, ConfigError, LogFormat, Settings};
 
 #[derive(Debug, Parser)]

@@ -44,7 +44,10 @@ fn serve(args: &ServeArgs) -> ExitCode {
         }
     };
     let result: anyhow::Result<()> = runtime.block_on(async {
-        let app = App::build(&settings, args.config.clone()).await?;
+        let app = App::builder(settings.clone())
+            .rules_file(args.config.clone())
+            .build()
+            .await?;
         if let Some(admin) = app.admin_addr() {
             tracing::info!(addr = %admin, "admin listening");
         }

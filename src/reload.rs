@@ -21,11 +21,10 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use serde::Serialize;
 
-use crate::http::AppState;
+use crate::context::Context;
+use crate::limiter::rules::RuleSet;
 use crate::limiter::Dangling;
-use crate::rules::RuleSet;
 use crate::settings::{ConfigError, Settings};
-use crate::store::Store;
 
 /// What a successful reload changed.
 #[derive(Debug, Serialize)]
@@ -57,7 +56,7 @@ impl ReloadError {
 }
 
 /// Reloads the rules file into `state`'s limiter.
-pub fn reload_rules<S: Store>(state: &AppState<S>) -> Result<ReloadReport, ReloadError> {
+pub fn reload_rules(state: &Context) -> Result<ReloadReport, ReloadError> {
     let path = state.rules_file.as_deref().ok_or(ReloadError::NoFile)?;
     let result = load(path).map(|rules| {
         let (count, tiers) = (rules.rules().count(), rules.tiers().len());
@@ -98,12 +97,7 @@ fn describe(dangling: &Dangling) -> String {
 /// Reloads on SIGHUP and, when `watch` is set, whenever the file's contents
 /// differ from the last contents loaded (`loaded`: those the running rules
 /// came from). Runs until the task is dropped.
-pub async fn watch<S: Store>(
-    state: Arc<AppState<S>>,
-    loaded: Option<Vec<u8>>,
-    watch: bool,
-    interval: std::time::Duration,
-) {
+pub async fn watch(state: Arc<Context>, loaded: Option<Vec<u8>>, watch: bool, interval: std::time::Duration) {
     let Some(path) = state.rules_file.clone() else {
         return;
     };

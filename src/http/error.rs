@@ -5,7 +5,7 @@
 //! `null` when no single field is). Server-side causes are logged here and
 //! never sent to the caller.
 
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
@@ -85,4 +85,23 @@ impl From<LimiterError> for ApiError {
             }
         }
     }
+}
+
+/// The fallback of every router: a JSON 404 naming where to look.
+pub async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no route for {method} {}; see GET /rules, POST /check, GET /health",
+            uri.path()
+        ),
+    )
+}
+
+/// A route asked with a method it does not serve.
+pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
 }

@@ -14,14 +14,28 @@
 //! query parameter (401 or 403) changes the status of a limited answer.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::Response;
 use base64::Engine;
 
-use super::ApiError;
+use super::check::answer;
+use super::{ApiError, HttpState};
 use crate::core::Cost;
 use crate::limiter::{CheckRequest, Key};
 use crate::settings::ForwardSettings;
+
+pub(super) async fn check_forwarded(
+    State(state): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let denied = denied_status(uri.query())?;
+    let request = parse_forwarded(&headers, &state.forward, state.limits.max_key_bytes)?;
+    answer(&state, &request, denied).await
+}
 
 /// The check a forwarded request stands for.
 pub fn parse_forwarded(

@@ -13,8 +13,8 @@ use serde_json::Value;
 
 use super::error::ApiError;
 use crate::core::Cost;
+use crate::limiter::rules::RuleSet;
 use crate::limiter::{CheckRequest, Key, KeyError, Verdict};
-use crate::rules::RuleSet;
 use crate::settings::format_duration;
 
 const FIELDS: &str = "key, endpoint, tier, cost, client_ip";
@@ -410,14 +410,15 @@ impl RulesView {
         RulesView {
             service: env!("CARGO_PKG_NAME"),
             version: env!("CARGO_PKG_VERSION"),
-            default_rule: crate::rules::DEFAULT_RULE,
+            default_rule: crate::limiter::rules::DEFAULT_RULE,
             default_tier: rules.default_tier().to_string(),
             tiers: rules.tiers().iter().map(ToString::to_string).collect(),
             rules: rules
                 .rules()
                 .map(|rule| RuleView {
                     rule: rule.name().to_string(),
-                    endpoint: (rule.name().as_ref() != crate::rules::DEFAULT_RULE).then(|| rule.name().to_string()),
+                    endpoint: (rule.name().as_ref() != crate::limiter::rules::DEFAULT_RULE)
+                        .then(|| rule.name().to_string()),
                     limits: rule
                         .policies()
                         .map(|(tier, policy)| LimitView {

@@ -131,6 +131,10 @@ impl<C: Clock> Store for MemoryStore<C> {
         self.entries.remove(&map_key(key));
         ready(Ok(()))
     }
+
+    fn sweep(&self) -> usize {
+        MemoryStore::sweep(self)
+    }
 }
 
 #[cfg(test)]

@@ -9,13 +9,25 @@
 //! - [`memory::MemoryStore`]: in this process, exact for one replica.
 //! - [`redis::RedisStore`]: in Redis or a Redis Cluster, shared by replicas.
 //! - [`AnyStore`]: whichever of the two the configuration chose.
+//!
+//! The store also keeps the operators' records ([`records`]) in its
+//! control plane ([`control::Control`]). A [`Backend`] is a store and its
+//! control plane, made together, so that both always live in one place.
 
+pub mod control;
 pub mod memory;
+pub mod records;
 pub mod redis;
 
 use std::future::Future;
+use std::sync::Arc;
 
-use crate::core::{Cost, Decision, Policy};
+use self::control::Control;
+use self::memory::MemoryStore;
+use self::redis::control::RedisControl;
+use self::redis::RedisStore;
+use crate::core::{Clock, Cost, Decision, Policy};
+use crate::metrics::Metrics;
 
 /// The identity of one counter: a rule and a caller's key.
 ///
@@ -57,7 +69,18 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Refreshes store gauges (connections) before a scrape.
-    fn update_gauges(&self, _metrics: &crate::metrics::Metrics) {}
+    fn update_gauges(&self, _metrics: &Metrics) {}
+
+    /// Drops state that has fully expired, where the store does not do so
+    /// itself; returns how many keys.
+    fn sweep(&self) -> usize {
+        0
+    }
+
+    /// Closes connections (at shutdown).
+    fn close(&self) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
 
     /// Runs `checks` (several [`Store::check`]s, as for `/check/batch`) so
     /// that the store may send them together; by default as they are.
@@ -71,8 +94,8 @@ pub trait Store: Send + Sync + 'static {
 
 /// The store the configuration chose.
 pub enum AnyStore {
-    Memory(memory::MemoryStore),
-    Redis(Box<redis::RedisStore>),
+    Memory(MemoryStore<Arc<dyn Clock>>),
+    Redis(Box<RedisStore>),
 }
 
 impl Store for AnyStore {
@@ -93,7 +116,7 @@ impl Store for AnyStore {
     async fn ping(&self) -> Result<(), StoreError> {
         match self {
             AnyStore::Memory(_) => Ok(()),
-            AnyStore::Redis(store) => store.ping().await,
+            AnyStore::Redis(store) => Store::ping(store.as_ref()).await,
         }
     }
 
@@ -107,13 +130,59 @@ impl Store for AnyStore {
         }
     }
 
-    fn update_gauges(&self, metrics: &crate::metrics::Metrics) {
+    fn update_gauges(&self, metrics: &Metrics) {
         if let AnyStore::Redis(store) = self {
-            let (size, connected) = store.pool_state();
-            metrics.redis_pool_size.set(i64::try_from(size).unwrap_or(i64::MAX));
-            metrics
-                .redis_pool_connected
-                .set(i64::try_from(connected).unwrap_or(i64::MAX));
+            store.update_gauges(metrics);
         }
+    }
+
+    fn sweep(&self) -> usize {
+        match self {
+            AnyStore::Memory(store) => store.sweep(),
+            AnyStore::Redis(_) => 0, // Redis expires keys itself.
+        }
+    }
+
+    async fn close(&self) {
+        if let AnyStore::Redis(store) = self {
+            store.quit().await;
+        }
+    }
+}
+
+/// A store and its control plane, made together: counters and operators'
+/// records in this process, or both in the same Redis.
+pub struct Backend {
+    store: AnyStore,
+    control: Control,
+}
+
+impl Backend {
+    /// Both in this process; the store reads time from `clock`.
+    pub fn memory(clock: Arc<dyn Clock>) -> Backend {
+        Backend {
+            store: AnyStore::Memory(MemoryStore::with_clock(clock)),
+            control: Control::memory(),
+        }
+    }
+
+    /// Both in the Redis `store` is connected to.
+    pub fn redis(store: RedisStore) -> Backend {
+        let control = Control::redis(RedisControl::new(&store));
+        Backend {
+            store: AnyStore::Redis(Box::new(store)),
+            control,
+        }
+    }
+
+    /// Whether the store is shared by replicas (a remote store, where
+    /// remembering denials saves round trips).
+    pub fn is_shared(&self) -> bool {
+        self.control.is_shared()
+    }
+
+    /// The store, for the limiter, and the control plane, for the admin API.
+    pub fn into_parts(self) -> (AnyStore, Control) {
+        (self.store, self.control)
     }
 }

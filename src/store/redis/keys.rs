@@ -1,10 +1,17 @@
-//! The Redis key layout, and nothing else: every key the service writes is
-//! built here.
+//! The Redis key layout, and nothing else: every key the service writes,
+//! and the channel it publishes on, is named here.
 //!
 //! ```text
 //! <prefix>:{<rule>:<key>}:<algorithm>          the state (a hash)
 //! <prefix>:{<rule>:<key>}:swl:log              sliding_window_log's entries (a list)
+//! <prefix>:{admin}:overrides                   operators' overrides (a hash: id → JSON)
+//! <prefix>:{admin}:allow, <prefix>:{admin}:block   the lists (hashes: entry → JSON)
+//! <prefix>:admin:changed                       pub/sub channel; any message means "re-read"
 //! ```
+//!
+//! The `{admin}` hash tag keeps the three admin hashes in one cluster slot.
+//! No state key can take it: a state key's tag always holds an unescaped
+//! `:` between the rule and the key, and `admin` has none.
 //!
 //! The part in braces is a Redis Cluster hash tag: every key one check
 //! touches hashes to the same slot, so a check is one script on one node.
@@ -16,6 +23,7 @@
 //! never reads a state written by another algorithm.
 
 use crate::core::Algorithm;
+use crate::store::records::ListKind;
 use crate::store::StoreKey;
 
 /// The longest key prefix, in bytes.
@@ -82,6 +90,23 @@ impl KeyLayout {
     }
 }
 
+impl KeyLayout {
+    /// The hash of the operators' overrides.
+    pub fn overrides(&self) -> String {
+        format!("{}:{{admin}}:overrides", self.prefix)
+    }
+
+    /// The hash of one list's entries.
+    pub fn list(&self, kind: ListKind) -> String {
+        format!("{}:{{admin}}:{}", self.prefix, kind.as_str())
+    }
+
+    /// The channel every admin change (and key reset) is announced on.
+    pub fn changes_channel(&self) -> String {
+        format!("{}:admin:changed", self.prefix)
+    }
+}
+
 fn suffix(algorithm: Algorithm) -> &'static str {
     match algorithm {
         Algorithm::TokenBucket => "tb",
@@ -138,6 +163,27 @@ mod tests {
             ["rl:{GET /a:user:1}:swl", "rl:{GET /a:user:1}:swl:log"]
         );
         assert_eq!(keys("r:x", "k", Algorithm::Gcra), ["rl:{r%3Ax:k}:gcra"]);
+    }
+
+    #[test]
+    fn admin_names_share_one_slot_no_state_key_takes() {
+        let layout = KeyLayout::new("rl");
+        assert_eq!(layout.overrides(), "rl:{admin}:overrides");
+        assert_eq!(layout.list(ListKind::Allow), "rl:{admin}:allow");
+        assert_eq!(layout.list(ListKind::Block), "rl:{admin}:block");
+        assert_eq!(layout.changes_channel(), "rl:admin:changed");
+        for name in [
+            layout.overrides(),
+            layout.list(ListKind::Allow),
+            layout.list(ListKind::Block),
+        ] {
+            assert_eq!(hash_tag(&name), "admin");
+        }
+        for (rule, key) in [("admin", ""), ("", "admin"), ("admin", "admin")] {
+            for algorithm in Algorithm::ALL {
+                assert_ne!(hash_tag(&keys(rule, key, algorithm)[0]), "admin");
+            }
+        }
     }
 
     #[test]

@@ -17,29 +17,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
 use crate::core::{Algorithm, Policy, Timestamp};
-use crate::rules::{RuleSet, DEFAULT_RULE};
+use crate::limiter::rules::{RuleSet, DEFAULT_RULE};
 use crate::settings::parse_duration;
-
-/// One override as written by an operator.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OverrideRecord {
-    /// The rule's endpoint; `None` is the default rule.
-    pub endpoint: Option<String>,
-    /// Only this tier (rule overrides); `None` is every tier.
-    pub tier: Option<String>,
-    /// Only this caller key (key overrides).
-    pub key: Option<String>,
-    pub algorithm: Option<String>,
-    pub limit: Option<i64>,
-    pub window: Option<String>,
-    /// Unix time in milliseconds after which the override no longer applies.
-    pub expires_at_ms: Option<u64>,
-    pub created_at_ms: u64,
-}
+pub use crate::store::records::OverrideRecord;
 
 /// Where an override applies.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

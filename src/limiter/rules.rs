@@ -15,8 +15,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::FailureMode;
 use crate::core::{Algorithm, Policy, PolicyError};
-use crate::settings::{parse_duration, FailureMode, LimitSpec, Problem, Settings};
+use crate::settings::{parse_duration, LimitSpec, Problem, Settings};
 
 /// Name of the rule used for requests whose endpoint has no rule.
 pub const DEFAULT_RULE: &str = "default";

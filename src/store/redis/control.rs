@@ -1,17 +1,11 @@
-//! The control state in Redis: three hashes and a change channel.
+//! The control state in Redis: three hashes and a change channel, named by
+//! [`super::keys::KeyLayout`] (see there for the layout).
 //!
-//! ```text
-//! <prefix>:{admin}:overrides   field = override id,  value = JSON OverrideRecord
-//! <prefix>:{admin}:allow       field = entry,        value = JSON ListRecord
-//! <prefix>:{admin}:block       field = entry,        value = JSON ListRecord
-//! <prefix>:admin:changed       pub/sub channel; any message means "re-read"
-//! ```
-//!
-//! The `{admin}` hash tag keeps the three hashes in one cluster slot.
 //! Records whose expiry has passed are removed by whichever replica reads
 //! them first; until then the hot path ignores them by their expiry.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use fred::prelude::{EventInterface, HashesInterface, Pool, PubsubInterface};
 use fred::types::Value;
@@ -20,66 +14,65 @@ use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
-use std::sync::Arc;
-
-use super::{ControlState, ListKind, ListRecord};
+use super::connection::Connector;
+use super::errors::store_error;
+use super::keys::KeyLayout;
+use super::RedisStore;
 use crate::core::Timestamp;
 use crate::metrics::Metrics;
-use crate::store::redis::RedisStore;
+use crate::store::records::{ControlState, ListKind, ListRecord, OverrideRecord};
 use crate::store::StoreError;
 
 /// Overrides and lists in Redis.
 pub struct RedisControl {
     pool: Pool,
+    connector: Connector,
     metrics: Arc<Metrics>,
-    overrides: String,
-    allow: String,
-    block: String,
-    channel: String,
+    layout: KeyLayout,
 }
 
-fn store_error(what: &str, e: impl std::fmt::Display) -> StoreError {
+/// A failed admin command, saying what it was doing.
+fn failed(what: &str, e: fred::error::Error) -> StoreError {
+    let e = store_error(e);
     StoreError {
-        transient: true,
-        message: format!("{what}: {e}"),
+        transient: e.transient,
+        message: format!("{what}: {}", e.message),
     }
 }
 
 impl RedisControl {
-    /// Shares `store`'s connection pool and key prefix.
+    /// Shares `store`'s connection pool, servers and key layout.
     pub fn new(store: &RedisStore) -> RedisControl {
-        let prefix = store.key_prefix();
         RedisControl {
             pool: store.pool().clone(),
+            connector: store.connector().clone(),
             metrics: store.metrics().clone(),
-            overrides: format!("{prefix}:{{admin}}:overrides"),
-            allow: format!("{prefix}:{{admin}}:allow"),
-            block: format!("{prefix}:{{admin}}:block"),
-            channel: format!("{prefix}:admin:changed"),
+            layout: store.layout().clone(),
         }
-    }
-
-    pub fn overrides_key(&self) -> &str {
-        &self.overrides
-    }
-
-    pub fn list_key(&self, kind: ListKind) -> &str {
-        match kind {
-            ListKind::Allow => &self.allow,
-            ListKind::Block => &self.block,
-        }
-    }
-
-    pub fn channel(&self) -> &str {
-        &self.channel
     }
 
     pub async fn load(&self) -> Result<ControlState, StoreError> {
         Ok(ControlState {
-            overrides: self.read(&self.overrides).await?,
-            allow: self.read(&self.allow).await?,
-            block: self.read(&self.block).await?,
+            overrides: self.read(&self.layout.overrides()).await?,
+            allow: self.read(&self.layout.list(ListKind::Allow)).await?,
+            block: self.read(&self.layout.list(ListKind::Block)).await?,
         })
+    }
+
+    pub async fn put_override(&self, id: &str, record: &OverrideRecord) -> Result<(), StoreError> {
+        self.put(&self.layout.overrides(), id, record).await
+    }
+
+    pub async fn delete_override(&self, id: &str) -> Result<bool, StoreError> {
+        self.delete(&self.layout.overrides(), id).await
+    }
+
+    pub async fn put_list(&self, kind: ListKind, record: &ListRecord) -> Result<(), StoreError> {
+        self.put(&self.layout.list(kind), &record.entry, record).await
+    }
+
+    pub async fn delete_list(&self, kind: ListKind, entry: &str) -> Result<bool, StoreError> {
+        self.delete(&self.layout.list(kind), entry).await
     }
 
     fn count(&self, op: &str) {
@@ -92,7 +85,7 @@ impl RedisControl {
             .pool
             .hgetall(hash)
             .await
-            .map_err(|e| store_error("reading admin state", e))?;
+            .map_err(|e| failed("reading admin state", e))?;
         let mut records = BTreeMap::new();
         for (field, json) in fields {
             match serde_json::from_str(&json) {
@@ -105,25 +98,28 @@ impl RedisControl {
         Ok(records)
     }
 
-    pub async fn put<T: Serialize>(&self, hash: &str, field: &str, record: &T) -> Result<(), StoreError> {
-        let json = serde_json::to_string(record).map_err(|e| store_error("encoding admin record", e))?;
+    async fn put<T: Serialize>(&self, hash: &str, field: &str, record: &T) -> Result<(), StoreError> {
+        let json = serde_json::to_string(record).map_err(|e| StoreError {
+            transient: false,
+            message: format!("encoding admin record: {e}"),
+        })?;
         self.count("hset");
         let _: Value = self
             .pool
             .hset(hash, (field, json))
             .await
-            .map_err(|e| store_error("writing admin state", e))?;
+            .map_err(|e| failed("writing admin state", e))?;
         self.notify().await;
         Ok(())
     }
 
-    pub async fn delete(&self, hash: &str, field: &str) -> Result<bool, StoreError> {
+    async fn delete(&self, hash: &str, field: &str) -> Result<bool, StoreError> {
         self.count("hdel");
         let removed: i64 = self
             .pool
             .hdel(hash, field)
             .await
-            .map_err(|e| store_error("writing admin state", e))?;
+            .map_err(|e| failed("writing admin state", e))?;
         if removed > 0 {
             self.notify().await;
         }
@@ -134,23 +130,16 @@ impl RedisControl {
     pub async fn purge_expired(&self, state: &ControlState, now: Timestamp) {
         let expired = |at: Option<u64>| at.is_some_and(|ms| ms.saturating_mul(1000) <= now.as_micros());
         let mut removed = 0;
+        let overrides = self.layout.overrides();
         for (id, record) in &state.overrides {
-            if expired(record.expires_at_ms) && self.pool.hdel::<i64, _, _>(&self.overrides, id).await.unwrap_or(0) > 0
-            {
+            if expired(record.expires_at_ms) && self.pool.hdel::<i64, _, _>(&overrides, id).await.unwrap_or(0) > 0 {
                 removed += 1;
             }
         }
-        for kind in [ListKind::Allow, ListKind::Block] {
+        for kind in ListKind::ALL {
+            let hash = self.layout.list(kind);
             for (entry, record) in state.list(kind) {
-                let list: &ListRecord = record;
-                if expired(list.expires_at_ms)
-                    && self
-                        .pool
-                        .hdel::<i64, _, _>(self.list_key(kind), entry)
-                        .await
-                        .unwrap_or(0)
-                        > 0
-                {
+                if expired(record.expires_at_ms) && self.pool.hdel::<i64, _, _>(&hash, entry).await.unwrap_or(0) > 0 {
                     removed += 1;
                 }
             }
@@ -165,22 +154,24 @@ impl RedisControl {
     /// `retry_after`), so a failure here is only logged.
     pub async fn notify(&self) {
         self.count("publish");
-        if let Err(e) = self.pool.next().publish::<i64, _, _>(&self.channel, "changed").await {
+        let channel = self.layout.changes_channel();
+        if let Err(e) = self.pool.next().publish::<i64, _, _>(channel, "changed").await {
             tracing::warn!(error = %e, "could not publish an admin change; replicas will resync");
         }
     }
 
     /// Subscribes to the change channel; every message (and every
     /// reconnection) sends `()` on the returned receiver.
-    pub async fn subscribe(&self, store: &RedisStore) -> Result<mpsc::Receiver<()>, StoreError> {
-        let subscriber = store
+    pub async fn subscribe(&self) -> Result<mpsc::Receiver<()>, StoreError> {
+        let subscriber = self
+            .connector
             .subscriber()
             .await
-            .map_err(|e| store_error("subscribing to admin changes", e))?;
+            .map_err(|e| failed("subscribing to admin changes", e))?;
         subscriber
-            .subscribe(self.channel.clone())
+            .subscribe(self.layout.changes_channel())
             .await
-            .map_err(|e| store_error("subscribing to admin changes", e))?;
+            .map_err(|e| failed("subscribing to admin changes", e))?;
         let (tx, rx) = mpsc::channel(16);
         let mut messages = subscriber.message_rx();
         let mut reconnects = subscriber.reconnect_rx();

@@ -10,7 +10,7 @@
 //! | `POST /admin/reload` | re-read the rules file now |
 //!
 //! Handlers validate exactly as the configuration is validated, write to the
-//! [`Control`](crate::control::Control) store (shared with every replica when
+//! [`Control`](crate::store::control::Control) store (shared with every replica when
 //! it is Redis), then rebuild this replica's snapshot at once; other replicas
 //! follow on the change notification.
 
@@ -32,36 +32,33 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use self::wire::{Body, Query};
-use crate::access::ListEntry;
-use crate::control::{ListKind, ListRecord};
 use crate::http::wire::RulesView;
-use crate::http::{read_json_body, ApiError, AppState};
+use crate::http::{read_json_body, ApiError, HttpState};
+use crate::limiter::access::ListEntry;
 use crate::limiter::Key;
-use crate::overrides::OverrideRecord;
 use crate::settings::{format_duration, Secret};
-use crate::store::Store;
+use crate::store::records::OverrideRecord;
+use crate::store::records::{ListKind, ListRecord};
 
-type Shared<S> = State<Arc<AppState<S>>>;
+type Shared = State<Arc<HttpState>>;
 type Reply = Result<Json<Value>, ApiError>;
 
 /// The admin router, every route behind `token`.
-pub fn router<S: Store>(state: Arc<AppState<S>>, token: Secret) -> Router {
+pub fn router(state: Arc<HttpState>, token: Secret) -> Router {
     let max_body = state.limits.max_body_bytes;
     let router = Router::new()
-        .route("/admin/rules", get(rules::<S>))
+        .route("/admin/rules", get(rules))
         .route(
             "/admin/overrides",
-            get(list_overrides::<S>)
-                .put(put_override::<S>)
-                .delete(delete_override::<S>),
+            get(list_overrides).put(put_override).delete(delete_override),
         )
         .route(
             "/admin/lists/{list}",
-            get(list_entries::<S>).put(put_entry::<S>).delete(delete_entry::<S>),
+            get(list_entries).put(put_entry).delete(delete_entry),
         )
-        .route("/admin/keys", get(inspect_key::<S>).delete(reset_key::<S>))
-        .route("/admin/stats", get(stats::<S>))
-        .route("/admin/reload", post(reload::<S>))
+        .route("/admin/keys", get(inspect_key).delete(reset_key))
+        .route("/admin/stats", get(stats))
+        .route("/admin/reload", post(reload))
         .method_not_allowed_fallback(crate::http::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(from_fn_with_state(Arc::new(token), auth::require_token))
@@ -71,7 +68,7 @@ pub fn router<S: Store>(state: Arc<AppState<S>>, token: Secret) -> Router {
 
 /// The admin router on a listener of its own, where unknown paths answer a
 /// JSON 404 as well (merged into the public router, its fallback does).
-pub fn standalone_router<S: Store>(state: Arc<AppState<S>>, token: Secret) -> Router {
+pub fn standalone_router(state: Arc<HttpState>, token: Secret) -> Router {
     router(state, token).fallback(|uri: Uri| async move {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -81,24 +78,23 @@ pub fn standalone_router<S: Store>(state: Arc<AppState<S>>, token: Secret) -> Ro
 }
 
 /// Counts an admin change in the metrics.
-fn changed<S: Store>(state: &AppState<S>, action: &str) {
-    state.metrics().admin_changes.with_label_values(&[action]).inc();
+fn changed(state: &HttpState, action: &str) {
+    state.ctx.metrics().admin_changes.with_label_values(&[action]).inc();
 }
 
 /// Milliseconds since the epoch on the limiter's clock (the one expiries
 /// are checked against).
-fn now_ms<S: Store>(state: &AppState<S>) -> u64 {
-    state.limiter.now().as_micros() / 1000
+fn now_ms(state: &HttpState) -> u64 {
+    state.ctx.limiter.now().as_micros() / 1000
 }
 
-fn expiry<S: Store>(state: &AppState<S>, expires_in: Option<Duration>) -> Option<u64> {
+fn expiry(state: &HttpState, expires_in: Option<Duration>) -> Option<u64> {
     expires_in.map(|d| now_ms(state).saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
 }
 
 /// Re-reads the control store into this replica's snapshot.
-async fn refresh<S: Store>(state: &AppState<S>) -> Result<(), ApiError> {
-    let control = state.control.load().await.map_err(store_unavailable)?;
-    for dangling in state.limiter.set_control(control) {
+async fn refresh(state: &HttpState) -> Result<(), ApiError> {
+    for dangling in state.ctx.reload_control().await.map_err(store_unavailable)? {
         tracing::warn!(?dangling, "an admin entry no longer fits the rules and is ignored");
     }
     Ok(())
@@ -112,10 +108,10 @@ fn store_unavailable(e: crate::store::StoreError) -> ApiError {
     )
 }
 
-async fn rules<S: Store>(State(state): Shared<S>) -> Reply {
-    let snapshot = state.limiter.snapshot();
-    let control = state.control.load().await.map_err(store_unavailable)?;
-    let now = state.limiter.now();
+async fn rules(State(state): Shared) -> Reply {
+    let snapshot = state.ctx.limiter.snapshot();
+    let control = state.ctx.control.load().await.map_err(store_unavailable)?;
+    let now = state.ctx.limiter.now();
     let overrides: Vec<Value> = control.overrides.values().map(|r| override_json(r, now)).collect();
     Ok(Json(json!({
         "rules": RulesView::new(&snapshot.rules),
@@ -132,22 +128,18 @@ fn override_json(record: &OverrideRecord, now: crate::core::Timestamp) -> Value 
     value
 }
 
-async fn list_overrides<S: Store>(State(state): Shared<S>) -> Reply {
-    let control = state.control.load().await.map_err(store_unavailable)?;
-    let now = state.limiter.now();
+async fn list_overrides(State(state): Shared) -> Reply {
+    let control = state.ctx.control.load().await.map_err(store_unavailable)?;
+    let now = state.ctx.limiter.now();
     let overrides: Vec<Value> = control.overrides.values().map(|r| override_json(r, now)).collect();
     Ok(Json(
-        json!({ "overrides": overrides, "shared": state.control.is_shared() }),
+        json!({ "overrides": overrides, "shared": state.ctx.control.is_shared() }),
     ))
 }
 
 const OVERRIDE_FIELDS: &str = "endpoint, tier, key, algorithm, limit, window, expires_in";
 
-async fn put_override<S: Store>(
-    State(state): Shared<S>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Reply {
+async fn put_override(State(state): Shared, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Reply {
     let bytes = read_json_body(&headers, body, state.limits.max_body_bytes)?;
     let mut body = Body::parse(&bytes)?;
     let record = OverrideRecord {
@@ -161,12 +153,13 @@ async fn put_override<S: Store>(
         created_at_ms: now_ms(&state),
     };
     body.finish(OVERRIDE_FIELDS)?;
-    let snapshot = state.limiter.snapshot();
+    let snapshot = state.ctx.limiter.snapshot();
     record
-        .resolve(&snapshot.rules, state.limiter.max_key_bytes())
+        .resolve(&snapshot.rules, state.ctx.limiter.max_key_bytes())
         .map_err(|e| ApiError::field(e.field, e.message))?;
     let id = record.target().id();
     let existed = state
+        .ctx
         .control
         .load()
         .await
@@ -174,6 +167,7 @@ async fn put_override<S: Store>(
         .overrides
         .contains_key(&id);
     state
+        .ctx
         .control
         .put_override(&id, &record)
         .await
@@ -182,14 +176,11 @@ async fn put_override<S: Store>(
     changed(&state, "override_set");
     tracing::info!(id, ?record, replaced = existed, "admin: override set");
     Ok(Json(
-        json!({ "override": override_json(&record, state.limiter.now()), "replaced": existed }),
+        json!({ "override": override_json(&record, state.ctx.limiter.now()), "replaced": existed }),
     ))
 }
 
-async fn delete_override<S: Store>(
-    State(state): Shared<S>,
-    QueryParams(params): QueryParams<HashMap<String, String>>,
-) -> Reply {
+async fn delete_override(State(state): Shared, QueryParams(params): QueryParams<HashMap<String, String>>) -> Reply {
     let mut query = Query::new(params);
     let probe = OverrideRecord {
         endpoint: query.optional("endpoint"),
@@ -203,7 +194,13 @@ async fn delete_override<S: Store>(
     };
     query.finish("endpoint, tier, key")?;
     let id = probe.target().id();
-    if !state.control.delete_override(&id).await.map_err(store_unavailable)? {
+    if !state
+        .ctx
+        .control
+        .delete_override(&id)
+        .await
+        .map_err(store_unavailable)?
+    {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no override {id}")));
     }
     refresh(&state).await?;
@@ -232,9 +229,9 @@ struct EntryView<'a> {
     active: bool,
 }
 
-async fn list_entries<S: Store>(State(state): Shared<S>, list: Result<Path<String>, PathRejection>) -> Reply {
+async fn list_entries(State(state): Shared, list: Result<Path<String>, PathRejection>) -> Reply {
     let kind = list_kind(list)?;
-    let control = state.control.load().await.map_err(store_unavailable)?;
+    let control = state.ctx.control.load().await.map_err(store_unavailable)?;
     let now_ms = now_ms(&state);
     let entries: Vec<EntryView<'_>> = control
         .list(kind)
@@ -245,12 +242,12 @@ async fn list_entries<S: Store>(State(state): Shared<S>, list: Result<Path<Strin
         })
         .collect();
     Ok(Json(
-        json!({ "list": kind.as_str(), "entries": entries, "shared": state.control.is_shared() }),
+        json!({ "list": kind.as_str(), "entries": entries, "shared": state.ctx.control.is_shared() }),
     ))
 }
 
-async fn put_entry<S: Store>(
-    State(state): Shared<S>,
+async fn put_entry(
+    State(state): Shared,
     list: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -267,23 +264,28 @@ async fn put_entry<S: Store>(
     if comment.as_ref().is_some_and(|c| c.len() > 1024) {
         return Err(ApiError::field("comment", "comment must be at most 1024 bytes"));
     }
-    let parsed =
-        ListEntry::parse(&entry, state.limiter.max_key_bytes()).map_err(|e| ApiError::field("entry", e.to_string()))?;
+    let parsed = ListEntry::parse(&entry, state.ctx.limiter.max_key_bytes())
+        .map_err(|e| ApiError::field("entry", e.to_string()))?;
     let record = ListRecord {
         entry: parsed.to_string(),
         expires_at_ms,
         comment,
         created_at_ms: now_ms(&state),
     };
-    state.control.put_list(kind, &record).await.map_err(store_unavailable)?;
+    state
+        .ctx
+        .control
+        .put_list(kind, &record)
+        .await
+        .map_err(store_unavailable)?;
     refresh(&state).await?;
     changed(&state, "list_entry_set");
     tracing::info!(list = kind.as_str(), entry = %record.entry, expires_at_ms, "admin: list entry set");
     Ok(Json(json!({ "list": kind.as_str(), "entry": record })))
 }
 
-async fn delete_entry<S: Store>(
-    State(state): Shared<S>,
+async fn delete_entry(
+    State(state): Shared,
     list: Result<Path<String>, PathRejection>,
     QueryParams(params): QueryParams<HashMap<String, String>>,
 ) -> Reply {
@@ -292,10 +294,11 @@ async fn delete_entry<S: Store>(
     let entry = query.required("entry")?;
     query.finish("entry")?;
     // Accept any spelling of the entry (e.g. an uncompressed IPv6 address).
-    let canonical = ListEntry::parse(&entry, state.limiter.max_key_bytes())
+    let canonical = ListEntry::parse(&entry, state.ctx.limiter.max_key_bytes())
         .map(|e| e.to_string())
         .unwrap_or(entry);
     if !state
+        .ctx
         .control
         .delete_list(kind, &canonical)
         .await
@@ -317,16 +320,14 @@ fn key_param(query: &mut Query, max_key_bytes: usize) -> Result<Key, ApiError> {
     Key::parse(key, max_key_bytes).map_err(|e| ApiError::field("key", e.to_string()))
 }
 
-async fn inspect_key<S: Store>(
-    State(state): Shared<S>,
-    QueryParams(params): QueryParams<HashMap<String, String>>,
-) -> Reply {
+async fn inspect_key(State(state): Shared, QueryParams(params): QueryParams<HashMap<String, String>>) -> Reply {
     let mut query = Query::new(params);
-    let key = key_param(&mut query, state.limiter.max_key_bytes())?;
+    let key = key_param(&mut query, state.ctx.limiter.max_key_bytes())?;
     let endpoint = query.optional("endpoint");
     let tier = query.optional("tier");
     query.finish("key, endpoint, tier")?;
     let v = state
+        .ctx
         .limiter
         .inspect(endpoint.as_deref(), tier.as_deref(), &key)
         .await?;
@@ -339,26 +340,23 @@ async fn inspect_key<S: Store>(
         "window": format_duration(v.policy.quota().window()),
         "remaining": v.decision.remaining,
         "reset_after_ms": v.decision.reset_after_us.div_ceil(1000),
-        "overridden": !matches!(v.source, crate::overrides::PolicySource::Config),
+        "overridden": !matches!(v.source, crate::limiter::overrides::PolicySource::Config),
     })))
 }
 
-async fn reset_key<S: Store>(
-    State(state): Shared<S>,
-    QueryParams(params): QueryParams<HashMap<String, String>>,
-) -> Reply {
+async fn reset_key(State(state): Shared, QueryParams(params): QueryParams<HashMap<String, String>>) -> Reply {
     let mut query = Query::new(params);
-    let key = key_param(&mut query, state.limiter.max_key_bytes())?;
+    let key = key_param(&mut query, state.ctx.limiter.max_key_bytes())?;
     let endpoint = query.optional("endpoint");
     query.finish("key, endpoint")?;
-    let rule = state.limiter.reset(endpoint.as_deref(), &key).await?;
-    state.control.announce_reset().await;
+    let rule = state.ctx.limiter.reset(endpoint.as_deref(), &key).await?;
+    state.ctx.control.announce_reset().await;
     changed(&state, "key_reset");
     tracing::info!(rule = %rule, "admin: key reset");
     Ok(Json(json!({ "reset": key.as_str(), "rule": rule.as_ref() })))
 }
 
-async fn stats<S: Store>(State(state): Shared<S>, QueryParams(params): QueryParams<HashMap<String, String>>) -> Reply {
+async fn stats(State(state): Shared, QueryParams(params): QueryParams<HashMap<String, String>>) -> Reply {
     let mut query = Query::new(params);
     let limit = match query.optional("limit") {
         None => 20,
@@ -369,12 +367,12 @@ async fn stats<S: Store>(State(state): Shared<S>, QueryParams(params): QueryPara
             .ok_or_else(|| ApiError::field("limit", "limit must be a whole number from 1 to 10000"))?,
     };
     query.finish("limit")?;
-    let view = state.limiter.stats().view(limit);
+    let view = state.ctx.limiter.stats().view(limit);
     Ok(Json(serde_json::to_value(view).unwrap_or(Value::Null)))
 }
 
-async fn reload<S: Store>(State(state): Shared<S>) -> Reply {
-    match crate::reload::reload_rules(&state) {
+async fn reload(State(state): Shared) -> Reply {
+    match crate::reload::reload_rules(&state.ctx) {
         Ok(report) => Ok(Json(serde_json::to_value(report).unwrap_or(Value::Null))),
         Err(e) => Err(ApiError::new(e.status(), e.to_string()).with_field("rules")),
     }

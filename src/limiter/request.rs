@@ -1,0 +1,60 @@
+//! What a check asks: a bounded [`Key`] and the parsed [`CheckRequest`].
+
+use std::net::IpAddr;
+
+use crate::core::Cost;
+
+/// The caller's identity for limiting: non-empty and bounded in length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Key(String);
+
+/// Why a string is not a [`Key`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("key must not be empty")]
+    Empty,
+    #[error("key is {len} bytes; the maximum is {max}")]
+    TooLong { len: usize, max: usize },
+}
+
+impl Key {
+    pub fn parse(key: String, max_bytes: usize) -> Result<Key, KeyError> {
+        if key.is_empty() {
+            return Err(KeyError::Empty);
+        }
+        if key.len() > max_bytes {
+            return Err(KeyError::TooLong {
+                len: key.len(),
+                max: max_bytes,
+            });
+        }
+        Ok(Key(key))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// One parsed `/check` request.
+#[derive(Debug, Clone)]
+pub struct CheckRequest {
+    pub key: Key,
+    pub endpoint: Option<String>,
+    pub tier: Option<String>,
+    pub cost: Cost,
+    /// The end user's address, matched against IP entries of the lists.
+    pub client_ip: Option<IpAddr>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_bounded() {
+        assert_eq!(Key::parse(String::new(), 4), Err(KeyError::Empty));
+        assert_eq!(Key::parse("abcde".into(), 4), Err(KeyError::TooLong { len: 5, max: 4 }));
+        assert_eq!(Key::parse("abcd".into(), 4).unwrap().as_str(), "abcd");
+    }
+}

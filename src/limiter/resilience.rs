@@ -1,0 +1,194 @@
+//! What happens when the store cannot decide: the circuit breaker around
+//! every store call, and the failure mode that decides instead.
+//!
+//! A store call goes through the [`Breaker`]: after `breaker_failures`
+//! transient failures in a row it opens, and checks stop waiting on a store
+//! that is down; after `breaker_open_for` one probe is let through. A check
+//! the store could not make is decided by its rule's [`FailureMode`]:
+//! `open` allows, `closed` denies with [`Reason::FailClosed`], `local`
+//! decides on this replica's own memory store with the limit divided by
+//! `local_divisor`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use super::breaker::{Breaker, BreakerState, Permit};
+use super::verdict::Reason;
+use crate::core::{Clock, Cost, Decision, Policy, Timestamp};
+use crate::metrics::Metrics;
+use crate::store::memory::MemoryStore;
+use crate::store::{Store, StoreError, StoreKey};
+
+/// What a check gets when the store is unavailable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    /// Allow, `reason: "fail_open"`.
+    Open,
+    /// Deny with 503, `reason: "store_unavailable"`.
+    Closed,
+    /// Decide on this replica's own memory store until the store returns.
+    #[default]
+    Local,
+}
+
+impl FailureMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureMode::Open => "open",
+            FailureMode::Closed => "closed",
+            FailureMode::Local => "local",
+        }
+    }
+}
+
+impl std::str::FromStr for FailureMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "open" => Ok(FailureMode::Open),
+            "closed" => Ok(FailureMode::Closed),
+            "local" => Ok(FailureMode::Local),
+            other => Err(format!(
+                "unknown failure mode {other:?} (expected open, closed or local)"
+            )),
+        }
+    }
+}
+
+/// How checks are decided when the store cannot decide.
+#[derive(Debug, Clone, Copy)]
+pub struct FailurePolicy {
+    pub mode: FailureMode,
+    pub local_divisor: u64,
+    pub breaker_failures: u32,
+    pub breaker_open_for: Duration,
+}
+
+impl Default for FailurePolicy {
+    fn default() -> Self {
+        FailurePolicy {
+            mode: FailureMode::Local,
+            local_divisor: 1,
+            breaker_failures: 5,
+            breaker_open_for: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The breaker, the failure policy and the local fallback store.
+pub(super) struct Resilience {
+    policy: FailurePolicy,
+    breaker: Breaker,
+    /// Decides `local`-mode checks while the store is unavailable.
+    fallback: MemoryStore<Arc<dyn Clock>>,
+}
+
+impl Resilience {
+    pub(super) fn new(policy: FailurePolicy, clock: Arc<dyn Clock>) -> Resilience {
+        Resilience {
+            policy,
+            breaker: Breaker::new(policy.breaker_failures, policy.breaker_open_for, clock.clone()),
+            fallback: MemoryStore::with_clock(clock),
+        }
+    }
+
+    /// The failure mode of rules that set none.
+    pub(super) fn mode(&self) -> FailureMode {
+        self.policy.mode
+    }
+
+    pub(super) fn breaker_state(&self) -> BreakerState {
+        self.breaker.state()
+    }
+
+    /// Drops fully restored keys of the local fallback store.
+    pub(super) fn sweep(&self) -> usize {
+        self.fallback.sweep()
+    }
+
+    /// One store call through the circuit breaker, timed.
+    pub(super) async fn call<S: Store>(
+        &self,
+        store: &S,
+        key: StoreKey<'_>,
+        policy: &Policy,
+        cost: Cost,
+        metrics: &Metrics,
+    ) -> Result<Decision, StoreError> {
+        let permit = self.breaker.permit();
+        if permit == Permit::Reject {
+            metrics.breaker_state.set(self.breaker.state().gauge());
+            return Err(StoreError {
+                transient: true,
+                message: "circuit breaker open: the store failed repeatedly".to_owned(),
+            });
+        }
+        // A probe abandoned mid-flight (its request cancelled) must free the
+        // half-open slot, or the breaker would never close.
+        struct ProbeGuard<'a>(Option<&'a Breaker>);
+        impl Drop for ProbeGuard<'_> {
+            fn drop(&mut self) {
+                if let Some(breaker) = self.0 {
+                    breaker.release_probe();
+                }
+            }
+        }
+        let mut guard = ProbeGuard((permit == Permit::Probe).then_some(&self.breaker));
+        let started = Instant::now();
+        let result = store.check(key, policy, cost).await;
+        guard.0 = None;
+        metrics
+            .store_duration
+            .with_label_values(&["check"])
+            .observe(started.elapsed().as_secs_f64());
+        match &result {
+            Err(e) if e.transient => self.breaker.on_failure(),
+            _ => self.breaker.on_success(),
+        }
+        metrics.breaker_state.set(self.breaker.state().gauge());
+        result
+    }
+
+    /// The decision of failure mode `mode` (the rule's, or else the
+    /// default) for a check the store could not make.
+    pub(super) fn degrade(
+        &self,
+        mode: Option<FailureMode>,
+        key: StoreKey<'_>,
+        policy: &Policy,
+        cost: Cost,
+        now: Timestamp,
+    ) -> (Decision, Reason) {
+        let unlimited = |allowed: bool, retry_after_us: u64| Decision {
+            allowed,
+            limit: policy.limit(),
+            remaining: if allowed { policy.limit() } else { 0 },
+            reset_after_us: 0,
+            retry_after_us,
+            at: now,
+        };
+        match mode.unwrap_or(self.policy.mode) {
+            FailureMode::Open => (unlimited(true, 0), Reason::FailOpen),
+            FailureMode::Closed => (unlimited(false, 1_000_000), Reason::FailClosed),
+            FailureMode::Local => {
+                let limit = policy.limit().div_ceil(self.policy.local_divisor.max(1)).max(1);
+                let local = Policy::new(policy.algorithm(), limit, policy.quota().window()).unwrap_or(*policy);
+                let mut decision = self.fallback.check_now(key, &local, cost);
+                if decision.retry_after_us == u64::MAX {
+                    // A cost above the divided limit: say "later", not "never".
+                    decision.retry_after_us = 1_000_000;
+                }
+                let reason = if decision.allowed {
+                    Reason::LocalAllowed
+                } else {
+                    Reason::LocalLimited
+                };
+                (decision, reason)
+            }
+        }
+    }
+}

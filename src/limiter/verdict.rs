@@ -1,0 +1,81 @@
+//! What a check answers: the [`Verdict`] and the [`Reason`] it was decided
+//! for.
+
+use std::sync::Arc;
+
+use super::overrides::PolicySource;
+use super::stats::Outcome;
+use crate::core::{Decision, Policy};
+
+/// Why a check was decided the way it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Allowed,
+    Limited,
+    Allowlisted,
+    Blocked,
+    /// The store failed; the failure mode `open` allowed.
+    FailOpen,
+    /// The store failed; the failure mode `closed` denied.
+    FailClosed,
+    /// The store failed; this replica's local store allowed.
+    LocalAllowed,
+    /// The store failed; this replica's local store denied.
+    LocalLimited,
+}
+
+impl Reason {
+    /// The `reason` of the `/check` response.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::FailClosed => "store_unavailable",
+            other => other.decision(),
+        }
+    }
+
+    /// The `decision` label of the request metric.
+    pub fn decision(self) -> &'static str {
+        match self {
+            Reason::Allowed => "allowed",
+            Reason::Limited => "limited",
+            Reason::Allowlisted => "allowlisted",
+            Reason::Blocked => "blocked",
+            Reason::FailOpen => "fail_open",
+            Reason::FailClosed => "fail_closed",
+            Reason::LocalAllowed => "local_allowed",
+            Reason::LocalLimited => "local_limited",
+        }
+    }
+
+    /// Whether the store's failure decided this check.
+    pub fn degraded(self) -> bool {
+        matches!(
+            self,
+            Reason::FailOpen | Reason::FailClosed | Reason::LocalAllowed | Reason::LocalLimited
+        )
+    }
+
+    /// How the stats count it (failure-mode answers are not counted there).
+    pub(super) fn outcome(self) -> Option<Outcome> {
+        match self {
+            Reason::Allowed | Reason::LocalAllowed => Some(Outcome::Allowed),
+            Reason::Limited | Reason::LocalLimited => Some(Outcome::Limited),
+            Reason::Allowlisted => Some(Outcome::Allowlisted),
+            Reason::Blocked => Some(Outcome::Blocked),
+            Reason::FailOpen | Reason::FailClosed => None,
+        }
+    }
+}
+
+/// A decision with what it was decided under.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub rule: Arc<str>,
+    pub tier: Arc<str>,
+    pub policy: Policy,
+    pub decision: Decision,
+    pub reason: Reason,
+    pub source: PolicySource,
+    /// Set when the store failed: what it said.
+    pub store_error: Option<String>,
+}

@@ -1,0 +1,226 @@
+//! Typed configuration: a TOML file, then `RATELIMITER__SECTION__KEY`
+//! environment overrides, deserialised into [`Settings`].
+//!
+//! Every section has defaults, so the service runs without a file. Unknown
+//! fields are errors. The sections are in [`sections`]; the rule sections
+//! (`[defaults]`, `[tiers]`, `[[rules]]`) are kept there as written, and
+//! [`crate::limiter::rules::RuleSet`] resolves and validates them.
+//! [`Settings::validate`] ([`validate`]) checks the rest and names the
+//! field at fault; [`duration`] parses the durations every module reads.
+
+pub mod duration;
+pub mod sections;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use config::{Config, Environment, File, FileFormat};
+use serde::Deserialize;
+
+pub use self::duration::{format_duration, parse_duration, HumanDuration};
+pub use self::sections::*;
+pub use self::validate::Problem;
+
+/// Prefix of environment overrides: `RATELIMITER__SERVER__LISTEN=…`.
+pub const ENV_PREFIX: &str = "RATELIMITER";
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub server: ServerSettings,
+    #[serde(default)]
+    pub store: StoreSettings,
+    #[serde(default)]
+    pub log: LogSettings,
+    #[serde(default)]
+    pub admin: AdminSettings,
+    #[serde(default)]
+    pub reload: ReloadSettings,
+    #[serde(default)]
+    pub forward: ForwardSettings,
+    #[serde(default)]
+    pub defaults: DefaultsSpec,
+    /// Default limits per tier, by tier name.
+    #[serde(default)]
+    pub tiers: BTreeMap<String, LimitSpec>,
+    /// Per-endpoint rules, in file order.
+    #[serde(default)]
+    pub rules: Vec<RuleSpec>,
+}
+
+/// Where the settings came from, for error messages.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    File(PathBuf),
+    Defaults,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File(path) => write!(f, "{}", path.display()),
+            Origin::Defaults => f.write_str("built-in defaults"),
+        }
+    }
+}
+
+/// The configuration could not be loaded or is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{origin}: {source}")]
+    Load {
+        origin: Origin,
+        #[source]
+        source: config::ConfigError,
+    },
+    #[error("{origin}: {}", .problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid { origin: Origin, problems: Vec<Problem> },
+}
+
+impl Settings {
+    /// Loads the file at `path` (when given) and the process environment's
+    /// `RATELIMITER__…` overrides.
+    pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
+        Settings::load_with_env(path, None)
+    }
+
+    /// Like [`Settings::load`], with the environment given as a map instead
+    /// of read from the process (`None` reads the process environment).
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: Option<std::collections::HashMap<String, String>>,
+    ) -> Result<Settings, ConfigError> {
+        let origin = path.map_or(Origin::Defaults, |p| Origin::File(p.to_owned()));
+        let mut builder = Config::builder();
+        if let Some(path) = path {
+            builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
+        }
+        let env = Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("store.redis.nodes")
+            .source(env);
+        let settings: Settings = builder
+            .add_source(env)
+            .build()
+            .and_then(Config::try_deserialize)
+            .map_err(|source| ConfigError::Load {
+                origin: origin.clone(),
+                source,
+            })?;
+        settings
+            .validate()
+            .map_err(|problems| ConfigError::Invalid { origin, problems })?;
+        Ok(settings)
+    }
+
+    /// Parses settings from TOML text (no environment), as a file would be.
+    pub fn from_toml(text: &str) -> Result<Settings, ConfigError> {
+        let origin = Origin::Defaults;
+        let settings: Settings = Config::builder()
+            .add_source(File::from_str(text, FileFormat::Toml))
+            .build()
+            .and_then(Config::try_deserialize)
+            .map_err(|source| ConfigError::Load {
+                origin: origin.clone(),
+                source,
+            })?;
+        settings
+            .validate()
+            .map_err(|problems| ConfigError::Invalid { origin, problems })?;
+        Ok(settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    #[test]
+    fn defaults_without_a_file() {
+        let s = Settings::load_with_env(None, Some(HashMap::new())).unwrap();
+        assert_eq!(s.server.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(s.server.max_key_bytes, 256);
+        assert_eq!(s.store.backend, Backend::Memory);
+        assert_eq!(s.defaults.limit, 100);
+        assert!(s.rules.is_empty());
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.toml");
+        std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:9000\"\n[defaults]\nlimit = 5\n").unwrap();
+        let env = HashMap::from([
+            ("RATELIMITER__SERVER__LISTEN".to_owned(), "127.0.0.1:9100".to_owned()),
+            ("RATELIMITER__DEFAULTS__LIMIT".to_owned(), "7".to_owned()),
+            ("RATELIMITER__LOG__FORMAT".to_owned(), "json".to_owned()),
+        ]);
+        let s = Settings::load_with_env(Some(&path), Some(env)).unwrap();
+        assert_eq!(s.server.listen, "127.0.0.1:9100".parse().unwrap());
+        assert_eq!(s.defaults.limit, 7);
+        assert_eq!(s.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = Settings::from_toml("[server]\nlisten = \"127.0.0.1:1\"\nport = 3\n").unwrap_err();
+        assert!(err.to_string().contains("port"), "{err}");
+        let err = Settings::from_toml("[[rules]]\nendpoint = \"x\"\nlimt = 3\n").unwrap_err();
+        assert!(err.to_string().contains("limt"), "{err}");
+    }
+
+    #[test]
+    fn unknown_backend_is_rejected() {
+        let err = Settings::from_toml("[store]\nbackend = \"etcd\"\n").unwrap_err();
+        assert!(err.to_string().contains("etcd"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_names_the_path() {
+        let err = Settings::load_with_env(Some(Path::new("/nonexistent/rl.toml")), Some(HashMap::new())).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/rl.toml"), "{err}");
+    }
+
+    #[test]
+    fn invalid_server_settings_name_the_field() {
+        let err = Settings::from_toml("[server]\nmax_key_bytes = 0\n").unwrap_err();
+        assert!(err.to_string().contains("server.max_key_bytes"), "{err}");
+        let err = Settings::from_toml("[server]\nshutdown_timeout = \"soon\"\n").unwrap_err();
+        assert!(err.to_string().contains("soon"), "{err}");
+        let err = Settings::from_toml("[log]\nlevel = \"=[\"\n").unwrap_err();
+        assert!(err.to_string().contains("log.level"), "{err}");
+    }
+
+    #[test]
+    fn the_admin_token_is_never_printed() {
+        let s = Settings::from_toml("[admin]\ntoken = \"0123456789abcdef-secret\"\n").unwrap();
+        assert_eq!(
+            s.admin.token.as_ref().map(Secret::expose),
+            Some("0123456789abcdef-secret")
+        );
+        assert!(!format!("{s:?}").contains("secret"));
+        let err = Settings::from_toml("[admin]\ntoken = \"short\"\n").unwrap_err();
+        assert!(
+            err.to_string().contains("admin.token") && !err.to_string().contains("short"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn durations_parse_like_people_write_them() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("ten").is_err());
+        assert_eq!(format_duration(Duration::from_secs(60)), "1m");
+    }
+}

@@ -1,0 +1,355 @@
+//! The sections of the configuration, as written: every field with its
+//! default, unknown fields refused. The rule sections (`[defaults]`,
+//! `[tiers]`, `[[rules]]`) are kept as written here;
+//! [`crate::limiter::rules::RuleSet`] resolves and validates them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::duration::HumanDuration;
+use crate::limiter::FailureMode;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address of the HTTP listener.
+    pub listen: SocketAddr,
+    /// Longest accepted `key`, in bytes.
+    pub max_key_bytes: usize,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// How long in-flight requests may take to finish after a shutdown signal.
+    pub shutdown_timeout: HumanDuration,
+    /// After a shutdown signal, how long to keep serving (with readiness
+    /// false) so load balancers stop sending before connections are refused.
+    pub drain_grace: HumanDuration,
+    /// How long a client has to send a request's headers (also how long an
+    /// idle connection is kept), and then the rest of the request.
+    pub read_timeout: HumanDuration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_key_bytes: 256,
+            max_body_bytes: 8 * 1024,
+            shutdown_timeout: HumanDuration(Duration::from_secs(10)),
+            drain_grace: HumanDuration(Duration::ZERO),
+            read_timeout: HumanDuration(Duration::from_secs(10)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    pub backend: Backend,
+    /// What a check gets when the store cannot decide (rules may override).
+    pub failure_mode: FailureMode,
+    /// In `local` mode, each replica enforces `ceil(limit / local_divisor)`:
+    /// set it to the number of replicas to keep the total near the limit.
+    pub local_divisor: u64,
+    pub breaker: BreakerSettings,
+    pub deny_cache: DenyCacheSettings,
+    pub memory: MemorySettings,
+    pub redis: RedisSettings,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            backend: Backend::Memory,
+            failure_mode: FailureMode::Local,
+            local_divisor: 1,
+            breaker: BreakerSettings::default(),
+            deny_cache: DenyCacheSettings::default(),
+            memory: MemorySettings::default(),
+            redis: RedisSettings::default(),
+        }
+    }
+}
+
+/// `[store.breaker]`: the circuit breaker around the store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerSettings {
+    /// Consecutive failures that open the breaker.
+    pub failures: u32,
+    /// How long it stays open before one probe is let through.
+    pub open_for: HumanDuration,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        BreakerSettings {
+            failures: 5,
+            open_for: HumanDuration(Duration::from_secs(1)),
+        }
+    }
+}
+
+/// Where counters live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// In this process: exact for one replica, not shared between replicas.
+    #[default]
+    Memory,
+    /// In Redis (one server or a cluster): shared by every replica.
+    Redis,
+}
+
+/// `[store.redis]`: how to reach Redis.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSettings {
+    /// `standalone`, `cluster`, or `auto` (ask the server whether cluster
+    /// mode is enabled).
+    pub mode: RedisMode,
+    /// Standalone server, or one cluster seed node:
+    /// `redis://[user:password@]host:port[/db]`.
+    pub url: String,
+    /// Cluster seed nodes (`redis://host:port` or `host:port`); when set,
+    /// `url` only contributes credentials.
+    pub nodes: Vec<String>,
+    /// Connections in the pool (each speaks to every cluster node).
+    pub pool_size: usize,
+    /// Timeout to open a connection.
+    pub connect_timeout: HumanDuration,
+    /// Timeout of one check's round trip; past it the check fails.
+    pub command_timeout: HumanDuration,
+    /// Prefix of every key the service writes.
+    pub key_prefix: String,
+    /// Reconnection backoff: first delay, doubled up to `reconnect_max_delay`,
+    /// plus up to `reconnect_jitter` of random jitter per attempt.
+    pub reconnect_min_delay: HumanDuration,
+    pub reconnect_max_delay: HumanDuration,
+    pub reconnect_jitter: HumanDuration,
+    /// Standalone only: send the checks waiting at a moment as one script
+    /// call (see [`crate::store::redis::batch`]).
+    pub batch: bool,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        RedisSettings {
+            mode: RedisMode::Auto,
+            url: "redis://127.0.0.1:6379".to_owned(),
+            nodes: Vec::new(),
+            pool_size: 4,
+            connect_timeout: HumanDuration(Duration::from_secs(2)),
+            command_timeout: HumanDuration(Duration::from_millis(250)),
+            key_prefix: "rl".to_owned(),
+            reconnect_min_delay: HumanDuration(Duration::from_millis(50)),
+            reconnect_max_delay: HumanDuration(Duration::from_secs(2)),
+            reconnect_jitter: HumanDuration(Duration::from_millis(100)),
+            batch: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedisMode {
+    #[default]
+    Auto,
+    Standalone,
+    Cluster,
+}
+
+/// The deny cache of the Redis backend: denials answered locally until
+/// their `retry_after` (see [`crate::limiter::deny_cache`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DenyCacheSettings {
+    pub enabled: bool,
+    /// Denials held at most; when full, new denials go to Redis every time
+    /// until the sweeper (every `store.memory.sweep_interval`) makes room.
+    pub max_entries: usize,
+}
+
+impl Default for DenyCacheSettings {
+    fn default() -> Self {
+        DenyCacheSettings {
+            enabled: true,
+            max_entries: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemorySettings {
+    /// How often keys whose state has fully expired are dropped.
+    pub sweep_interval: HumanDuration,
+}
+
+impl Default for MemorySettings {
+    fn default() -> Self {
+        MemorySettings {
+            sweep_interval: HumanDuration(Duration::from_secs(10)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `ratelimiter=debug,info`;
+    /// `RUST_LOG` wins when set.
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+/// `[admin]`: the operators' API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    /// Bearer token for `/admin`; without one the admin API is disabled.
+    pub token: Option<Secret>,
+    /// A separate listener for `/admin`; without one it shares `server.listen`.
+    pub listen: Option<SocketAddr>,
+    /// How often a replica re-reads overrides and lists from the shared
+    /// store, healing any missed change notification.
+    pub resync_interval: HumanDuration,
+    /// How many most-limited keys the stats track (memory is bounded by it).
+    pub top_keys: usize,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            token: None,
+            listen: None,
+            resync_interval: HumanDuration(Duration::from_secs(5)),
+            top_keys: 100,
+        }
+    }
+}
+
+/// A value that is never printed: `Debug` shows `"***"`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself; only for comparison.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+/// `[forward]`: how `GET /check/forward` (for gateways' forward-auth)
+/// reads a request from headers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwardSettings {
+    /// Headers that identify the caller, most specific first; the first one
+    /// present gives the key. `authorization` uses the bearer JWT's `sub`
+    /// claim; `x-forwarded-for` its first address.
+    pub key_headers: Vec<String>,
+    /// Headers holding the original method, first present wins.
+    pub method_headers: Vec<String>,
+    /// Headers holding the original URI, first present wins.
+    pub uri_headers: Vec<String>,
+    /// Header naming the tier; absent → the default tier.
+    pub tier_header: String,
+}
+
+impl Default for ForwardSettings {
+    fn default() -> Self {
+        let v = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect();
+        ForwardSettings {
+            key_headers: v(&["x-api-key", "authorization", "x-org-id", "x-forwarded-for"]),
+            method_headers: v(&["x-forwarded-method", "x-original-method"]),
+            uri_headers: v(&["x-original-uri", "x-forwarded-uri"]),
+            tier_header: "x-ratelimit-tier".to_owned(),
+        }
+    }
+}
+
+/// `[reload]`: re-reading the rules file while running.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadSettings {
+    /// Re-read the file when it changes (checked every `poll_interval`).
+    pub watch: bool,
+    pub poll_interval: HumanDuration,
+}
+
+impl Default for ReloadSettings {
+    fn default() -> Self {
+        ReloadSettings {
+            watch: true,
+            poll_interval: HumanDuration(Duration::from_secs(1)),
+        }
+    }
+}
+
+/// `[defaults]`: the default rule and the default tier.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DefaultsSpec {
+    pub algorithm: String,
+    /// The tier of requests that name none.
+    pub tier: String,
+    pub limit: i64,
+    pub window: String,
+}
+
+impl Default for DefaultsSpec {
+    fn default() -> Self {
+        DefaultsSpec {
+            algorithm: "token_bucket".to_owned(),
+            tier: "default".to_owned(),
+            limit: 100,
+            window: "10s".to_owned(),
+        }
+    }
+}
+
+/// A partial limit: whatever is set overrides the layer below it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSpec {
+    pub algorithm: Option<String>,
+    pub limit: Option<i64>,
+    pub window: Option<String>,
+}
+
+/// `[[rules]]`: one endpoint's limit, with optional per-tier overrides.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    pub endpoint: String,
+    pub algorithm: Option<String>,
+    pub limit: Option<i64>,
+    pub window: Option<String>,
+    /// Overrides `store.failure_mode` for this endpoint.
+    pub failure_mode: Option<String>,
+    #[serde(default)]
+    pub tiers: BTreeMap<String, LimitSpec>,
+}
