@@ -20,8 +20,8 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use ratelimiter::core::{Algorithm, Decision, Policy, Timestamp};
 use ratelimiter::http::wire::{parse_check, rate_limit_headers, CheckResponse};
+use ratelimiter::limiter::overrides::PolicySource;
 use ratelimiter::limiter::{Reason, Verdict};
-use ratelimiter::overrides::PolicySource;
 
 const MAX_KEY_BYTES: usize = 256;
 const MINIMAL: &[u8] = br#"{"key":"user:1234567"}"#;

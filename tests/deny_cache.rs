@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use ratelimiter::control::ControlState;
 use ratelimiter::core::{Clock, Cost, Decision, ManualClock, Policy, Timestamp};
-use ratelimiter::limiter::{CheckRequest, Key, Limiter, Reason};
-use ratelimiter::overrides::OverrideRecord;
-use ratelimiter::rules::RuleSet;
+use ratelimiter::limiter::overrides::OverrideRecord;
+use ratelimiter::limiter::rules::RuleSet;
+use ratelimiter::limiter::{CheckRequest, Key, Limiter, LimiterConfig, Reason};
 use ratelimiter::settings::Settings;
 use ratelimiter::store::memory::MemoryStore;
+use ratelimiter::store::records::ControlState;
 use ratelimiter::store::{Store, StoreError, StoreKey};
 
 const ALGORITHMS: [&str; 5] = [
@@ -30,10 +30,43 @@ const ALGORITHMS: [&str; 5] = [
 ];
 const START: u64 = 1_700_000_000_000_000;
 
-/// A memory store that counts the checks it is asked to decide.
-struct Counting {
+/// A memory store that counts the checks it is asked to decide; clones
+/// share one store, so a test can look at what the limiter's copy saw.
+#[derive(Clone)]
+struct Counting(Arc<CountingInner>);
+
+struct CountingInner {
     inner: MemoryStore<Arc<ManualClock>>,
     checks: AtomicUsize,
+}
+
+impl std::ops::Deref for Counting {
+    type Target = CountingInner;
+
+    fn deref(&self) -> &CountingInner {
+        &self.0
+    }
+}
+
+/// A limiter on a [`Counting`] store, with a handle on the store.
+struct Tested {
+    limiter: Limiter<Counting>,
+    store: Counting,
+}
+
+impl std::ops::Deref for Tested {
+    type Target = Limiter<Counting>;
+
+    fn deref(&self) -> &Limiter<Counting> {
+        &self.limiter
+    }
+}
+
+impl Tested {
+    /// The store the limiter decides on (what another replica shares).
+    fn store(&self) -> &Counting {
+        &self.store
+    }
 }
 
 impl Store for Counting {
@@ -52,20 +85,24 @@ impl Store for Counting {
     }
 }
 
-fn limiter(algorithm: &str, limit: u64, window_ms: u64, clock: &Arc<ManualClock>, cache: bool) -> Limiter<Counting> {
+fn limiter(algorithm: &str, limit: u64, window_ms: u64, clock: &Arc<ManualClock>, cache: bool) -> Tested {
     let toml = format!("[defaults]\nalgorithm = \"{algorithm}\"\nlimit = {limit}\nwindow = \"{window_ms}ms\"\n");
     let settings = Settings::from_toml(&toml).unwrap();
     let rules = RuleSet::from_settings(&settings).unwrap();
-    let store = Counting {
+    let store = Counting(Arc::new(CountingInner {
         inner: MemoryStore::with_clock(clock.clone()),
         checks: AtomicUsize::new(0),
-    };
+    }));
     let dyn_clock: Arc<dyn Clock> = clock.clone();
-    let limiter = Limiter::new(rules, store, dyn_clock, 64, 8);
-    if cache {
-        limiter.with_deny_cache(1_000)
-    } else {
-        limiter
+    let config = LimiterConfig {
+        max_key_bytes: 64,
+        top_keys: 8,
+        deny_cache: cache.then_some(1_000),
+        ..LimiterConfig::default()
+    };
+    Tested {
+        limiter: Limiter::new(rules, store.clone(), dyn_clock, config),
+        store,
     }
 }
 
@@ -137,12 +174,7 @@ const KEYS: [&str; 3] = ["alice", "bob", "carol"];
 /// from the store — so both stores start afresh. The cached limiter's
 /// cache is *not* cleared here: only its own invalidation can do that, and
 /// a stale entry would deny where the reference allows.
-async fn change_policies(
-    reference: &Limiter<Counting>,
-    cached: &Limiter<Counting>,
-    control: &mut ControlState,
-    next: ControlState,
-) {
+async fn change_policies(reference: &Tested, cached: &Tested, control: &mut ControlState, next: ControlState) {
     if *control == next {
         return; // no change: nothing to invalidate, and nothing to start afresh
     }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ratelimiter::core::{Algorithm, Clock, Cost, ManualClock, Policy, Timestamp};
-use ratelimiter::stats::Stats;
+use ratelimiter::limiter::stats::Stats;
 use ratelimiter::store::memory::MemoryStore;
 use ratelimiter::store::StoreKey;
 

@@ -1,5 +1,5 @@
 //! The middleware against a live replica: the real ratelimiter service runs
-//! in this process on a free loopback port (`App::build` on port 0), an axum
+//! in this process on a free loopback port (`App::builder` on port 0), an axum
 //! API server with `RateLimitLayer` runs on another, and every assertion is
 //! made through real HTTP requests to the API server.
 
@@ -79,7 +79,7 @@ struct Replica {
 impl Replica {
     async fn start() -> Replica {
         let settings = Settings::from_toml(&config()).expect("valid settings");
-        let app = App::build(&settings, None).await.expect("the replica starts");
+        let app = App::builder(settings).build().await.expect("the replica starts");
         let addr = app.local_addr().expect("bound");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async {

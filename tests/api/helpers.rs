@@ -7,13 +7,10 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
-use ratelimiter::control::Control;
+use ratelimiter::app::App;
 use ratelimiter::core::{ManualClock, Timestamp};
-use ratelimiter::http::{router, AppState, HttpLimits};
-use ratelimiter::limiter::Limiter;
-use ratelimiter::rules::RuleSet;
 use ratelimiter::settings::Settings;
-use ratelimiter::store::memory::MemoryStore;
+use ratelimiter::store::Backend;
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -47,27 +44,19 @@ impl Reply {
     }
 }
 
+/// The service as `App::builder` wires it, on the memory backend and a
+/// manual clock, answering through its router without a socket.
 pub fn app(toml: &str) -> TestApp {
     let settings = Settings::from_toml(toml).expect("valid settings");
-    let rules = RuleSet::from_settings(&settings).expect("valid rules");
     let clock = Arc::new(ManualClock::new(Timestamp::from_micros(START_US)));
-    let limiter = Limiter::new(
-        rules,
-        MemoryStore::with_clock(clock.clone()),
-        clock.clone(),
-        settings.server.max_key_bytes,
-        settings.admin.top_keys,
-    );
-    let limits = HttpLimits {
-        max_key_bytes: settings.server.max_key_bytes,
-        max_body_bytes: settings.server.max_body_bytes,
-    };
-    let state = Arc::new(AppState::new(limiter, limits, Control::memory(), None));
-    let mut app = router(state.clone());
-    if let Some(token) = &settings.admin.token {
-        app = app.merge(ratelimiter::admin::router(state, token.clone()));
+    let wiring = App::builder(settings)
+        .clock(clock.clone())
+        .wire(Backend::memory(clock.clone()))
+        .expect("valid rules");
+    TestApp {
+        router: wiring.router,
+        clock,
     }
-    TestApp { router: app, clock }
 }
 
 impl TestApp {

@@ -4,18 +4,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use ratelimiter::control::Control;
+use ratelimiter::app::App;
 use ratelimiter::core::SystemClock;
-use ratelimiter::http::{router, AppState, HttpLimits};
-use ratelimiter::limiter::Limiter;
-use ratelimiter::rules::RuleSet;
+use ratelimiter::limiter::rules::RuleSet;
 use ratelimiter::settings::{parse_duration, Settings};
-use ratelimiter::store::memory::MemoryStore;
+use ratelimiter::store::Backend;
 use serde::Deserialize;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -108,22 +105,14 @@ pub fn seconds(text: &str) -> f64 {
 /// while the replica drains for shutdown (as after SIGTERM).
 pub async fn status_of(path: &str, draining: bool) -> StatusCode {
     let settings = Settings::from_toml("").expect("default settings");
-    let rules = RuleSet::from_settings(&settings).expect("default rules");
-    let limiter = Limiter::new(
-        rules,
-        MemoryStore::new(),
-        Arc::new(SystemClock),
-        settings.server.max_key_bytes,
-        settings.admin.top_keys,
-    );
-    let limits = HttpLimits {
-        max_key_bytes: settings.server.max_key_bytes,
-        max_body_bytes: settings.server.max_body_bytes,
-    };
-    let state = Arc::new(AppState::new(limiter, limits, Control::memory(), None));
-    state.draining.store(draining, Ordering::SeqCst);
+    let wiring = App::builder(settings)
+        .wire(Backend::memory(Arc::new(SystemClock)))
+        .expect("default rules");
+    if draining {
+        wiring.ctx.start_draining();
+    }
     let request = Request::get(path).body(Body::empty()).unwrap();
-    router(state).oneshot(request).await.expect("infallible").status()
+    wiring.router.oneshot(request).await.expect("infallible").status()
 }
 
 /// Asserts that `path` is a liveness path: 200, also while draining (a

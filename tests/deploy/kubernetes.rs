@@ -213,7 +213,7 @@ fn the_configmap_is_valid_settings_for_a_redis_cluster() {
     let deployment = one("Deployment");
     let toml = mounted_toml(&deployment);
     let settings = Settings::from_toml(&toml).unwrap_or_else(|e| panic!("the ConfigMap's TOML: {e}"));
-    ratelimiter::rules::RuleSet::from_settings(&settings).expect("the ConfigMap's rules");
+    ratelimiter::limiter::rules::RuleSet::from_settings(&settings).expect("the ConfigMap's rules");
     assert_eq!(settings.store.backend, Backend::Redis);
     assert_eq!(settings.store.redis.mode, RedisMode::Cluster);
     assert!(

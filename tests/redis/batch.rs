@@ -163,21 +163,25 @@ async fn batched_checks_survive_a_script_flush() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_check_batch_leaves_in_few_script_calls() {
     use ratelimiter::core::SystemClock;
-    use ratelimiter::limiter::{CheckRequest, Key, Limiter};
-    use ratelimiter::rules::RuleSet;
+    use ratelimiter::limiter::rules::RuleSet;
+    use ratelimiter::limiter::{CheckRequest, Key, Limiter, LimiterConfig};
     use ratelimiter::settings::Settings;
 
     let server = RedisServer::start();
     let mut settings = standalone_settings(&server.url(), &unique_prefix("checkbatch"));
     settings.pool_size = 8;
     let store = connect(&settings).await;
+    let metrics = store.metrics().clone();
     let config = Settings::from_toml("[defaults]\nlimit = 1000\nwindow = \"1h\"\n").unwrap();
     let limiter = Limiter::new(
         RuleSet::from_settings(&config).unwrap(),
         store,
         Arc::new(SystemClock),
-        64,
-        8,
+        LimiterConfig {
+            max_key_bytes: 64,
+            top_keys: 8,
+            ..LimiterConfig::default()
+        },
     );
     let requests: Vec<CheckRequest> = (0..50)
         .map(|i| CheckRequest {
@@ -189,10 +193,10 @@ async fn a_check_batch_leaves_in_few_script_calls() {
         })
         .collect();
     for round in 0..3 {
-        let before = limiter.store().metrics().redis_batch_size.get_sample_count();
+        let before = metrics.redis_batch_size.get_sample_count();
         let verdicts = limiter.check_batch(&requests).await.expect("valid checks");
         assert!(verdicts.iter().all(|v| v.as_ref().is_ok_and(|v| v.decision.allowed)));
-        let calls = limiter.store().metrics().redis_batch_size.get_sample_count() - before;
+        let calls = metrics.redis_batch_size.get_sample_count() - before;
         assert!(
             calls < 8,
             "round {round}: 50 checks of one batch took {calls} script calls"

@@ -186,6 +186,41 @@ mod tests {
         }
     }
 
+    /// Every `.rs` file under `dir`.
+    fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    /// The invariant "key names are built in one module", held against
+    /// the source tree: no other file spells a hash tag's opening, the
+    /// admin tag or the change channel.
+    #[test]
+    fn no_other_module_builds_a_redis_name() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        sources(&root, &mut files);
+        let this = root.join("store/redis/keys.rs");
+        let patterns = ["{admin}", "{{admin}}", "admin:changed", "\":{\"", "\":{{\""];
+        for file in files.iter().filter(|f| **f != this) {
+            let text = std::fs::read_to_string(file).unwrap();
+            for pattern in patterns {
+                assert!(
+                    !text.contains(pattern),
+                    "{} spells {pattern:?}: Redis names are built in store/redis/keys.rs only",
+                    file.display()
+                );
+            }
+        }
+        assert!(files.len() > 20, "the source tree was found");
+    }
+
     #[test]
     fn hostile_keys_stay_inside_their_tag() {
         for key in ["}", "{", "a}b{c", "}{", "%7D", "*", "x\ny", "\0", "{user}:1", "::::"] {
