@@ -284,6 +284,7 @@ impl Eq for Pair {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn stats(top_k: usize) -> Stats {
         Stats::new(top_k, Timestamp::from_micros(1_700_000_000_123_456))
