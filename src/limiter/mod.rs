@@ -33,15 +33,16 @@ pub mod verdict;
 use std::sync::Arc;
 
 pub use self::request::{CheckRequest, Key, KeyError};
-pub use self::resilience::{FailureMode, FailurePolicy};
+pub use self::resilience::FailurePolicy;
+pub use self::rules::FailureMode;
 pub use self::snapshot::{Dangling, Snapshot};
-pub use self::verdict::{Reason, Verdict};
+pub use self::verdict::{LimiterError, Reason, Verdict};
 
 use self::breaker::BreakerState;
 use self::deny_cache::DenyCache;
 use self::overrides::PolicySource;
 use self::resilience::Resilience;
-use self::rules::{RuleSet, UnknownTier};
+use self::rules::RuleSet;
 use self::snapshot::{Plan, Snapshots};
 use self::stats::Stats;
 use crate::core::{Clock, Cost, Decision, Timestamp};
@@ -73,22 +74,6 @@ impl Default for LimiterConfig {
             deny_cache: None,
         }
     }
-}
-
-/// Why the limiter could not decide.
-#[derive(Debug, thiserror::Error)]
-pub enum LimiterError {
-    #[error(transparent)]
-    UnknownTier(#[from] UnknownTier),
-    #[error("cost {cost} exceeds the limit {limit} of rule {rule:?}, tier {tier:?}: it could never be allowed")]
-    CostAboveLimit {
-        cost: u64,
-        limit: u64,
-        rule: Arc<str>,
-        tier: Arc<str>,
-    },
-    #[error("store unavailable: {0}")]
-    Store(#[from] StoreError),
 }
 
 /// Rules, overrides, lists and a store.

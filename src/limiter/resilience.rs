@@ -12,52 +12,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
-
 use super::breaker::{Breaker, BreakerState, Permit};
+use super::rules::FailureMode;
 use super::verdict::Reason;
 use crate::core::{Clock, Cost, Decision, Policy, Timestamp};
 use crate::metrics::Metrics;
 use crate::store::memory::MemoryStore;
 use crate::store::{Store, StoreError, StoreKey};
-
-/// What a check gets when the store is unavailable.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureMode {
-    /// Allow, `reason: "fail_open"`.
-    Open,
-    /// Deny with 503, `reason: "store_unavailable"`.
-    Closed,
-    /// Decide on this replica's own memory store until the store returns.
-    #[default]
-    Local,
-}
-
-impl FailureMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureMode::Open => "open",
-            FailureMode::Closed => "closed",
-            FailureMode::Local => "local",
-        }
-    }
-}
-
-impl std::str::FromStr for FailureMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "open" => Ok(FailureMode::Open),
-            "closed" => Ok(FailureMode::Closed),
-            "local" => Ok(FailureMode::Local),
-            other => Err(format!(
-                "unknown failure mode {other:?} (expected open, closed or local)"
-            )),
-        }
-    }
-}
 
 /// How checks are decided when the store cannot decide.
 #[derive(Debug, Clone, Copy)]

@@ -15,8 +15,7 @@ use super::access::{AccessList, ListEntry, ListItem};
 use super::overrides::{OverrideError, OverrideTable, PolicySource, Target};
 use super::request::CheckRequest;
 use super::rules::{Resolved, RuleSet};
-use super::verdict::Reason;
-use super::LimiterError;
+use super::verdict::{LimiterError, Reason};
 use crate::core::{Decision, Policy, Timestamp};
 use crate::store::records::{ControlState, ListKind};
 

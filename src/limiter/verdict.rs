@@ -1,11 +1,13 @@
 //! What a check answers: the [`Verdict`] and the [`Reason`] it was decided
-//! for.
+//! for, or the [`LimiterError`] that kept it from being decided.
 
 use std::sync::Arc;
 
 use super::overrides::PolicySource;
+use super::rules::UnknownTier;
 use super::stats::Outcome;
 use crate::core::{Decision, Policy};
+use crate::store::StoreError;
 
 /// Why a check was decided the way it was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,4 +80,20 @@ pub struct Verdict {
     pub source: PolicySource,
     /// Set when the store failed: what it said.
     pub store_error: Option<String>,
+}
+
+/// Why the limiter could not decide.
+#[derive(Debug, thiserror::Error)]
+pub enum LimiterError {
+    #[error(transparent)]
+    UnknownTier(#[from] UnknownTier),
+    #[error("cost {cost} exceeds the limit {limit} of rule {rule:?}, tier {tier:?}: it could never be allowed")]
+    CostAboveLimit {
+        cost: u64,
+        limit: u64,
+        rule: Arc<str>,
+        tier: Arc<str>,
+    },
+    #[error("store unavailable: {0}")]
+    Store(#[from] StoreError),
 }
