@@ -43,11 +43,8 @@ fn serve(args: &ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result: anyhow::Result<()> = runtime.block_on(async {
-        let app = App::builder(settings.clone())
-            .rules_file(args.config.clone())
-            .build()
-            .await?;
+    let result: anyhow::Result<()> = runtime.block_on(async move {
+        let app = App::builder(settings).rules_file(args.config.clone()).build().await?;
         if let Some(admin) = app.admin_addr() {
             tracing::info!(addr = %admin, "admin listening");
         }

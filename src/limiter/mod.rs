@@ -30,6 +30,7 @@ pub mod snapshot;
 pub mod stats;
 pub mod verdict;
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 pub use self::request::{CheckRequest, Key, KeyError};
@@ -39,7 +40,7 @@ pub use self::snapshot::{Dangling, Snapshot};
 pub use self::verdict::{LimiterError, Reason, Verdict};
 
 use self::breaker::BreakerState;
-use self::deny_cache::DenyCache;
+use self::deny_cache::{DenyCache, Ticket};
 use self::overrides::PolicySource;
 use self::resilience::Resilience;
 use self::rules::RuleSet;
@@ -122,48 +123,60 @@ impl<S: Store> Limiter<S> {
             rule: plan.resolved.rule,
             key: request.key.as_str(),
         };
-        let ticket = match &self.deny_cache {
-            Some(cache) => match cache.lookup(key.rule, key.key, &plan.policy, request.cost, now) {
-                Some(denied) => {
-                    self.metrics.deny_cache_hits.inc();
-                    return Ok(self.record(&plan, request, denied, Reason::Limited));
-                }
-                None => Some(cache.ticket(now)),
-            },
-            None => None,
+        let ticket = match self.recall(&plan, key, request.cost, now) {
+            ControlFlow::Break(denied) => return Ok(self.record(&plan, request, denied, Reason::Limited)),
+            ControlFlow::Continue(ticket) => ticket,
         };
-        let call = self
+        let stored = self
             .resilience
             .call(&self.store, key, &plan.policy, request.cost, &self.metrics);
-        let decision = match call.await {
-            Ok(decision) => decision,
+        match stored.await {
+            Ok(decision) => {
+                self.remember(ticket, &plan, key, request.cost, &decision);
+                Ok(self.record(&plan, request, decision, Reason::stored(decision.allowed)))
+            }
             Err(e) => {
                 let mode = plan.resolved.failure_mode;
                 let (decision, reason) = self.resilience.degrade(mode, key, &plan.policy, request.cost, now);
                 let mut verdict = self.record(&plan, request, decision, reason);
                 verdict.store_error = Some(e.message);
-                return Ok(verdict);
-            }
-        };
-        if let (Some(cache), Some(ticket)) = (&self.deny_cache, ticket) {
-            match decision.allowed {
-                true => cache.forget(key.rule, key.key),
-                false => cache.insert(
-                    ticket,
-                    plan.resolved.rule,
-                    key.key,
-                    &plan.policy,
-                    request.cost,
-                    &decision,
-                ),
+                Ok(verdict)
             }
         }
-        let reason = if decision.allowed {
-            Reason::Allowed
-        } else {
-            Reason::Limited
+    }
+
+    /// Before the store is asked: a cached denial that holds (the answer),
+    /// or the ticket to remember the store's answer with.
+    fn recall(
+        &self,
+        plan: &Plan<'_>,
+        key: StoreKey<'_>,
+        cost: Cost,
+        now: Timestamp,
+    ) -> ControlFlow<Decision, Option<Ticket>> {
+        let Some(cache) = &self.deny_cache else {
+            return ControlFlow::Continue(None);
         };
-        Ok(self.record(&plan, request, decision, reason))
+        match cache.lookup(key.rule, key.key, &plan.policy, cost, now) {
+            Some(denied) => {
+                self.metrics.deny_cache_hits.inc();
+                ControlFlow::Break(denied)
+            }
+            None => ControlFlow::Continue(Some(cache.ticket(now))),
+        }
+    }
+
+    /// After the store answered: remember its denial, or forget an older
+    /// one when a cost was allowed.
+    fn remember(&self, ticket: Option<Ticket>, plan: &Plan<'_>, key: StoreKey<'_>, cost: Cost, decision: &Decision) {
+        let (Some(cache), Some(ticket)) = (&self.deny_cache, ticket) else {
+            return;
+        };
+        if decision.allowed {
+            cache.forget(key.rule, key.key);
+        } else {
+            cache.insert(ticket, plan.resolved.rule, key.key, &plan.policy, cost, decision);
+        }
     }
 
     /// Counts the outcome (stats and metrics) and shapes the verdict.
@@ -242,11 +255,7 @@ impl<S: Store> Limiter<S> {
             tier: resolved.tier.clone(),
             policy,
             decision,
-            reason: if decision.allowed {
-                Reason::Allowed
-            } else {
-                Reason::Limited
-            },
+            reason: Reason::stored(decision.allowed),
             source,
             store_error: None,
         })

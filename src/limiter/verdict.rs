@@ -27,6 +27,15 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// The reason of a decision the store made.
+    pub fn stored(allowed: bool) -> Reason {
+        if allowed {
+            Reason::Allowed
+        } else {
+            Reason::Limited
+        }
+    }
+
     /// The `reason` of the `/check` response.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use config::builder::{ConfigBuilder, DefaultState};
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
 
@@ -105,31 +106,25 @@ impl Settings {
             .list_separator(",")
             .with_list_parse_key("store.redis.nodes")
             .source(env);
-        let settings: Settings = builder
-            .add_source(env)
-            .build()
-            .and_then(Config::try_deserialize)
-            .map_err(|source| ConfigError::Load {
-                origin: origin.clone(),
-                source,
-            })?;
-        settings
-            .validate()
-            .map_err(|problems| ConfigError::Invalid { origin, problems })?;
-        Ok(settings)
+        Settings::from_builder(builder.add_source(env), origin)
     }
 
     /// Parses settings from TOML text (no environment), as a file would be.
     pub fn from_toml(text: &str) -> Result<Settings, ConfigError> {
-        let origin = Origin::Defaults;
-        let settings: Settings = Config::builder()
-            .add_source(File::from_str(text, FileFormat::Toml))
-            .build()
-            .and_then(Config::try_deserialize)
-            .map_err(|source| ConfigError::Load {
-                origin: origin.clone(),
-                source,
-            })?;
+        let builder = Config::builder().add_source(File::from_str(text, FileFormat::Toml));
+        Settings::from_builder(builder, Origin::Defaults)
+    }
+
+    /// Deserialises what `builder` reads, then validates it.
+    fn from_builder(builder: ConfigBuilder<DefaultState>, origin: Origin) -> Result<Settings, ConfigError> {
+        let settings: Settings =
+            builder
+                .build()
+                .and_then(Config::try_deserialize)
+                .map_err(|source| ConfigError::Load {
+                    origin: origin.clone(),
+                    source,
+                })?;
         settings
             .validate()
             .map_err(|problems| ConfigError::Invalid { origin, problems })?;
