@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::service::Service;
+use ratelimiter_testkit::service::Service;
 
 const TOKEN: &str = "gateway-admin-token-0123456789";
 

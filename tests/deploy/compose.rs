@@ -14,8 +14,8 @@ use crate::common::{
     assert_liveness_path, assert_readiness_path, block, directives, free_port, port_and_path, read, repo, scalar,
     seconds, settings_from_env, yaml,
 };
-use crate::support::service::Service;
-use crate::support::wait_until;
+use ratelimiter_testkit::service::Service;
+use ratelimiter_testkit::wait_until;
 
 /// What `docker compose` would take from the shell, for the variables the
 /// file requires.

@@ -24,6 +24,4 @@ mod common;
 mod compose;
 mod docker;
 mod kubernetes;
-#[path = "../support/mod.rs"]
-mod support;
 mod terraform;

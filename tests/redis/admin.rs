@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::common::cluster_toml;
-use crate::support::redis::{RedisCluster, RedisServer};
-use crate::support::service::Service;
+use ratelimiter_testkit::redis::{RedisCluster, RedisServer};
+use ratelimiter_testkit::service::Service;
 
 const TOKEN: &str = "shared-admin-token-0123456789";
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::wait_until;
+use ratelimiter_testkit::wait_until;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster-demo.sh");
 const BIN: &str = env!("CARGO_BIN_EXE_ratelimiter");

@@ -37,7 +37,7 @@ pub fn cluster_settings(seeds: &[String], prefix: &str) -> RedisSettings {
 }
 
 /// `[store.redis]` lines pointing at `cluster`'s nodes, for a service config.
-pub fn cluster_toml(cluster: &crate::support::redis::RedisCluster) -> String {
+pub fn cluster_toml(cluster: &ratelimiter_testkit::redis::RedisCluster) -> String {
     let nodes: Vec<String> = cluster.seed_urls().iter().map(|u| format!("\"{u}\"")).collect();
     format!("mode = \"cluster\"\nnodes = [{}]", nodes.join(", "))
 }

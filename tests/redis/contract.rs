@@ -9,7 +9,7 @@ use ratelimiter::store::memory::MemoryStore;
 use ratelimiter::store::{Store, StoreKey};
 
 use crate::common::{cluster_settings, connect, standalone_settings, unique_prefix};
-use crate::support::redis::{RedisCluster, RedisServer};
+use ratelimiter_testkit::redis::{RedisCluster, RedisServer};
 
 /// A quota of `limit` that does not refill during a test.
 fn policy(algorithm: Algorithm, limit: u64) -> Policy {

@@ -12,7 +12,7 @@ use ratelimiter::store::redis::RedisStore;
 use ratelimiter::store::{Store, StoreKey};
 
 use crate::common::{cluster_settings, connect, standalone_settings, unique_prefix, Rng};
-use crate::support::redis::{RedisCluster, RedisServer};
+use ratelimiter_testkit::redis::{RedisCluster, RedisServer};
 
 const START: u64 = 1_700_000_000_123_456;
 

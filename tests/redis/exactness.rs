@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use crate::common::cluster_toml;
-use crate::support::redis::{RedisCluster, RedisServer};
-use crate::support::service::Service;
+use ratelimiter_testkit::redis::{RedisCluster, RedisServer};
+use ratelimiter_testkit::service::Service;
 
 const CLIENTS: usize = 200;
 const REQUESTS_PER_CLIENT: usize = 2;

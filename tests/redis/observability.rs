@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::common::unique_prefix;
-use crate::support::redis::RedisServer;
-use crate::support::service::Service;
+use ratelimiter_testkit::redis::RedisServer;
+use ratelimiter_testkit::service::Service;
 
 fn config(redis: &RedisServer) -> String {
     format!(

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
-use crate::support::redis::{try_cli, RedisCluster, RedisServer, CLUSTER_SLOTS};
+use ratelimiter_testkit::redis::{try_cli, RedisCluster, RedisServer, CLUSTER_SLOTS};
 
 #[test]
 fn standalone_answers_and_restarts_on_the_same_port() {
