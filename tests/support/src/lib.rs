@@ -9,6 +9,9 @@
 //!   a port it chose itself (it logs the address);
 //! - [`redis`]: `redis-server` standalone and as a 6-node cluster, and
 //!   `redis-cli`;
+//! - [`ports`]: candidate ports for children that must be told a port
+//!   (redis-server, nginx, Prometheus, the scripts), offered until the child
+//!   does not report it taken — never bound here first;
 //! - [`wait_until`] and [`poll_until`].
 //!
 //! # Finding the `ratelimiter` binary
@@ -22,6 +25,7 @@
 //! `--release` and `--target`, and Cargo builds the binary before it runs
 //! the root package's integration tests.
 
+pub mod ports;
 pub mod redis;
 pub mod service;
 

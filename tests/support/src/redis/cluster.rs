@@ -6,16 +6,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::nodes::{parse_nodes, topology_of};
-use super::process::{
-    cli, free_port, info_field, kill_child, port_is_free, role, spawn_server, temp_dir, try_cli, MISSING,
-};
-use super::{CLUSTER_SLOTS, PORT_ATTEMPTS};
-use crate::{poll_until, wait_until};
+use super::process::{cli, info_field, kill_child, role, spawn_server, temp_dir, try_cli, MISSING};
+use super::CLUSTER_SLOTS;
+use crate::{poll_until, ports, wait_until};
 
 /// How long the cluster may take to converge after a change.
 const CLUSTER_TIMEOUT: Duration = Duration::from_secs(30);
-/// Cluster nodes also listen on `port + BUS_OFFSET` (the cluster bus).
-const BUS_OFFSET: u16 = 10000;
 const CLUSTER_NODES: usize = 6;
 
 /// A 6-node Redis Cluster (3 masters with one replica each) on loopback, with
@@ -39,47 +35,30 @@ impl RedisCluster {
     /// --cluster-replicas 1`, and waits until every node reports
     /// `cluster_state:ok` with all 16384 slots covered, every replica's link to
     /// its master is up, and all nodes agree on the topology.
+    ///
+    /// Each node is offered candidate ports until neither its port nor its
+    /// bus port (`port + 10000`) is taken (see [`crate::ports`]); the
+    /// candidates of one process never clash with each other.
     pub fn start() -> RedisCluster {
+        RedisCluster::start_on(ports::candidate_cluster)
+    }
+
+    /// Like [`RedisCluster::start`], offering the nodes the ports
+    /// `candidate` returns.
+    pub fn start_on(mut candidate: impl FnMut() -> u16) -> RedisCluster {
         let mut cluster = RedisCluster {
             nodes: Vec::new(),
             dir: temp_dir("ratelimiter-redis-cluster-"),
         };
-        let mut errors = Vec::new();
         while cluster.nodes.len() < CLUSTER_NODES {
-            if errors.len() >= PORT_ATTEMPTS {
-                panic!("could not start cluster nodes:\n{}", errors.join("\n"));
-            }
-            // Neither our port nor our bus port may clash with another node's.
-            let taken: BTreeSet<u16> = cluster
-                .nodes
-                .iter()
-                .flat_map(|n| [n.port, n.port + BUS_OFFSET])
-                .collect();
-            let port = free_port(|p| {
-                p.checked_add(BUS_OFFSET).is_some_and(port_is_free)
-                    && !taken.contains(&p)
-                    && !taken.contains(&(p + BUS_OFFSET))
-            });
-            let node_dir = cluster.dir.path().join(port.to_string());
-            std::fs::create_dir_all(&node_dir).expect("create node directory");
-            let conf = node_dir.join("nodes.conf");
-            let args = [
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                conf.to_str().expect("utf-8 temp dir"),
-                "--cluster-node-timeout",
-                "1000",
-                "--repl-diskless-sync-delay",
-                "0",
-            ];
-            match spawn_server(port, &node_dir, &args) {
-                Ok(child) => cluster.nodes.push(ClusterNode {
+            let dir = cluster.dir.path();
+            let node = ports::retry("a cluster node", &mut candidate, |&port| {
+                start_node(dir, port).map(|child| ClusterNode {
                     port,
                     child: Some(child),
-                }),
-                Err(e) => errors.push(e),
-            }
+                })
+            });
+            cluster.nodes.push(node);
         }
 
         let addrs: Vec<String> = cluster.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
@@ -393,6 +372,25 @@ impl RedisCluster {
         }
         true
     }
+}
+
+/// Spawns a cluster-enabled `redis-server` on `port`, in a directory of its
+/// own below `dir` (see `spawn_server`).
+fn start_node(dir: &Path, port: u16) -> Result<Child, String> {
+    let node_dir = dir.join(port.to_string());
+    std::fs::create_dir_all(&node_dir).expect("create node directory");
+    let conf = node_dir.join("nodes.conf");
+    let args = [
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        conf.to_str().expect("utf-8 temp dir"),
+        "--cluster-node-timeout",
+        "1000",
+        "--repl-diskless-sync-delay",
+        "0",
+    ];
+    spawn_server(port, &node_dir, &args)
 }
 
 impl Drop for RedisCluster {

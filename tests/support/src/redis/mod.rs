@@ -2,10 +2,11 @@
 //! ([`RedisServer`]) and a 6-node cluster ([`RedisCluster`]), driven through
 //! Debian's `redis-server` and `redis-cli` binaries (no client crate).
 //!
-//! Every process listens on 127.0.0.1 only, on a free port picked at start,
-//! keeps nothing on disk (`--save '' --appendonly no`) and lives in its own
-//! temporary directory (holding its `redis.log`). Dropping the handle kills the
-//! processes and waits for them.
+//! Every process listens on 127.0.0.1 only, on a port it was offered at
+//! start and found free (see [`crate::ports`]), keeps nothing on disk
+//! (`--save '' --appendonly no`) and lives in its own temporary directory
+//! (holding its `redis.log`). Dropping the handle kills the processes and
+//! waits for them.
 //!
 //! The helpers are blocking (they spawn `redis-cli` and sleep while polling);
 //! from an async test that is fine for setup and for the fault-injection
@@ -15,7 +16,7 @@
 //! - `server`: [`RedisServer`];
 //! - `cluster`: [`RedisCluster`], with `nodes` reading `CLUSTER NODES`;
 //! - `process`: spawning and stopping `redis-server` (and why a single
-//!   thread forks them all), ports, and `redis-cli`.
+//!   thread forks them all), and `redis-cli`.
 
 mod cluster;
 mod nodes;
@@ -28,5 +29,3 @@ pub use server::RedisServer;
 
 /// Number of hash slots in a Redis Cluster.
 pub const CLUSTER_SLOTS: u16 = 16384;
-/// How many ports to try when another process grabs the one we picked.
-const PORT_ATTEMPTS: usize = 10;

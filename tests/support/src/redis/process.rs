@@ -1,4 +1,5 @@
-//! Spawning and stopping `redis-server`, choosing its port, and `redis-cli`.
+//! Spawning and stopping `redis-server` on the port it is offered, and
+//! `redis-cli`.
 //!
 //! # Safety net
 //!
@@ -12,9 +13,9 @@
 //! `redis-spawner` thread that never exits before the process does.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::OnceLock;
@@ -83,7 +84,7 @@ pub(super) fn ping(port: u16) -> bool {
 }
 
 // ---------------------------------------------------------------------------
-// Processes and ports
+// Processes
 // ---------------------------------------------------------------------------
 
 pub(super) fn temp_dir(prefix: &str) -> tempfile::TempDir {
@@ -93,33 +94,15 @@ pub(super) fn temp_dir(prefix: &str) -> tempfile::TempDir {
         .expect("create a temporary directory")
 }
 
-/// A port that was free on 127.0.0.1 a moment ago and satisfies `ok`. Another
-/// process may take it before we bind it: callers retry on start failure.
-pub(super) fn free_port(ok: impl Fn(u16) -> bool) -> u16 {
-    for _ in 0..200 {
-        match TcpListener::bind("127.0.0.1:0") {
-            Ok(listener) => {
-                let port = listener.local_addr().expect("local_addr").port();
-                drop(listener);
-                if ok(port) {
-                    return port;
-                }
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-    panic!("no free loopback port found");
-}
-
-pub(super) fn port_is_free(port: u16) -> bool {
-    TcpListener::bind(("127.0.0.1", port)).is_ok()
-}
-
 /// Spawns `redis-server` on `port` with its files in `dir` and waits until it
-/// answers `PING`. `Err` (with the log tail) when it exits early, e.g. because
-/// the port was taken meanwhile, or when the answering server is not ours.
+/// answers `PING`. `Err` (with what it logged) when it exits early, or when
+/// the server answering is not ours: both say "already in use" when the port
+/// (or, for a cluster node, its bus port) was taken, for
+/// [`crate::ports::retry`] to try another.
 pub(super) fn spawn_server(port: u16, dir: &Path, extra: &[&str]) -> Result<Child, String> {
     let log = dir.join("redis.log");
+    // The log is appended to: this attempt's lines start here.
+    let logged_before = std::fs::metadata(&log).map_or(0, |m| m.len());
     let mut cmd = Command::new("redis-server");
     cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--daemonize", "no"])
         .arg("--dir")
@@ -151,7 +134,7 @@ pub(super) fn spawn_server(port: u16, dir: &Path, extra: &[&str]) -> Result<Chil
         // that grabbed the port first.
         None => match try_cli(port, &["INFO", "server"]) {
             Ok(info) if info_field(&info, "process_id") == Some(child.id().to_string().as_str()) => None,
-            Ok(_) => Some(format!("port {port} is served by another redis-server")),
+            Ok(_) => Some(format!("port {port} is already in use by another redis-server")),
             Err(e) => Some(format!("redis-server on port {port}: {e}")),
         },
     };
@@ -159,13 +142,19 @@ pub(super) fn spawn_server(port: u16, dir: &Path, extra: &[&str]) -> Result<Chil
         None => Ok(child),
         Some(msg) => {
             kill_child(child);
-            Err(format!("{msg}; log {}:\n{}", log.display(), log_tail(&log)))
+            Err(format!(
+                "{msg}; log {}:\n{}",
+                log.display(),
+                log_tail(&log, logged_before)
+            ))
         }
     }
 }
 
-pub(super) fn log_tail(log: &PathBuf) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
+/// The last lines that `log` gained after its first `from` bytes.
+pub(super) fn log_tail(log: &Path, from: u64) -> String {
+    let text = std::fs::read(log).unwrap_or_default();
+    let text = String::from_utf8_lossy(text.get(from as usize..).unwrap_or_default());
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(10)..].join("\n")
 }

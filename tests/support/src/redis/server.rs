@@ -3,8 +3,8 @@
 use std::path::Path;
 use std::process::Child;
 
-use super::process::{cli, free_port, kill_child, ping, signal_child, spawn_server, temp_dir, try_cli};
-use super::PORT_ATTEMPTS;
+use super::process::{cli, kill_child, ping, signal_child, spawn_server, temp_dir, try_cli};
+use crate::ports;
 
 /// A standalone `redis-server` on `127.0.0.1:port()`.
 pub struct RedisServer {
@@ -14,27 +14,24 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    /// Starts a server on a free loopback port and waits until it answers `PING`.
+    /// Starts a server on a free loopback port and waits until it answers
+    /// `PING`: the server is offered candidate ports until one is not taken
+    /// (see [`crate::ports`]).
     pub fn start() -> RedisServer {
+        RedisServer::start_on(ports::candidate)
+    }
+
+    /// Like [`RedisServer::start`], offering the ports `candidate` returns.
+    pub fn start_on(candidate: impl FnMut() -> u16) -> RedisServer {
         let dir = temp_dir("ratelimiter-redis-");
-        let mut errors = Vec::new();
-        for _ in 0..PORT_ATTEMPTS {
-            let port = free_port(|_| true);
-            match spawn_server(port, dir.path(), &[]) {
-                Ok(child) => {
-                    return RedisServer {
-                        port,
-                        dir,
-                        child: Some(child),
-                    }
-                }
-                Err(e) => errors.push(e),
-            }
+        let (port, child) = ports::retry("redis-server", candidate, |&port| {
+            spawn_server(port, dir.path(), &[]).map(|child| (port, child))
+        });
+        RedisServer {
+            port,
+            dir,
+            child: Some(child),
         }
-        panic!(
-            "could not start redis-server after {PORT_ATTEMPTS} attempts:\n{}",
-            errors.join("\n")
-        );
     }
 
     pub fn port(&self) -> u16 {
