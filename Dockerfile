@@ -14,6 +14,7 @@ COPY src ./src
 COPY loadtests ./loadtests
 COPY client ./client
 COPY benches ./benches
+COPY tests/support ./tests/support
 RUN cargo build --release --locked --bin ratelimiter
 
 FROM debian:bookworm-slim

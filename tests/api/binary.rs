@@ -5,7 +5,7 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
-use crate::support::service::{Service, BIN};
+use ratelimiter_testkit::service::{binary, Service};
 
 fn shipped_config() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/ratelimiter.toml")
@@ -57,7 +57,7 @@ async fn the_binary_serves_checks_and_stops_on_sigterm() {
 
 #[test]
 fn check_config_accepts_the_shipped_file() {
-    let out = Command::new(BIN)
+    let out = Command::new(binary())
         .arg("check-config")
         .arg(shipped_config())
         .env_remove("RUST_LOG")
@@ -85,7 +85,7 @@ fn check_config_rejects_a_bad_file_naming_file_rule_and_field() {
         "[[rules]]\nendpoint = \"POST /login\"\nalgorithm = \"leaky_bucket\"\nlimit = 0\n",
     )
     .unwrap();
-    let out = Command::new(BIN).arg("check-config").arg(&path).output().unwrap();
+    let out = Command::new(binary()).arg("check-config").arg(&path).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
     for needle in [
@@ -104,7 +104,7 @@ fn serve_refuses_an_invalid_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, "[server]\nlisten = \"nowhere\"\n").unwrap();
-    let out = Command::new(BIN)
+    let out = Command::new(binary())
         .args(["serve", "--config"])
         .arg(&path)
         .output()
@@ -115,12 +115,12 @@ fn serve_refuses_an_invalid_file() {
 
 #[test]
 fn version_and_help() {
-    let out = Command::new(BIN).arg("--version").output().unwrap();
+    let out = Command::new(binary()).arg("--version").output().unwrap();
     assert_eq!(
         String::from_utf8(out.stdout).unwrap().trim(),
         format!("ratelimiter {}", env!("CARGO_PKG_VERSION"))
     );
-    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let out = Command::new(binary()).arg("--help").output().unwrap();
     let help = String::from_utf8(out.stdout).unwrap();
     assert!(help.contains("check-config") && help.contains("--listen"), "{help}");
 }

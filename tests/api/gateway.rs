@@ -3,16 +3,17 @@
 //! headers, the limited one becomes a 429 with `Retry-After`, a blocked one
 //! a 403.
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::service::Service;
+use ratelimiter_testkit::ports;
+use ratelimiter_testkit::service::Service;
 
 const TOKEN: &str = "gateway-admin-token-0123456789";
 
 /// nginx running `deploy/nginx/auth_request.conf` with its upstreams
-/// pointed at `ratelimiter` (also used as the API backend: `/health/live`).
+/// pointed at `ratelimiter` (also used as the API backend: `/health/live`),
+/// listening on a candidate port (offered until one is not taken).
 struct Nginx {
     child: Child,
     port: u16,
@@ -26,34 +27,32 @@ impl Nginx {
             "nginx is not installed; scripts/test.sh installs it (Debian package nginx)"
         );
         let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let server = include_str!("../../deploy/nginx/auth_request.conf")
-            .replace("127.0.0.1:8080", &ratelimiter.to_string())
-            .replace("127.0.0.1:9000", &ratelimiter.to_string())
-            .replace("listen 8000;", &format!("listen 127.0.0.1:{port};"));
-        let d = dir.path().display();
-        let config = format!(
-            "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log stderr warn;\nevents {{}}\n\
-             http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
-             fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n{server}\n}}\n"
-        );
-        std::fs::write(dir.path().join("nginx.conf"), config).unwrap();
-        let child = Command::new("nginx")
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(dir.path().join("nginx.conf"))
-            .arg("-e")
-            .arg("stderr")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start nginx");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nginx did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let log = dir.path().join("stderr.log");
+        let (child, port) = ports::retry("nginx", ports::candidate, |&port| {
+            let server = include_str!("../../deploy/nginx/auth_request.conf")
+                .replace("127.0.0.1:8080", &ratelimiter.to_string())
+                .replace("127.0.0.1:9000", &ratelimiter.to_string())
+                .replace("listen 8000;", &format!("listen 127.0.0.1:{port};"));
+            let d = dir.path().display();
+            let config = format!(
+                "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log stderr warn;\nevents {{}}\n\
+                 http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
+                 fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n{server}\n}}\n"
+            );
+            std::fs::write(dir.path().join("nginx.conf"), config).unwrap();
+            let mut child = Command::new("nginx")
+                .arg("-p")
+                .arg(dir.path())
+                .arg("-c")
+                .arg(dir.path().join("nginx.conf"))
+                .arg("-e")
+                .arg("stderr")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .expect("start nginx");
+            ports::wait_listening(&mut child, &[port], &log, Duration::from_secs(10)).map(|()| (child, port))
+        });
         Nginx { child, port, _dir: dir }
     }
 }

@@ -14,5 +14,3 @@ mod openapi;
 mod reload;
 mod schemathesis;
 mod slow_clients;
-#[path = "../support/mod.rs"]
-mod support;

@@ -201,8 +201,9 @@ async fn every_listed_route_is_served_and_other_methods_are_405() {
 
 #[tokio::test]
 async fn an_admin_listener_of_its_own_answers_json_too() {
-    let service =
-        crate::support::service::Service::start(&format!("[admin]\ntoken = \"{TOKEN}\"\nlisten = \"127.0.0.1:0\"\n"));
+    let service = ratelimiter_testkit::service::Service::start(&format!(
+        "[admin]\ntoken = \"{TOKEN}\"\nlisten = \"127.0.0.1:0\"\n"
+    ));
     let admin = service.admin_addr().expect("the admin listener");
     let client = reqwest::Client::new();
     let cases = [

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::service::Service;
+use ratelimiter_testkit::service::Service;
 
 const TOKEN: &str = "reload-admin-token-0123456789";
 

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::service::Service;
+use ratelimiter_testkit::service::Service;
 
 const TOKEN: &str = "schemathesis-admin-token-0123456789";
 
@@ -116,7 +116,7 @@ fn schemathesis_finds_no_server_error_and_no_deviation_from_the_document() {
     });
 
     let mut status = None;
-    let finished = crate::support::poll_until(DEADLINE, || {
+    let finished = ratelimiter_testkit::poll_until(DEADLINE, || {
         status = child.try_wait().expect("wait for schemathesis");
         status.is_some()
     });

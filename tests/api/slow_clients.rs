@@ -16,8 +16,8 @@ use hyper::body::Frame;
 use ratelimiter::settings::Settings;
 use serde_json::Value;
 
-use crate::support::service::Service;
-use crate::support::{poll_until, POLL_INTERVAL};
+use ratelimiter_testkit::service::Service;
+use ratelimiter_testkit::{poll_until, POLL_INTERVAL};
 
 const READ_TIMEOUT: Duration = Duration::from_millis(1500);
 

@@ -202,15 +202,6 @@ pub fn uid(user: &str) -> u32 {
         .unwrap_or_else(|_| panic!("user {user:?} is not numeric: runAsNonRoot cannot check it"))
 }
 
-/// A port on 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A variable name for which the settings loader must fail: proves the
 /// name checks above can fail.
 pub const NOT_A_SETTING: &str = "RATELIMITER__SERVER__PORT";

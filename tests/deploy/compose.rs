@@ -11,11 +11,11 @@ use ratelimiter::settings::{Backend, RedisMode, Settings};
 use serde_json::Value;
 
 use crate::common::{
-    assert_liveness_path, assert_readiness_path, block, directives, free_port, port_and_path, read, repo, scalar,
-    seconds, settings_from_env, yaml,
+    assert_liveness_path, assert_readiness_path, block, directives, port_and_path, read, repo, scalar, seconds,
+    settings_from_env, yaml,
 };
-use crate::support::service::Service;
-use crate::support::wait_until;
+use ratelimiter_testkit::service::Service;
+use ratelimiter_testkit::{ports, wait_until};
 
 /// What `docker compose` would take from the shell, for the variables the
 /// file requires.
@@ -448,19 +448,34 @@ fn node_args(
     args
 }
 
-/// A port free for clients and for the cluster bus (port + 10000) on every
-/// address of `ips`.
-fn free_port_on(ips: &[String]) -> u16 {
-    loop {
-        let port = free_port();
-        let free = |port: u16| {
-            ips.iter()
-                .all(|ip| std::net::TcpListener::bind((ip.as_str(), port)).is_ok())
-        };
-        if port < 55_000 && free(port) && free(port + 10_000) {
-            return port;
-        }
+/// The compose nodes `nodes`, one on each address of `ips`, all on `port`
+/// with their files below `dir`; each runs once it listens on its port and
+/// its cluster bus port (`port + 10000`). `Err` with the output of a node
+/// that exited first (saying "already in use" when a port was taken).
+fn start_nodes(
+    services: &serde_json::Map<String, Value>,
+    nodes: &[String],
+    ips: &[String],
+    port: u16,
+    dir: &Path,
+) -> Result<Vec<Process>, String> {
+    let mut running = Vec::new();
+    for (name, ip) in nodes.iter().zip(ips) {
+        let node_dir = dir.join(port.to_string()).join(name);
+        std::fs::create_dir_all(&node_dir).unwrap();
+        let log = node_dir.join("stdout.log");
+        let child = Command::new("redis-server")
+            .args(node_args(services, name, ip, port, &node_dir))
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is not installed; scripts/test.sh installs it");
+        running.push(Process(child));
+        let child = &mut running.last_mut().expect("just pushed").0;
+        ports::wait_listening(child, &[port, port + ports::BUS_OFFSET], &log, Duration::from_secs(10))
+            .map_err(|e| format!("{name} on {ip}:{port}: {e}"))?;
     }
+    Ok(running)
 }
 
 fn redis_cli(ip: &str, port: u16, args: &[&str]) -> String {
@@ -512,20 +527,12 @@ fn the_init_job_joins_the_compose_nodes_into_a_cluster_once() {
     let services = services();
     let nodes = redis_nodes(&services);
     let ips: Vec<String> = (0..nodes.len()).map(|i| format!("127.0.0.{}", i + 2)).collect();
-    let port = free_port_on(&ips);
     let dir = tempfile::tempdir().unwrap();
-    let mut running = Vec::new();
-    for (name, ip) in nodes.iter().zip(&ips) {
-        let node_dir = dir.path().join(name);
-        std::fs::create_dir(&node_dir).unwrap();
-        let child = Command::new("redis-server")
-            .args(node_args(&services, name, ip, port, &node_dir))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is not installed; scripts/test.sh installs it");
-        running.push(Process(child));
-    }
+    // One port for all six addresses, with its bus port: offered until no
+    // node finds either taken.
+    let (port, running) = ports::retry("the compose nodes", ports::candidate_cluster, |&port| {
+        start_nodes(&services, &nodes, &ips, port, dir.path()).map(|running| (port, running))
+    });
     for ip in &ips {
         wait_until("a node with the compose options", Duration::from_secs(10), || {
             redis_cli(ip, port, &["ping"]).trim() == "PONG"
@@ -596,12 +603,31 @@ struct Nginx {
 impl Nginx {
     fn start(upstreams: &[(String, std::net::SocketAddr)], replica_port: u16) -> Nginx {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let log = dir.path().join("stderr.log");
+        let (process, port) = ports::retry("nginx", ports::candidate, |&port| {
+            let mut process = Nginx::spawn(dir.path(), &log, upstreams, replica_port, port);
+            ports::wait_listening(&mut process.0, &[port], &log, Duration::from_secs(10)).map(|()| (process, port))
+        });
+        Nginx {
+            process,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// nginx with the configuration for `port`, writing to `log`.
+    fn spawn(
+        dir: &Path,
+        log: &Path,
+        upstreams: &[(String, std::net::SocketAddr)],
+        replica_port: u16,
+        port: u16,
+    ) -> Process {
         let mut conf = read("deploy/docker/nginx.conf");
         for (name, addr) in upstreams {
             conf = conf.replace(&format!("server {name}:{replica_port} "), &format!("server {addr} "));
         }
-        let d = dir.path().display();
+        let d = dir.display();
         conf = conf
             .replace("listen 8080;", &format!("listen 127.0.0.1:{port};"))
             .replace("worker_processes auto;", "worker_processes 1;")
@@ -612,33 +638,19 @@ impl Nginx {
                 ),
                 1,
             );
-        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
         let child = Command::new("nginx")
             .arg("-p")
-            .arg(dir.path())
+            .arg(dir)
             .arg("-c")
-            .arg(dir.path().join("nginx.conf"))
+            .arg(dir.join("nginx.conf"))
             .args(["-e", "stderr", "-g"])
             .arg(format!("daemon off; pid {d}/nginx.pid;"))
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
+            .stderr(std::fs::File::create(log).unwrap())
             .spawn()
             .expect("nginx is not installed; scripts/test.sh installs it (Debian package nginx)");
-        let mut process = Process(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if process.0.try_wait().unwrap().is_some() {
-                let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
-                panic!("nginx exited:\n{log}");
-            }
-            assert!(Instant::now() < deadline, "nginx did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Nginx {
-            process,
-            port,
-            _dir: dir,
-        }
+        Process(child)
     }
 }
 

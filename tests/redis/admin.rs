@@ -6,14 +6,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::cluster_toml;
-use crate::support::redis::{RedisCluster, RedisServer};
-use crate::support::service::Service;
+use crate::common::{cluster_toml, standalone_toml};
+use ratelimiter_testkit::redis::{RedisCluster, RedisServer};
+use ratelimiter_testkit::service::Service;
 
 const TOKEN: &str = "shared-admin-token-0123456789";
 
 fn config(redis: &RedisServer, prefix: &str, resync: &str) -> String {
-    config_for(&format!("url = \"{}\"", redis.url()), prefix, resync)
+    config_for(&standalone_toml(redis), prefix, resync)
 }
 
 fn config_for(store: &str, prefix: &str, resync: &str) -> String {
@@ -76,6 +76,36 @@ impl Replica {
     }
 }
 
+/// Puts `record` (an override) through `a` and waits, at most a second,
+/// until `b` applies its limit to its key.
+async fn override_reaches(a: &Replica, b: &Replica, record: Value, what: &str) {
+    let key = record["key"].as_str().expect("an override of a key").to_owned();
+    let limit = record["limit"].as_u64().expect("an override with a limit");
+    let (status, body) = a.admin(reqwest::Method::PUT, "/admin/overrides", Some(record)).await;
+    assert_eq!(status, 200, "{body}");
+    within(Duration::from_secs(1), what, || async {
+        b.limit_of(&key).await == limit
+    })
+    .await;
+}
+
+/// Blocks `entry` through `a` and waits, at most a second, until `b`
+/// answers 403 to a check of `key`.
+async fn block_reaches(a: &Replica, b: &Replica, entry: &str, key: &str, what: &str) {
+    let (status, _) = a
+        .admin(
+            reqwest::Method::PUT,
+            "/admin/lists/block",
+            Some(json!({ "entry": entry })),
+        )
+        .await;
+    assert_eq!(status, 200);
+    within(Duration::from_secs(1), what, || async {
+        b.check(json!({ "key": key })).await.0 == 403
+    })
+    .await;
+}
+
 /// Polls `condition` until it holds; returns how long that took.
 async fn within<F, Fut>(deadline: Duration, what: &str, mut condition: F) -> Duration
 where
@@ -101,34 +131,18 @@ async fn changes_on_one_replica_govern_the_other_within_a_second() {
     let b = Replica::start(&config);
     assert_eq!(b.limit_of("org:acme").await, 1);
 
-    let (status, body) = a
-        .admin(
-            reqwest::Method::PUT,
-            "/admin/overrides",
-            Some(json!({"key": "org:acme", "limit": 1000})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    within(Duration::from_secs(1), "the key override on replica B", || async {
-        b.limit_of("org:acme").await == 1000
-    })
+    override_reaches(
+        &a,
+        &b,
+        json!({"key": "org:acme", "limit": 1000}),
+        "the key override on replica B",
+    )
     .await;
     for _ in 0..5 {
         assert_eq!(b.check(json!({"key": "org:acme"})).await.0, 200);
     }
 
-    let (status, _) = a
-        .admin(
-            reqwest::Method::PUT,
-            "/admin/lists/block",
-            Some(json!({"entry": "user:evil"})),
-        )
-        .await;
-    assert_eq!(status, 200);
-    within(Duration::from_secs(1), "the block on replica B", || async {
-        b.check(json!({"key": "user:evil"})).await.0 == 403
-    })
-    .await;
+    block_reaches(&a, &b, "user:evil", "user:evil", "the block on replica B").await;
 
     let (status, _) = a
         .admin(reqwest::Method::DELETE, "/admin/lists/block?entry=user:evil", None)
@@ -166,17 +180,12 @@ async fn expiry_applies_on_every_replica() {
     let config = config(&redis, "adm2", "1h");
     let a = Replica::start(&config);
     let b = Replica::start(&config);
-    let (status, body) = a
-        .admin(
-            reqwest::Method::PUT,
-            "/admin/overrides",
-            Some(json!({"key": "org:brief", "limit": 50, "expires_in": "1s"})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    within(Duration::from_secs(1), "the override on B", || async {
-        b.limit_of("org:brief").await == 50
-    })
+    override_reaches(
+        &a,
+        &b,
+        json!({"key": "org:brief", "limit": 50, "expires_in": "1s"}),
+        "the override on B",
+    )
     .await;
     // After its expiry both replicas are back to the configured limit.
     within(Duration::from_secs(5), "the expiry on A and B", || async {
@@ -211,30 +220,8 @@ async fn changes_are_shared_on_a_cluster_too() {
     let config = config_for(&cluster_toml(&cluster), "adm4", "1h");
     let a = Replica::start(&config);
     let b = Replica::start(&config);
-    let (status, body) = a
-        .admin(
-            reqwest::Method::PUT,
-            "/admin/overrides",
-            Some(json!({"key": "org:big", "limit": 500})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    within(Duration::from_secs(1), "the override on B", || async {
-        b.limit_of("org:big").await == 500
-    })
-    .await;
-    let (status, _) = a
-        .admin(
-            reqwest::Method::PUT,
-            "/admin/lists/block",
-            Some(json!({"entry": "198.51.100.0/24"})),
-        )
-        .await;
-    assert_eq!(status, 200);
-    within(Duration::from_secs(1), "the block on B", || async {
-        b.check(json!({"key": "198.51.100.9"})).await.0 == 403
-    })
-    .await;
+    override_reaches(&a, &b, json!({"key": "org:big", "limit": 500}), "the override on B").await;
+    block_reaches(&a, &b, "198.51.100.0/24", "198.51.100.9", "the block on B").await;
 }
 
 /// The deny cache's counter on a replica's `/metrics`.

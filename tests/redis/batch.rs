@@ -10,7 +10,7 @@ use ratelimiter::store::redis::scripts::Scripts;
 use ratelimiter::store::{Store, StoreKey};
 
 use crate::common::{connect, standalone_settings, unique_prefix, Rng};
-use crate::support::redis::RedisServer;
+use ratelimiter_testkit::redis::RedisServer;
 
 const START: u64 = 1_700_000_000_123_456;
 

@@ -11,7 +11,7 @@ use ratelimiter::store::redis::RedisStore;
 use ratelimiter::store::{Store, StoreKey};
 
 use crate::common::{cluster_settings, connect, unique_prefix};
-use crate::support::redis::RedisCluster;
+use ratelimiter_testkit::redis::RedisCluster;
 
 fn policy() -> Policy {
     Policy::new(Algorithm::SlidingWindowLog, 10, Duration::from_secs(3600)).unwrap()

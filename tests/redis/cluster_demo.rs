@@ -4,14 +4,14 @@
 //! process and no listener behind.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::wait_until;
+use ratelimiter_testkit::{ports, wait_until};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster-demo.sh");
 const BIN: &str = env!("CARGO_BIN_EXE_ratelimiter");
@@ -23,7 +23,7 @@ const CLIENTS: usize = 20;
 /// The demo's ports: the load balancer on `base`, replicas on `base+1..+3`,
 /// their admin APIs on `base+4..+6`; Redis on `redis..redis+5` and the
 /// cluster bus 10000 above.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 struct Ports {
     base: u16,
     redis: u16,
@@ -41,23 +41,13 @@ impl Ports {
         demo.chain(redis).collect()
     }
 
-    /// Free now, in ranges that neither the OS's ephemeral ports (32768 and
-    /// up, used by the other tests' servers) nor `cluster_script.rs`
-    /// (20000..39999) hand out: demo ports in 10000..12999, Redis in
-    /// 3000..9999 with its bus in 13000..19999.
-    fn free() -> Ports {
-        let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
-        let offset = (std::process::id() % 300) as u16;
-        (0..300u16)
-            .map(|i| {
-                let i = (offset + i) % 300;
-                Ports {
-                    base: 10_000 + i * 10,
-                    redis: 3_000 + i * 20,
-                }
-            })
-            .find(|p| p.all().into_iter().all(free))
-            .expect("a free range of ports")
+    /// Candidates (never bound here, see `ports`): seven ports for the
+    /// demo, six for Redis whose bus ports are candidates too.
+    fn candidate() -> Ports {
+        Ports {
+            base: ports::candidate_block(7),
+            redis: ports::candidate_cluster_block(6),
+        }
     }
 }
 
@@ -69,6 +59,22 @@ struct Demo {
 }
 
 impl Demo {
+    /// `up` in `dir`, on candidate ports until the demo finds none of them
+    /// taken (a failed `up` stops what it started; `down` on drop makes
+    /// sure); the demo and what `up` printed.
+    fn up(dir: PathBuf) -> (Demo, String) {
+        ports::retry("scripts/cluster-demo.sh up", Ports::candidate, |&ports| {
+            let demo = Demo {
+                dir: dir.clone(),
+                ports,
+            };
+            match demo.run("up") {
+                (true, out) => Ok((demo, out)),
+                (false, out) => Err(format!("up failed:\n{out}")),
+            }
+        })
+    }
+
     fn run(&self, command: &str) -> (bool, String) {
         let out = Command::new("bash")
             .arg(SCRIPT)
@@ -177,16 +183,11 @@ async fn the_demo_enforces_one_limit_across_three_replicas_behind_nginx() {
         "nginx is not installed; scripts/test.sh installs it (Debian package nginx)"
     );
     let parent = tempfile::tempdir().unwrap();
-    let demo = Demo {
-        dir: parent.path().join("demo"),
-        ports: Ports::free(),
-    };
+    let (demo, out) = Demo::up(parent.path().join("demo"));
     let replicas: BTreeSet<String> = (1..=3)
         .map(|i| format!("127.0.0.1:{}", demo.ports.replica(i)))
         .collect();
 
-    let (ok, out) = demo.run("up");
-    assert!(ok, "up failed:\n{out}");
     assert!(out.contains(&demo.url("")), "up prints the load balancer's URL:\n{out}");
     for replica in &replicas {
         assert!(out.contains(&format!("http://{replica}/metrics")), "{out}");

@@ -1,26 +1,15 @@
 //! `scripts/redis-cluster.sh`, the way a user runs it: start, status, use
 //! the printed seed nodes, stop.
 
-use std::net::TcpListener;
 use std::process::Command;
 
 use ratelimiter::core::{Algorithm, Cost, Policy};
 use ratelimiter::store::{Store, StoreKey};
+use ratelimiter_testkit::ports;
 
 use crate::common::{cluster_settings, connect, unique_prefix};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/redis-cluster.sh");
-
-/// A first port whose six client ports and six bus ports are free now.
-fn free_port_range() -> u16 {
-    let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
-    // Candidates 20000..29990 in steps of 10, starting at a per-process offset.
-    let offset = (std::process::id() % 1000) as u16;
-    (0..1000u16)
-        .map(|i| 20_000 + ((offset + i) % 1000) * 10)
-        .find(|&p| (0..6).all(|i| free(p + i) && free(p + 10_000 + i)))
-        .expect("a free range of ports")
-}
 
 fn run(dir: &std::path::Path, port: u16, command: &str) -> (bool, String) {
     let out = Command::new("bash")
@@ -51,10 +40,20 @@ impl Drop for Stop<'_> {
 async fn the_cluster_script_starts_a_usable_cluster_and_stops_it() {
     let parent = tempfile::tempdir().unwrap();
     let dir = parent.path().join("cluster");
-    let port = free_port_range();
-    let (ok, out) = run(&dir, port, "start");
+    // Six client ports from the first and their bus ports, offered until the
+    // script finds none of them taken.
+    let (port, out) = ports::retry(
+        "scripts/redis-cluster.sh start",
+        || ports::candidate_cluster_block(6),
+        |&port| match run(&dir, port, "start") {
+            (true, out) => Ok((port, out)),
+            (false, out) => {
+                let _ = run(&dir, port, "stop");
+                Err(out)
+            }
+        },
+    );
     let _stop = Stop(&dir, port);
-    assert!(ok, "{out}");
     let seeds_line = out
         .lines()
         .find(|l| l.starts_with("Seed nodes: "))

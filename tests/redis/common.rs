@@ -36,8 +36,13 @@ pub fn cluster_settings(seeds: &[String], prefix: &str) -> RedisSettings {
     }
 }
 
+/// The `[store.redis]` line pointing at `server`, for a service config.
+pub fn standalone_toml(server: &ratelimiter_testkit::redis::RedisServer) -> String {
+    format!("url = \"{}\"", server.url())
+}
+
 /// `[store.redis]` lines pointing at `cluster`'s nodes, for a service config.
-pub fn cluster_toml(cluster: &crate::support::redis::RedisCluster) -> String {
+pub fn cluster_toml(cluster: &ratelimiter_testkit::redis::RedisCluster) -> String {
     let nodes: Vec<String> = cluster.seed_urls().iter().map(|u| format!("\"{u}\"")).collect();
     format!("mode = \"cluster\"\nnodes = [{}]", nodes.join(", "))
 }

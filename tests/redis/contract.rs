@@ -5,11 +5,12 @@
 use std::time::Duration;
 
 use ratelimiter::core::{Algorithm, Cost, Policy};
+use ratelimiter::settings::RedisSettings;
 use ratelimiter::store::memory::MemoryStore;
 use ratelimiter::store::{Store, StoreKey};
 
 use crate::common::{cluster_settings, connect, standalone_settings, unique_prefix};
-use crate::support::redis::{RedisCluster, RedisServer};
+use ratelimiter_testkit::redis::{RedisCluster, RedisServer};
 
 /// A quota of `limit` that does not refill during a test.
 fn policy(algorithm: Algorithm, limit: u64) -> Policy {
@@ -92,20 +93,24 @@ async fn memory_store_keeps_the_contract() {
     contract(&MemoryStore::new()).await;
 }
 
+/// The contract on the Redis store `settings` name, a cluster or not as
+/// `clustered` says.
+async fn redis_keeps_the_contract(settings: RedisSettings, clustered: bool) {
+    let store = connect(&settings).await;
+    assert_eq!(store.is_clustered(), clustered);
+    contract(&store).await;
+}
+
 #[tokio::test]
 async fn redis_store_keeps_the_contract() {
     let server = RedisServer::start();
-    let store = connect(&standalone_settings(&server.url(), &unique_prefix("contract"))).await;
-    assert!(!store.is_clustered());
-    contract(&store).await;
+    redis_keeps_the_contract(standalone_settings(&server.url(), &unique_prefix("contract")), false).await;
 }
 
 #[tokio::test]
 async fn redis_cluster_store_keeps_the_contract() {
     let cluster = RedisCluster::start();
-    let store = connect(&cluster_settings(&cluster.seed_urls(), &unique_prefix("contract"))).await;
-    assert!(store.is_clustered());
-    contract(&store).await;
+    redis_keeps_the_contract(cluster_settings(&cluster.seed_urls(), &unique_prefix("contract")), true).await;
 }
 
 #[tokio::test]

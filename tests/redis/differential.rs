@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ratelimiter::core::{Algorithm, Cost, ManualClock, Policy, Timestamp};
+use ratelimiter::settings::RedisSettings;
 use ratelimiter::store::memory::MemoryStore;
 use ratelimiter::store::redis::RedisStore;
 use ratelimiter::store::{Store, StoreKey};
 
 use crate::common::{cluster_settings, connect, standalone_settings, unique_prefix, Rng};
-use crate::support::redis::{RedisCluster, RedisServer};
+use ratelimiter_testkit::redis::{RedisCluster, RedisServer};
 
 const START: u64 = 1_700_000_000_123_456;
 
@@ -62,20 +63,23 @@ async fn compare(redis: RedisStore, clock: Arc<ManualClock>, seed: u64, sequence
     compared
 }
 
+/// [`compare`] on the Redis store `settings` name: every check of every
+/// sequence compared.
+async fn lua_and_rust_agree(settings: RedisSettings, seed: u64, sequences: u64) {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_micros(START)));
+    let store = connect(&settings).await;
+    let compared = compare(store.with_clock(clock.clone()), clock, seed, sequences).await;
+    assert_eq!(compared, 5 * sequences * 60);
+}
+
 #[tokio::test]
 async fn lua_and_rust_agree_on_redis() {
     let server = RedisServer::start();
-    let clock = Arc::new(ManualClock::new(Timestamp::from_micros(START)));
-    let store = connect(&standalone_settings(&server.url(), &unique_prefix("diff"))).await;
-    let compared = compare(store.with_clock(clock.clone()), clock, 1, 20).await;
-    assert_eq!(compared, 5 * 20 * 60);
+    lua_and_rust_agree(standalone_settings(&server.url(), &unique_prefix("diff")), 1, 20).await;
 }
 
 #[tokio::test]
 async fn lua_and_rust_agree_on_a_cluster() {
     let cluster = RedisCluster::start();
-    let clock = Arc::new(ManualClock::new(Timestamp::from_micros(START)));
-    let store = connect(&cluster_settings(&cluster.seed_urls(), &unique_prefix("diff"))).await;
-    let compared = compare(store.with_clock(clock.clone()), clock, 2, 8).await;
-    assert_eq!(compared, 5 * 8 * 60);
+    lua_and_rust_agree(cluster_settings(&cluster.seed_urls(), &unique_prefix("diff")), 2, 8).await;
 }

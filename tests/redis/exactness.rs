@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use crate::common::cluster_toml;
-use crate::support::redis::{RedisCluster, RedisServer};
-use crate::support::service::Service;
+use crate::common::{cluster_toml, standalone_toml};
+use ratelimiter_testkit::redis::{RedisCluster, RedisServer};
+use ratelimiter_testkit::service::Service;
 
 const CLIENTS: usize = 200;
 const REQUESTS_PER_CLIENT: usize = 2;
@@ -95,18 +95,21 @@ async fn hammer(replicas: &[Service]) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_replicas_on_one_redis_admit_exactly_the_limit() {
-    let server = RedisServer::start();
-    let config = config(&format!("url = \"{}\"", server.url()), "exact");
+/// Three replicas on the store that `redis` (`[store.redis]` lines) names.
+async fn three_replicas_admit_exactly_the_limit(redis: &str) {
+    let config = config(redis, "exact");
     let replicas: Vec<Service> = (0..3).map(|_| Service::start(&config)).collect();
     hammer(&replicas).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_on_one_redis_admit_exactly_the_limit() {
+    let server = RedisServer::start();
+    three_replicas_admit_exactly_the_limit(&standalone_toml(&server)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_on_a_cluster_admit_exactly_the_limit() {
     let cluster = RedisCluster::start();
-    let config = config(&cluster_toml(&cluster), "exact");
-    let replicas: Vec<Service> = (0..3).map(|_| Service::start(&config)).collect();
-    hammer(&replicas).await;
+    three_replicas_admit_exactly_the_limit(&cluster_toml(&cluster)).await;
 }

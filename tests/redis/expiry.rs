@@ -7,7 +7,7 @@ use ratelimiter::core::{Algorithm, Cost, Policy};
 use ratelimiter::store::{Store, StoreKey};
 
 use crate::common::{connect, standalone_settings, unique_prefix};
-use crate::support::redis::RedisServer;
+use ratelimiter_testkit::redis::RedisServer;
 
 #[tokio::test]
 async fn keys_expire_just_after_they_are_fully_restored() {

@@ -14,11 +14,17 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::{cluster_toml, unique_prefix};
-use crate::support::redis::{RedisCluster, RedisServer};
-use crate::support::service::Service;
+use crate::common::{cluster_toml, standalone_toml, unique_prefix};
+use ratelimiter_testkit::redis::{RedisCluster, RedisServer};
+use ratelimiter_testkit::service::Service;
 
 const WORKERS: usize = 8;
+
+/// When a fault on a standalone server starts and ends, and how long the
+/// load runs, from the start of the load.
+const FAULT_AT: Duration = Duration::from_millis(800);
+const RECOVERED_AT: Duration = Duration::from_millis(2000);
+const DURATION: Duration = Duration::from_millis(3500);
 
 #[derive(Debug, Clone)]
 struct Sample {
@@ -182,6 +188,20 @@ fn body_sample(body: &Value) -> Sample {
     }
 }
 
+/// Runs `fault` at [`FAULT_AT`] and `recover` at [`RECOVERED_AT`] from now,
+/// on a blocking thread (the Redis helpers block).
+fn inject(
+    fault: impl FnOnce() + Send + 'static,
+    recover: impl FnOnce() + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::task::spawn_blocking(move || {
+        std::thread::sleep(FAULT_AT);
+        fault();
+        std::thread::sleep(RECOVERED_AT - FAULT_AT);
+        recover();
+    })
+}
+
 /// Breaker states seen on /health/ready while `until` has not passed.
 async fn watch_breaker(service: &Service, start: Instant, until: Duration) -> Vec<String> {
     let mut seen = Vec::new();
@@ -202,29 +222,18 @@ async fn watch_breaker(service: &Service, start: Instant, until: Duration) -> Ve
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_and_restarted_under_load_fails_open() {
     let redis = Arc::new(std::sync::Mutex::new(RedisServer::start()));
-    let url = redis.lock().unwrap().url();
-    let service = Service::start(&config(&format!("url = \"{url}\""), "open"));
-    let (fault_at, recovered_at, duration) = (
-        Duration::from_millis(800),
-        Duration::from_millis(2000),
-        Duration::from_millis(3500),
-    );
+    let service = Service::start(&config(&standalone_toml(&redis.lock().unwrap()), "open"));
     let start = Instant::now();
     let faults = {
-        let redis = redis.clone();
-        tokio::task::spawn_blocking(move || {
-            std::thread::sleep(fault_at);
-            redis.lock().unwrap().kill();
-            std::thread::sleep(recovered_at - fault_at);
-            redis.lock().unwrap().restart();
-        })
+        let (a, b) = (redis.clone(), redis.clone());
+        inject(move || a.lock().unwrap().kill(), move || b.lock().unwrap().restart())
     };
     let (samples, breaker) = tokio::join!(
-        load(&service, 50, start, duration),
-        watch_breaker(&service, start, duration)
+        load(&service, 50, start, DURATION),
+        watch_breaker(&service, start, DURATION)
     );
     faults.await.unwrap();
-    let report = report("kill+restart (open)", &samples, fault_at, recovered_at);
+    let report = report("kill+restart (open)", &samples, FAULT_AT, RECOVERED_AT);
     assert_statuses("kill+restart", &report, "open");
     eprintln!("fault kill+restart (open): breaker states {breaker:?}");
     assert!(breaker.contains(&"open".to_owned()), "the breaker opened: {breaker:?}");
@@ -238,56 +247,41 @@ async fn redis_killed_and_restarted_under_load_fails_open() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_paused_so_commands_time_out_decides_locally() {
-    let redis = RedisServer::start();
-    let service = Service::start(&config(&format!("url = \"{}\"", redis.url()), "local"));
-    let (fault_at, recovered_at, duration) = (
-        Duration::from_millis(800),
-        Duration::from_millis(2000),
-        Duration::from_millis(3500),
-    );
+    let redis = Arc::new(RedisServer::start());
+    let service = Service::start(&config(&standalone_toml(&redis), "local"));
     let start = Instant::now();
-    let redis = Arc::new(redis);
     let faults = {
-        let redis = redis.clone();
-        tokio::task::spawn_blocking(move || {
-            std::thread::sleep(fault_at);
-            redis.pause();
-            std::thread::sleep(recovered_at - fault_at);
-            redis.resume();
-        })
+        let (a, b) = (redis.clone(), redis.clone());
+        inject(move || a.pause(), move || b.resume())
     };
-    let samples = load(&service, 50, start, duration).await;
+    let samples = load(&service, 50, start, DURATION).await;
     faults.await.unwrap();
-    let report = report("SIGSTOP (local)", &samples, fault_at, recovered_at);
+    let report = report("SIGSTOP (local)", &samples, FAULT_AT, RECOVERED_AT);
     assert_statuses("SIGSTOP", &report, "local");
     assert_exact(&service).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_out_of_memory_fails_closed_with_503() {
-    let redis = RedisServer::start();
+    let redis = Arc::new(RedisServer::start());
     redis.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
-    let service = Service::start(&config(&format!("url = \"{}\"", redis.url()), "closed"));
-    let (fault_at, recovered_at, duration) = (
-        Duration::from_millis(800),
-        Duration::from_millis(2000),
-        Duration::from_millis(3500),
-    );
+    let service = Service::start(&config(&standalone_toml(&redis), "closed"));
     let start = Instant::now();
-    let redis = Arc::new(redis);
     let faults = {
-        let redis = redis.clone();
-        tokio::task::spawn_blocking(move || {
-            std::thread::sleep(fault_at);
+        let (a, b) = (redis.clone(), redis.clone());
+        inject(
             // Any write now exceeds maxmemory: scripts that write are refused.
-            redis.cli(&["CONFIG", "SET", "maxmemory", "1"]);
-            std::thread::sleep(recovered_at - fault_at);
-            redis.cli(&["CONFIG", "SET", "maxmemory", "0"]);
-        })
+            move || {
+                a.cli(&["CONFIG", "SET", "maxmemory", "1"]);
+            },
+            move || {
+                b.cli(&["CONFIG", "SET", "maxmemory", "0"]);
+            },
+        )
     };
-    let samples = load(&service, 50, start, duration).await;
+    let samples = load(&service, 50, start, DURATION).await;
     faults.await.unwrap();
-    let report = report("maxmemory noeviction (closed)", &samples, fault_at, recovered_at);
+    let report = report("maxmemory noeviction (closed)", &samples, FAULT_AT, RECOVERED_AT);
     assert_statuses("maxmemory", &report, "closed");
     assert!(
         report.counts.contains_key("503 store_unavailable"),

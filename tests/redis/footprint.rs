@@ -9,7 +9,7 @@ use ratelimiter::core::{Algorithm, Cost, Policy};
 use ratelimiter::store::{Store, StoreKey};
 
 use crate::common::{connect, standalone_settings, unique_prefix};
-use crate::support::redis::RedisServer;
+use ratelimiter_testkit::redis::RedisServer;
 
 #[tokio::test]
 async fn bytes_per_key_are_small_and_bounded() {

@@ -1,9 +1,6 @@
 //! The Redis store against real `redis-server` processes (standalone and a
 //! 3-master cluster) started by the tests on free loopback ports.
 
-#[path = "../support/mod.rs"]
-mod support;
-
 mod admin;
 mod batch;
 mod cluster_changes;

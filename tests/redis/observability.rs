@@ -5,15 +5,15 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::common::unique_prefix;
-use crate::support::redis::RedisServer;
-use crate::support::service::Service;
+use ratelimiter_testkit::ports;
+use ratelimiter_testkit::redis::RedisServer;
+use ratelimiter_testkit::service::Service;
 
 fn config(redis: &RedisServer) -> String {
     format!(
@@ -89,8 +89,8 @@ async fn promtool_accepts_a_live_scrape() {
     }
 }
 
-/// A Prometheus server on a free loopback port, scraping `target` every
-/// second; killed on drop.
+/// A Prometheus server on a free loopback port (offered candidates until
+/// one is not taken), scraping `target` every second; killed on drop.
 struct Prometheus {
     child: Child,
     port: u16,
@@ -109,15 +109,18 @@ impl Prometheus {
             ),
         )
         .unwrap();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start prometheus");
+        let log = dir.path().join("prometheus.log");
+        let (child, port) = ports::retry("prometheus", ports::candidate, |&port| {
+            let mut child = Command::new("prometheus")
+                .arg(format!("--config.file={}", config.display()))
+                .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .expect("start prometheus");
+            ports::wait_listening(&mut child, &[port], &log, Duration::from_secs(30)).map(|()| (child, port))
+        });
         Prometheus { child, port, _dir: dir }
     }
 

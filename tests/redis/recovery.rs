@@ -10,8 +10,8 @@ use ratelimiter::store::{Store, StoreKey};
 use serde_json::{json, Value};
 
 use crate::common::{connect, standalone_settings, unique_prefix};
-use crate::support::redis::RedisServer;
-use crate::support::service::Service;
+use ratelimiter_testkit::redis::RedisServer;
+use ratelimiter_testkit::service::Service;
 
 const KEY: StoreKey<'static> = StoreKey {
     rule: "recovery",
@@ -98,7 +98,7 @@ fn the_service_refuses_to_start_without_redis() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r.toml");
     std::fs::write(&path, config).unwrap();
-    let out = std::process::Command::new(crate::support::service::BIN)
+    let out = std::process::Command::new(ratelimiter_testkit::service::binary())
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(&path)
         .output()

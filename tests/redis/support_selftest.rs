@@ -5,7 +5,8 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
-use crate::support::redis::{try_cli, RedisCluster, RedisServer, CLUSTER_SLOTS};
+use ratelimiter_testkit::ports;
+use ratelimiter_testkit::redis::{try_cli, RedisCluster, RedisServer, CLUSTER_SLOTS};
 
 #[test]
 fn standalone_answers_and_restarts_on_the_same_port() {
@@ -47,12 +48,68 @@ fn standalone_pause_holds_replies_until_resume() {
 fn dropping_a_standalone_frees_its_port() {
     let redis = RedisServer::start();
     let port = redis.port();
-    assert!(
-        TcpListener::bind(("127.0.0.1", port)).is_err(),
-        "the server holds its port"
-    );
+    let pid: u32 = redis
+        .cli(&["INFO", "server"])
+        .lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|p| p.trim().parse().ok())
+        .expect("INFO server names the process");
+    assert!(ports::listens(pid, port), "the server holds its port");
     drop(redis);
-    TcpListener::bind(("127.0.0.1", port)).expect("port is free after drop");
+    assert!(!ports::listens(pid, port), "port is free after drop");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the server is gone after drop"
+    );
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "nothing answers there"
+    );
+}
+
+/// A port taken by a listener this test holds is offered first: the server
+/// fails to bind it and starts on the next candidate, and the listener keeps
+/// its port.
+#[test]
+fn a_standalone_offered_a_taken_port_starts_on_another() {
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = held.local_addr().unwrap().port();
+    let mut offered = Vec::new();
+    let redis = RedisServer::start_on(|| {
+        let port = if offered.is_empty() { taken } else { ports::candidate() };
+        offered.push(port);
+        port
+    });
+    assert_eq!(offered.len(), 2, "one retry: {offered:?}");
+    assert_eq!(redis.port(), offered[1]);
+    assert_eq!(redis.cli(&["PING"]), "PONG");
+    assert!(ports::listens(std::process::id(), taken), "the listener keeps its port");
+}
+
+/// A cluster node whose bus port (`port + 10000`) is taken fails and is
+/// offered another port: the cluster still forms, without that port.
+#[test]
+fn a_cluster_node_offered_a_taken_bus_port_starts_on_another() {
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let bus = held.local_addr().unwrap().port();
+    let first = bus
+        .checked_sub(ports::BUS_OFFSET)
+        .expect("an ephemeral port is above 10000");
+    let mut offered = Vec::new();
+    let cluster = RedisCluster::start_on(|| {
+        let port = if offered.is_empty() {
+            first
+        } else {
+            ports::candidate_cluster()
+        };
+        offered.push(port);
+        port
+    });
+    assert_eq!(offered.len(), 7, "six nodes and one retry: {offered:?}");
+    assert!(!cluster.ports().contains(&first), "{:?}", cluster.ports());
+    assert_eq!(cluster.ports(), offered[1..]);
+    assert_eq!(cluster.masters().len(), 3);
+    assert!(ports::listens(std::process::id(), bus), "the listener keeps its port");
 }
 
 #[test]

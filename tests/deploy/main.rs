@@ -20,15 +20,8 @@
 //!   nodes' options joined into a cluster by the compose init job's script
 //!   (twice: the second run finds the cluster and exits 0).
 
-#[path = "deploy/common.rs"]
 mod common;
-#[path = "deploy/compose.rs"]
 mod compose;
-#[path = "deploy/docker.rs"]
 mod docker;
-#[path = "deploy/kubernetes.rs"]
 mod kubernetes;
-#[path = "support/mod.rs"]
-mod support;
-#[path = "deploy/terraform.rs"]
 mod terraform;

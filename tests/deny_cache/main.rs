@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use ratelimiter::core::{Clock, Cost, Decision, ManualClock, Policy, Timestamp};
 use ratelimiter::limiter::overrides::OverrideRecord;
 use ratelimiter::limiter::rules::RuleSet;
@@ -188,7 +189,12 @@ async fn change_policies(reference: &Tested, cached: &Tested, control: &mut Cont
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        // Next to this file: `main.proptest-regressions`.
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn cached_and_uncached_limiters_decide_alike((algorithm, limit, window, ops) in case()) {

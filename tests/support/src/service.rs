@@ -1,15 +1,35 @@
-//! The real `ratelimiter` binary as a child process on a free port.
+//! The real `ratelimiter` binary as a child process on a free port: it
+//! listens on `127.0.0.1:0` and logs the address the system gave it.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_ratelimiter");
+/// The `ratelimiter` binary of this build: `<target-dir>/<profile>/ratelimiter`
+/// beside the running test's `deps/` directory (see the crate docs).
+pub fn binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test's own path");
+        // <target-dir>/<profile>/deps/<test>-<hash>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or_else(|| panic!("{} is not in a deps directory", exe.display()));
+        let binary = profile_dir.join(format!("ratelimiter{}", std::env::consts::EXE_SUFFIX));
+        assert!(
+            binary.is_file(),
+            "{} does not exist: the ratelimiter binary is built with the root package's integration tests",
+            binary.display()
+        );
+        binary
+    })
+}
 
 /// A running `ratelimiter serve`, killed when dropped.
 pub struct Service {
@@ -35,7 +55,7 @@ impl Service {
     }
 
     fn spawn(config: &Path, dir: Option<tempfile::TempDir>) -> Service {
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(binary())
             .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--config"])
             .arg(config)
             // The "listening" event is at info, whatever the config says.

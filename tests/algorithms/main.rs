@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use proptest::test_runner::TestCaseError;
+use proptest::test_runner::{FileFailurePersistence, TestCaseError};
 use ratelimiter::core::{self, Algorithm, Cost, Decision, Policy, Quota, State, Timestamp};
 
 /// How far the clock moves before a request, resolved against the policy.
@@ -230,6 +230,8 @@ fn config(cases: u32) -> ProptestConfig {
         } else {
             cases
         },
+        // Next to this file (`main.proptest-regressions`), as for a single-file test.
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
         ..default
     }
 }
