@@ -3,7 +3,7 @@
 //! would have.
 //!
 //! Why it is exact: every algorithm's `retry_after` is a promise in both
-//! directions (the property tests in `tests/algorithms.rs` hold it to the
+//! directions (the property tests in `tests/algorithms/` hold it to the
 //! microsecond): a cost denied at time `t` with `retry_after` `T` would be
 //! denied at every moment before `t + T`, unless something gives capacity
 //! back. Other callers and other replicas can only take capacity away, so
