@@ -37,8 +37,7 @@ use crate::http::{read_json_body, ApiError, HttpState};
 use crate::limiter::access::ListEntry;
 use crate::limiter::Key;
 use crate::settings::{format_duration, Secret};
-use crate::store::records::OverrideRecord;
-use crate::store::records::{ListKind, ListRecord};
+use crate::store::records::{ListKind, ListRecord, OverrideRecord};
 
 type Shared = State<Arc<HttpState>>;
 type Reply = Result<Json<Value>, ApiError>;
