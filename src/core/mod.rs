@@ -17,10 +17,14 @@
 //!   instant; `retry_after_us` is exactly when the denied cost would fit (0
 //!   when allowed); `reset_after_us` is when the key is fully restored, which
 //!   is also when its state can be forgotten.
+//!
+//! [`multi::check_all`] decides one cost against several limits at once,
+//! all or nothing: the reference for checks with several limits.
 
 pub mod clock;
 pub mod fixed_window;
 pub mod gcra;
+pub mod multi;
 pub mod policy;
 pub mod sliding_window_counter;
 pub mod sliding_window_log;
@@ -29,6 +33,7 @@ pub(crate) mod test_support;
 pub mod token_bucket;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use multi::{check_all, Consume};
 pub use policy::{Algorithm, Cost, Policy, PolicyError, Quota};
 
 /// The outcome of one check.
