@@ -6,14 +6,28 @@
 //! becomes equivalent to a fresh key's (`at + reset_after`); [`MemoryStore::sweep`]
 //! drops such entries, so memory follows the number of *active* keys, not
 //! the number ever seen.
+//!
+//! A check with several limits ([`MemoryStore::check_all_now`]) reads,
+//! decides and writes all of its counters under one critical section: it
+//! takes the lock stripes of its counters in ascending order (so two such
+//! checks never wait on each other in a cycle), and decides with
+//! [`core::check_all`]. Its counters ([`CounterKey`]) are named apart from
+//! single-limit counters, so a single-limit check, which takes no stripe,
+//! can never touch one of them.
 
 use std::future::{ready, Future};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use dashmap::mapref::entry::Entry as MapEntry;
 use dashmap::DashMap;
 
-use super::{Store, StoreError, StoreKey};
-use crate::core::{self, Clock, Cost, Decision, Policy, State, SystemClock, Timestamp};
+use super::{CounterKey, Store, StoreError, StoreKey};
+use crate::core::{self, Clock, Consume, Cost, Decision, Policy, State, SystemClock, Timestamp};
+
+/// Lock stripes of the checks with several limits: enough that unrelated
+/// checks rarely share one, few enough to cost nothing at rest.
+const STRIPES: usize = 256;
 
 struct Entry {
     state: State,
@@ -25,6 +39,9 @@ struct Entry {
 pub struct MemoryStore<C = SystemClock> {
     clock: C,
     entries: DashMap<String, Entry>,
+    /// Held by checks with several limits, one per counter's stripe.
+    stripes: Box<[Mutex<()>]>,
+    hasher: std::collections::hash_map::RandomState,
 }
 
 impl MemoryStore<SystemClock> {
@@ -44,7 +61,59 @@ impl<C: Clock> MemoryStore<C> {
         MemoryStore {
             clock,
             entries: DashMap::new(),
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            hasher: std::collections::hash_map::RandomState::new(),
         }
+    }
+
+    /// Decides `cost` against every counter at once, all or nothing (see
+    /// [`core::check_all`]): every counter consumes it when every one
+    /// allows it and `consume` permits, otherwise none changes. Returns
+    /// whether every counter allows, and each counter's decision in order.
+    /// The counters are distinct (a rule's limits have distinct names).
+    pub fn check_all_now(
+        &self,
+        counters: &[(CounterKey<'_>, &Policy)],
+        cost: Cost,
+        consume: Consume,
+    ) -> (bool, Vec<Decision>) {
+        let names: Vec<String> = counters.iter().map(|(key, _)| counter_map_key(*key)).collect();
+        let mut stripes: Vec<usize> = names.iter().map(|name| self.stripe(name)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let _held: Vec<MutexGuard<'_, ()>> = stripes
+            .iter()
+            .map(|&i| self.stripes[i].lock().unwrap_or_else(PoisonError::into_inner))
+            .collect();
+        // Read under the stripes: no other check of these counters runs now.
+        let now = self.clock.now();
+        let mut states: Vec<State> = names
+            .iter()
+            .zip(counters)
+            .map(|(name, (_, policy))| match self.entries.get(name) {
+                Some(entry) if entry.expires_at > now => entry.state.clone(),
+                _ => State::new(policy.algorithm()),
+            })
+            .collect();
+        let mut limits: Vec<(&Policy, &mut State)> = counters.iter().map(|(_, p)| *p).zip(states.iter_mut()).collect();
+        let (allowed, decisions) = core::check_all(&mut limits, now, cost, consume);
+        if allowed && consume == Consume::IfAllAllow {
+            for ((name, state), decision) in names.into_iter().zip(states).zip(&decisions) {
+                if decision.reset_after_us == 0 {
+                    self.entries.remove(&name);
+                } else {
+                    let expires_at = decision.at.plus(decision.reset_after_us);
+                    self.entries.insert(name, Entry { state, expires_at });
+                }
+            }
+        }
+        (allowed, decisions)
+    }
+
+    fn stripe(&self, name: &str) -> usize {
+        let mut hasher = self.hasher.build_hasher();
+        name.hash(&mut hasher);
+        usize::try_from(hasher.finish() % STRIPES as u64).unwrap_or(0)
     }
 
     /// Decides synchronously; [`Store::check`] wraps this.
@@ -114,6 +183,21 @@ fn map_key(key: StoreKey<'_>) -> String {
     s.push_str(key.rule);
     s.push('\0');
     s.push_str(key.key);
+    s
+}
+
+/// A counter of a check with several limits: `SOH rule NUL limit NUL value`.
+/// No single-limit counter starts with SOH (rule names are printable
+/// ASCII), and neither a rule nor a limit name holds a NUL, so the name is
+/// unambiguous whatever the value holds.
+fn counter_map_key(key: CounterKey<'_>) -> String {
+    let mut s = String::with_capacity(3 + key.rule.len() + key.limit.len() + key.value.len());
+    s.push('\u{1}');
+    s.push_str(key.rule);
+    s.push('\0');
+    s.push_str(key.limit);
+    s.push('\0');
+    s.push_str(key.value);
     s
 }
 
@@ -222,5 +306,91 @@ mod tests {
             .collect();
         let allowed: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
         assert_eq!(allowed, 100);
+    }
+
+    /// `user 100/h` + `org 300/h`, four users of one org, eight threads
+    /// sending 200 checks each: the org admits exactly 300, no user more
+    /// than 100, and every counter consumed exactly what was admitted.
+    #[test]
+    fn several_limits_are_all_or_nothing_under_concurrency() {
+        for (user_algorithm, org_algorithm) in [
+            (Algorithm::FixedWindow, Algorithm::TokenBucket),
+            (Algorithm::Gcra, Algorithm::SlidingWindowLog),
+        ] {
+            let (_clock, store) = store();
+            let user = Policy::new(user_algorithm, 100, Duration::from_secs(3600)).unwrap();
+            let org = Policy::new(org_algorithm, 300, Duration::from_secs(3600)).unwrap();
+            let store = Arc::new(store);
+            let admitted: Vec<u64> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..8)
+                    .map(|thread| {
+                        let store = store.clone();
+                        scope.spawn(move || {
+                            let name = format!("user-{}", thread % 4);
+                            let counters = [
+                                (
+                                    CounterKey {
+                                        rule: "r",
+                                        limit: "user",
+                                        value: &name,
+                                    },
+                                    &user,
+                                ),
+                                (
+                                    CounterKey {
+                                        rule: "r",
+                                        limit: "org",
+                                        value: "acme",
+                                    },
+                                    &org,
+                                ),
+                            ];
+                            (0..200)
+                                .filter(|_| store.check_all_now(&counters, Cost::ONE, Consume::IfAllAllow).0)
+                                .count() as u64
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let per_user: Vec<u64> = (0..4).map(|u| admitted[u] + admitted[u + 4]).collect();
+            assert_eq!(per_user.iter().sum::<u64>(), 300, "{per_user:?}");
+            assert!(per_user.iter().all(|&n| n <= 100), "{per_user:?}");
+            // What each counter holds: peeks consume nothing.
+            let peek = |limit: &str, value: &str, policy: &Policy| {
+                let counters = [(
+                    CounterKey {
+                        rule: "r",
+                        limit,
+                        value,
+                    },
+                    policy,
+                )];
+                store.check_all_now(&counters, Cost::ONE, Consume::Never).1[0].remaining
+            };
+            assert_eq!(peek("org", "acme", &org), 0);
+            for (u, n) in per_user.iter().enumerate() {
+                assert_eq!(peek("user", &format!("user-{u}"), &user), 100 - n);
+            }
+        }
+    }
+
+    #[test]
+    fn counters_of_several_limits_are_named_apart_from_single_keys() {
+        let (_clock, store) = store();
+        let p = Policy::new(Algorithm::FixedWindow, 1, Duration::from_secs(60)).unwrap();
+        // A single-limit key made to look like a counter's name.
+        assert!(store.check_now(key("r", "user\0k"), &p, Cost::ONE).allowed);
+        let counters = [(
+            CounterKey {
+                rule: "r",
+                limit: "user",
+                value: "k",
+            },
+            &p,
+        )];
+        assert!(store.check_all_now(&counters, Cost::ONE, Consume::IfAllAllow).0);
+        assert!(!store.check_all_now(&counters, Cost::ONE, Consume::IfAllAllow).0);
+        assert_eq!(store.len(), 2);
     }
 }

@@ -39,6 +39,16 @@ pub struct StoreKey<'a> {
     pub key: &'a str,
 }
 
+/// The identity of one counter of a check with several limits: the rule,
+/// the limit's name within it, and the value it counts per (the caller's
+/// key, or the value of one of the request's scopes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CounterKey<'a> {
+    pub rule: &'a str,
+    pub limit: &'a str,
+    pub value: &'a str,
+}
+
 /// A store could not decide.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
