@@ -16,7 +16,7 @@
 //! can never touch one of them.
 
 use std::future::{ready, Future};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use dashmap::mapref::entry::Entry as MapEntry;
@@ -111,9 +111,7 @@ impl<C: Clock> MemoryStore<C> {
     }
 
     fn stripe(&self, name: &str) -> usize {
-        let mut hasher = self.hasher.build_hasher();
-        name.hash(&mut hasher);
-        usize::try_from(hasher.finish() % STRIPES as u64).unwrap_or(0)
+        usize::try_from(self.hasher.hash_one(name) % STRIPES as u64).unwrap_or(0)
     }
 
     /// Decides synchronously; [`Store::check`] wraps this.
