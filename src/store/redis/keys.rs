@@ -4,10 +4,20 @@
 //! ```text
 //! <prefix>:{<rule>:<key>}:<algorithm>          the state (a hash)
 //! <prefix>:{<rule>:<key>}:swl:log              sliding_window_log's entries (a list)
+//! <prefix>:{<rule>:<partition>}:<limit>:<value>:<algorithm>
+//!                                              a counter of a rule with several limits
 //! <prefix>:{admin}:overrides                   operators' overrides (a hash: id → JSON)
 //! <prefix>:{admin}:allow, <prefix>:{admin}:block   the lists (hashes: entry → JSON)
 //! <prefix>:admin:changed                       pub/sub channel; any message means "re-read"
 //! ```
+//!
+//! Every counter of one check with several limits has the same tag, the
+//! rule and the check's partition (the value every counter of the check
+//! shares, see the limiter), so the check is one script on one node; inside
+//! the tag the partition is escaped as a key is. After the tag, the limit's
+//! name and the counted value are escaped with `:` too, so a counter's name
+//! has three or four `:`-separated parts after its tag and a single key's
+//! one or two: the two kinds never share a name.
 //!
 //! The `{admin}` hash tag keeps the three admin hashes in one cluster slot.
 //! No state key can take it: a state key's tag always holds an unescaped
@@ -24,7 +34,7 @@
 
 use crate::core::Algorithm;
 use crate::store::records::ListKind;
-use crate::store::StoreKey;
+use crate::store::{CounterKey, StoreKey};
 
 /// The longest key prefix, in bytes.
 pub const MAX_PREFIX_BYTES: usize = 64;
@@ -91,6 +101,32 @@ impl KeyLayout {
 }
 
 impl KeyLayout {
+    /// The keys of one counter of a check with several limits, in the slot
+    /// of `partition` under the counter's rule.
+    pub fn counter_keys(&self, partition: &str, key: CounterKey<'_>, algorithm: Algorithm) -> StateKeys {
+        let mut base = String::with_capacity(
+            self.prefix.len() + key.rule.len() + partition.len() + key.limit.len() + key.value.len() + 16,
+        );
+        base.push_str(&self.prefix);
+        base.push_str(":{");
+        escape_into(&mut base, key.rule, true);
+        base.push(':');
+        escape_into(&mut base, partition, false);
+        base.push_str("}:");
+        escape_into(&mut base, key.limit, true);
+        base.push(':');
+        escape_into(&mut base, key.value, true);
+        base.push(':');
+        base.push_str(suffix(algorithm));
+        match algorithm {
+            Algorithm::SlidingWindowLog => {
+                let log = format!("{base}:log");
+                StateKeys::Two(base, log)
+            }
+            _ => StateKeys::One(base),
+        }
+    }
+
     /// The hash of the operators' overrides.
     pub fn overrides(&self) -> String {
         format!("{}:{{admin}}:overrides", self.prefix)
@@ -163,6 +199,46 @@ mod tests {
             ["rl:{GET /a:user:1}:swl", "rl:{GET /a:user:1}:swl:log"]
         );
         assert_eq!(keys("r:x", "k", Algorithm::Gcra), ["rl:{r%3Ax:k}:gcra"]);
+    }
+
+    #[test]
+    fn counters_of_one_partition_share_a_slot_and_no_name_with_single_keys() {
+        let layout = KeyLayout::new("rl");
+        let counter = |partition: &str, limit: &str, value: &str, algorithm| {
+            let key = CounterKey {
+                rule: "POST /chat",
+                limit,
+                value,
+            };
+            layout.counter_keys(partition, key, algorithm).to_vec()
+        };
+        assert_eq!(
+            counter("acme", "user", "u:1", Algorithm::TokenBucket),
+            ["rl:{POST /chat:acme}:user:u%3A1:tb"]
+        );
+        assert_eq!(
+            counter("acme", "org", "acme", Algorithm::SlidingWindowLog),
+            [
+                "rl:{POST /chat:acme}:org:acme:swl",
+                "rl:{POST /chat:acme}:org:acme:swl:log"
+            ]
+        );
+        let tag = hash_tag(&counter("acme", "user", "u:1", Algorithm::Gcra)[0]).to_owned();
+        for (limit, value) in [("org", "acme"), ("daily", "}{:"), ("x:y", "%")] {
+            for algorithm in Algorithm::ALL {
+                for name in counter("acme", limit, value, algorithm) {
+                    assert_eq!(hash_tag(&name), tag, "{name}");
+                    // After the tag: three or four parts, a single key's one or two.
+                    let after = name.split_once("}:").unwrap().1;
+                    assert!((3..=4).contains(&after.split(':').count()), "{name}");
+                }
+            }
+        }
+        for algorithm in Algorithm::ALL {
+            for name in keys("POST /chat", "acme", algorithm) {
+                assert!(name.split_once("}:").unwrap().1.split(':').count() <= 2, "{name}");
+            }
+        }
     }
 
     #[test]

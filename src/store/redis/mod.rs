@@ -36,8 +36,8 @@ use self::batch::Batcher;
 pub use self::connection::{ConnectError, Connector};
 use self::keys::KeyLayout;
 use self::scripts::Scripts;
-use super::{Store, StoreError, StoreKey};
-use crate::core::{Clock, Cost, Decision, Policy, Timestamp};
+use super::{CounterKey, Store, StoreError, StoreKey};
+use crate::core::{Clock, Consume, Cost, Decision, Policy, Timestamp};
 use crate::metrics::Metrics;
 use crate::settings::RedisSettings;
 
@@ -234,6 +234,63 @@ impl RedisStore {
             .await
             .map_err(|e| self.failed(e))?;
         decision_from_reply(&reply)
+    }
+}
+
+impl RedisStore {
+    /// Decides `cost` against every counter at once, all or nothing, in one
+    /// call of the multi-limit script (see `lua/multi.lua`): every key in
+    /// the slot of `partition`. Returns whether every counter allows, and
+    /// each counter's decision in order.
+    pub async fn check_all(
+        &self,
+        partition: &str,
+        counters: &[(CounterKey<'_>, &Policy)],
+        cost: Cost,
+        consume: Consume,
+    ) -> Result<(bool, Vec<Decision>), StoreError> {
+        let mut keys = Vec::with_capacity(counters.len() * 2);
+        let mut args = Vec::with_capacity(3 + counters.len() * 5);
+        args.push(self.time.argument());
+        args.push(cost.get().to_string());
+        args.push(if consume == Consume::IfAllAllow { "1" } else { "0" }.to_owned());
+        for (key, policy) in counters {
+            let names = self.layout.counter_keys(partition, *key, policy.algorithm()).to_vec();
+            let quota = policy.quota();
+            for value in [
+                scripts::multi_index(policy.algorithm()),
+                quota.limit(),
+                quota.window_us(),
+                quota.emission_interval_us(),
+                names.len() as u64,
+            ] {
+                args.push(value.to_string());
+            }
+            keys.extend(names);
+        }
+        self.metrics.redis_operations.with_label_values(&["evalsha"]).inc();
+        let replies: Vec<Vec<i64>> = self
+            .scripts
+            .multi()
+            .evalsha_with_reload(self.pool.next(), keys, args)
+            .await
+            .map_err(|e| self.failed(e))?;
+        if replies.len() != counters.len() {
+            return Err(StoreError {
+                transient: false,
+                message: format!("{} replies for {} limits", replies.len(), counters.len()),
+            });
+        }
+        let decisions = replies
+            .iter()
+            .map(|reply| decision_from_reply(reply))
+            .collect::<Result<Vec<Decision>, StoreError>>()?;
+        Ok((decisions.iter().all(|d| d.allowed), decisions))
+    }
+
+    /// The key names of one counter of a check with several limits.
+    pub fn counter_key_names(&self, partition: &str, key: CounterKey<'_>, policy: &Policy) -> Vec<String> {
+        self.layout.counter_keys(partition, key, policy.algorithm()).to_vec()
     }
 }
 

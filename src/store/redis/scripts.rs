@@ -5,7 +5,10 @@
 //!
 //! Each also has a batched form, which decides several checks of its
 //! algorithm in one call (`lua/batch_head.lua` and `lua/batch.lua` around
-//! the same algorithm text).
+//! the same algorithm text). One more script holds all five as functions
+//! and decides a check with several limits, all or nothing
+//! (`lua/multi.lua`); there an algorithm decides without writing
+//! (`write` false) until every limit has allowed.
 //!
 //! Scripts are called with EVALSHA; a `NOSCRIPT` reply (a new node, a
 //! promoted replica, `SCRIPT FLUSH`) loads the script on every primary and
@@ -46,6 +49,36 @@ pub const FIXED_WINDOW: &str = script!("fixed_window.lua");
 pub const SLIDING_WINDOW_COUNTER: &str = script!("sliding_window_counter.lua");
 pub const SLIDING_WINDOW_LOG: &str = script!("sliding_window_log.lua");
 
+/// The script of a check with several limits (`lua/multi.lua`): the five
+/// algorithms as functions, each of its limit's keys and arguments and of
+/// whether to write.
+pub const MULTI: &str = concat!(
+    include_str!("lua/prelude.lua"),
+    "local function token_bucket(KEYS, limit, window, interval, cost, now, write)\n",
+    include_str!("lua/token_bucket.lua"),
+    "end\nlocal function gcra(KEYS, limit, window, interval, cost, now, write)\n",
+    include_str!("lua/gcra.lua"),
+    "end\nlocal function fixed_window(KEYS, limit, window, interval, cost, now, write)\n",
+    include_str!("lua/fixed_window.lua"),
+    "end\nlocal function sliding_window_counter(KEYS, limit, window, interval, cost, now, write)\n",
+    include_str!("lua/sliding_window_counter.lua"),
+    "end\nlocal function sliding_window_log(KEYS, limit, window, interval, cost, now, write)\n",
+    include_str!("lua/sliding_window_log.lua"),
+    "end\n",
+    include_str!("lua/multi.lua")
+);
+
+/// An algorithm's number in `lua/multi.lua`'s arguments.
+pub fn multi_index(algorithm: Algorithm) -> u64 {
+    match algorithm {
+        Algorithm::TokenBucket => 1,
+        Algorithm::Gcra => 2,
+        Algorithm::FixedWindow => 3,
+        Algorithm::SlidingWindowCounter => 4,
+        Algorithm::SlidingWindowLog => 5,
+    }
+}
+
 pub const TOKEN_BUCKET_BATCH: &str = batch_script!("token_bucket.lua");
 pub const GCRA_BATCH: &str = batch_script!("gcra.lua");
 pub const FIXED_WINDOW_BATCH: &str = batch_script!("fixed_window.lua");
@@ -60,6 +93,7 @@ pub struct Scripts {
     sliding_window_counter: Script,
     sliding_window_log: Script,
     batched: [Script; 5],
+    multi: Script,
 }
 
 impl Scripts {
@@ -77,6 +111,7 @@ impl Scripts {
                 Script::from_lua(SLIDING_WINDOW_COUNTER_BATCH),
                 Script::from_lua(SLIDING_WINDOW_LOG_BATCH),
             ],
+            multi: Script::from_lua(MULTI),
         }
     }
 
@@ -102,12 +137,18 @@ impl Scripts {
         }
     }
 
-    /// Every script, single and batched.
+    /// The script of a check with several limits.
+    pub fn multi(&self) -> &Script {
+        &self.multi
+    }
+
+    /// Every script: single, batched, and the one for several limits.
     pub fn all(&self) -> impl Iterator<Item = &Script> {
         Algorithm::ALL
             .into_iter()
             .map(|a| self.get(a))
             .chain(self.batched.iter())
+            .chain(std::iter::once(&self.multi))
     }
 }
 

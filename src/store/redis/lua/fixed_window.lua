@@ -56,11 +56,13 @@ if count > 0 then
   reset_after = until_end
 end
 
-if reset_after == 0 then
-  redis.call('DEL', KEYS[1])
-else
-  redis.call('HSET', KEYS[1], 'window_start', num(window_start), 'count', num(count))
-  redis.call('PEXPIRE', KEYS[1], num(idiv(reset_after + 999, 1000) + 1))
+if write then
+  if reset_after == 0 then
+    redis.call('DEL', KEYS[1])
+  else
+    redis.call('HSET', KEYS[1], 'window_start', num(window_start), 'count', num(count))
+    redis.call('PEXPIRE', KEYS[1], num(idiv(reset_after + 999, 1000) + 1))
+  end
 end
 
 return {allowed, limit, math.max(0, limit - count), reset_after, retry_after, now}

@@ -52,11 +52,13 @@ else
 end
 local reset_after = ahead
 
-if reset_after == 0 then
-  redis.call('DEL', KEYS[1])
-else
-  redis.call('HSET', KEYS[1], 'tat', num(tat))
-  redis.call('PEXPIRE', KEYS[1], num(idiv(reset_after + 999, 1000) + 1))
+if write then
+  if reset_after == 0 then
+    redis.call('DEL', KEYS[1])
+  else
+    redis.call('HSET', KEYS[1], 'tat', num(tat))
+    redis.call('PEXPIRE', KEYS[1], num(idiv(reset_after + 999, 1000) + 1))
+  end
 end
 
 return {allowed, limit, idiv(math.max(0, burst - ahead), interval), reset_after, retry_after, now}

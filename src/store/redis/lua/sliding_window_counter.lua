@@ -104,11 +104,13 @@ elseif previous > 0 then
   reset_after = until_(window, 0)
 end
 
-if reset_after == 0 then
-  redis.call('DEL', KEYS[1])
-else
-  redis.call('HSET', KEYS[1], 'window_start', num(start), 'previous', num(previous), 'current', num(current))
-  redis.call('PEXPIRE', KEYS[1], num(idiv(reset_after + 999, 1000) + 1))
+if write then
+  if reset_after == 0 then
+    redis.call('DEL', KEYS[1])
+  else
+    redis.call('HSET', KEYS[1], 'window_start', num(start), 'previous', num(previous), 'current', num(current))
+    redis.call('PEXPIRE', KEYS[1], num(idiv(reset_after + 999, 1000) + 1))
+  end
 end
 
 return {allowed, limit, remaining, reset_after, retry_after, now}

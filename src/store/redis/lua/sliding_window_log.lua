@@ -51,8 +51,11 @@ latest = now_e
 
 -- Drop the entries that have slid out of (now - window, now]: those with
 -- time + window <= now_e, from the head.
+-- Evicted entries are popped; without `write` they are only skipped, so
+-- the list and `used` stay as they were.
+local skip = 0
 while true do
-  local chunk = redis.call('LRANGE', KEYS[2], 0, CHUNK - 1)
+  local chunk = redis.call('LRANGE', KEYS[2], skip, skip + CHUNK - 1)
   local gone = 0
   for i = 1, #chunk do
     local at, units = entry(chunk[i])
@@ -63,7 +66,11 @@ while true do
     used = math.max(0, used - units)
   end
   if gone > 0 then
-    redis.call('LPOP', KEYS[2], gone)
+    if write then
+      redis.call('LPOP', KEYS[2], gone)
+    else
+      skip = skip + gone
+    end
   end
   if gone < CHUNK then
     break
@@ -75,7 +82,9 @@ local retry_after
 local newest -- the time of the newest entry, if any
 if cost <= limit and used + cost <= limit then
   allowed = 1
-  redis.call('RPUSH', KEYS[2], num(latest) .. ':' .. num(cost))
+  if write then
+    redis.call('RPUSH', KEYS[2], num(latest) .. ':' .. num(cost))
+  end
   used = used + cost
   retry_after = 0
   newest = latest
@@ -86,7 +95,7 @@ else
     -- The oldest entries whose costs, once evicted, make room.
     local need = used + cost - limit
     local freed = 0
-    local offset = 0
+    local offset = skip
     retry_after = -1
     while retry_after == -1 do
       local chunk = redis.call('LRANGE', KEYS[2], offset, offset + CHUNK - 1)
@@ -105,6 +114,9 @@ else
     end
   end
   local tail = redis.call('LRANGE', KEYS[2], -1, -1)
+  if skip > 0 and #tail > 0 and redis.call('LLEN', KEYS[2]) <= skip then
+    tail = {} -- every entry was skipped as evicted
+  end
   if #tail > 0 then
     newest = entry(tail[1])
   end
@@ -114,13 +126,15 @@ if newest ~= nil then
   reset_after = math.max(0, newest + window - now)
 end
 
-if reset_after == 0 then
-  redis.call('DEL', KEYS[1], KEYS[2])
-else
-  local ttl = num(idiv(reset_after + 999, 1000) + 1)
-  redis.call('HSET', KEYS[1], 'used', num(used), 'latest', num(latest))
-  redis.call('PEXPIRE', KEYS[1], ttl)
-  redis.call('PEXPIRE', KEYS[2], ttl)
+if write then
+  if reset_after == 0 then
+    redis.call('DEL', KEYS[1], KEYS[2])
+  else
+    local ttl = num(idiv(reset_after + 999, 1000) + 1)
+    redis.call('HSET', KEYS[1], 'used', num(used), 'latest', num(latest))
+    redis.call('PEXPIRE', KEYS[1], ttl)
+    redis.call('PEXPIRE', KEYS[2], ttl)
+  end
 end
 
 return {allowed, limit, math.max(0, limit - used), reset_after, retry_after, now}

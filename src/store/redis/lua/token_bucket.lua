@@ -66,11 +66,13 @@ if used > 0 then
   reset_after = wait_for(used)
 end
 
-if reset_after == 0 then
-  redis.call('DEL', KEYS[1])
-else
-  redis.call('HSET', KEYS[1], 'used', num(used), 'updated', num(updated))
-  redis.call('PEXPIRE', KEYS[1], num(idiv(reset_after + 999, 1000) + 1))
+if write then
+  if reset_after == 0 then
+    redis.call('DEL', KEYS[1])
+  else
+    redis.call('HSET', KEYS[1], 'used', num(used), 'updated', num(updated))
+    redis.call('PEXPIRE', KEYS[1], num(idiv(reset_after + 999, 1000) + 1))
+  end
 end
 
 return {allowed, limit, math.max(0, limit - used), reset_after, retry_after, now}
