@@ -184,16 +184,23 @@ fn map_key(key: StoreKey<'_>) -> String {
     s
 }
 
-/// A counter of a check with several limits: `SOH rule NUL limit NUL value`.
-/// No single-limit counter starts with SOH (rule names are printable
-/// ASCII), and neither a rule nor a limit name holds a NUL, so the name is
-/// unambiguous whatever the value holds.
+/// A counter of a named limit: `SOH rule NUL limit NUL value`. No
+/// single-limit counter starts with SOH (rule names are printable ASCII),
+/// and neither a rule nor a limit name holds a NUL, so the name is
+/// unambiguous whatever the value holds. An unnamed limit's counter is the
+/// single-limit counter of its rule and value.
 fn counter_map_key(key: CounterKey<'_>) -> String {
-    let mut s = String::with_capacity(3 + key.rule.len() + key.limit.len() + key.value.len());
+    let Some(limit) = key.limit else {
+        return map_key(StoreKey {
+            rule: key.rule,
+            key: key.value,
+        });
+    };
+    let mut s = String::with_capacity(3 + key.rule.len() + limit.len() + key.value.len());
     s.push('\u{1}');
     s.push_str(key.rule);
     s.push('\0');
-    s.push_str(key.limit);
+    s.push_str(limit);
     s.push('\0');
     s.push_str(key.value);
     s
@@ -212,6 +219,16 @@ impl<C: Clock> Store for MemoryStore<C> {
     fn reset(&self, key: StoreKey<'_>) -> impl Future<Output = Result<(), StoreError>> + Send {
         self.entries.remove(&map_key(key));
         ready(Ok(()))
+    }
+
+    fn check_all(
+        &self,
+        _partition: &str,
+        counters: &[(CounterKey<'_>, &Policy)],
+        cost: Cost,
+        consume: Consume,
+    ) -> impl Future<Output = Result<(bool, Vec<Decision>), StoreError>> + Send {
+        ready(Ok(self.check_all_now(counters, cost, consume)))
     }
 
     fn sweep(&self) -> usize {
@@ -329,7 +346,7 @@ mod tests {
                                 (
                                     CounterKey {
                                         rule: "r",
-                                        limit: "user",
+                                        limit: Some("user"),
                                         value: &name,
                                     },
                                     &user,
@@ -337,7 +354,7 @@ mod tests {
                                 (
                                     CounterKey {
                                         rule: "r",
-                                        limit: "org",
+                                        limit: Some("org"),
                                         value: "acme",
                                     },
                                     &org,
@@ -359,7 +376,7 @@ mod tests {
                 let counters = [(
                     CounterKey {
                         rule: "r",
-                        limit,
+                        limit: Some(limit),
                         value,
                     },
                     policy,
@@ -382,7 +399,7 @@ mod tests {
         let counters = [(
             CounterKey {
                 rule: "r",
-                limit: "user",
+                limit: Some("user"),
                 value: "k",
             },
             &p,
@@ -390,5 +407,23 @@ mod tests {
         assert!(store.check_all_now(&counters, Cost::ONE, Consume::IfAllAllow).0);
         assert!(!store.check_all_now(&counters, Cost::ONE, Consume::IfAllAllow).0);
         assert_eq!(store.len(), 2);
+    }
+
+    #[test]
+    fn a_peek_of_an_unnamed_limit_reads_what_single_checks_consumed() {
+        let (_clock, store) = store();
+        let p = Policy::new(Algorithm::TokenBucket, 5, Duration::from_secs(60)).unwrap();
+        for _ in 0..3 {
+            assert!(store.check_now(key("r", "k"), &p, Cost::ONE).allowed);
+        }
+        let counters = [(CounterKey::single(key("r", "k")), &p)];
+        let (allowed, decisions) = store.check_all_now(&counters, Cost::ONE, Consume::Never);
+        assert!(allowed);
+        assert_eq!(decisions[0].remaining, 2);
+        assert_eq!(
+            store.check_now(key("r", "k"), &p, Cost::ONE).remaining,
+            1,
+            "the peek consumed nothing"
+        );
     }
 }

@@ -26,7 +26,7 @@ use self::control::Control;
 use self::memory::MemoryStore;
 use self::redis::control::RedisControl;
 use self::redis::RedisStore;
-use crate::core::{Clock, Cost, Decision, Policy};
+use crate::core::{Clock, Consume, Cost, Decision, Policy};
 use crate::metrics::Metrics;
 
 /// The identity of one counter: a rule and a caller's key.
@@ -39,14 +39,32 @@ pub struct StoreKey<'a> {
     pub key: &'a str,
 }
 
-/// The identity of one counter of a check with several limits: the rule,
-/// the limit's name within it, and the value it counts per (the caller's
-/// key, or the value of one of the request's scopes).
+/// The identity of one counter of a check decided all at once
+/// ([`Store::check_all`]): the rule, the limit's name within it, and the
+/// value it counts per (the caller's key, or the value of one of the
+/// request's scopes).
+///
+/// A limit without a name is a rule's only limit written in the short form
+/// (`limit`/`window` on the rule): its counter is the one a single check
+/// ([`Store::check`]) of `StoreKey { rule, key: value }` decides, so a peek
+/// reads exactly what checks consume. Counters of named limits are named
+/// apart from every such counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CounterKey<'a> {
     pub rule: &'a str,
-    pub limit: &'a str,
+    pub limit: Option<&'a str>,
     pub value: &'a str,
+}
+
+impl<'a> CounterKey<'a> {
+    /// The counter of a rule's only, unnamed limit for `key`.
+    pub fn single(key: StoreKey<'a>) -> CounterKey<'a> {
+        CounterKey {
+            rule: key.rule,
+            limit: None,
+            value: key.key,
+        }
+    }
 }
 
 /// A store could not decide.
@@ -69,6 +87,29 @@ pub trait Store: Send + Sync + 'static {
         policy: &Policy,
         cost: Cost,
     ) -> impl Future<Output = Result<Decision, StoreError>> + Send;
+
+    /// Decides `cost` against every counter at once, all or nothing (see
+    /// [`crate::core::multi`]): every counter consumes it when every one
+    /// allows and `consume` permits, otherwise none changes. Returns
+    /// whether every counter allows, and each counter's decision in order.
+    /// `partition` names the slot all counters of named limits share.
+    ///
+    /// A consuming call names only counters of named limits: an unnamed
+    /// limit's counter is consumed by [`Store::check`] alone (a call with
+    /// [`Consume::Never`] may read it).
+    fn check_all(
+        &self,
+        partition: &str,
+        counters: &[(CounterKey<'_>, &Policy)],
+        cost: Cost,
+        consume: Consume,
+    ) -> impl Future<Output = Result<(bool, Vec<Decision>), StoreError>> + Send {
+        let _ = (partition, counters, cost, consume);
+        std::future::ready(Err(StoreError {
+            transient: false,
+            message: "this store cannot decide several limits at once".to_owned(),
+        }))
+    }
 
     /// Forgets `key`'s state, whatever algorithm wrote it.
     fn reset(&self, key: StoreKey<'_>) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -113,6 +154,19 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(store) => Ok(store.check_now(key, policy, cost)),
             AnyStore::Redis(store) => store.check(key, policy, cost).await,
+        }
+    }
+
+    async fn check_all(
+        &self,
+        partition: &str,
+        counters: &[(CounterKey<'_>, &Policy)],
+        cost: Cost,
+        consume: Consume,
+    ) -> Result<(bool, Vec<Decision>), StoreError> {
+        match self {
+            AnyStore::Memory(store) => Ok(store.check_all_now(counters, cost, consume)),
+            AnyStore::Redis(store) => store.check_all(partition, counters, cost, consume).await,
         }
     }
 

@@ -59,6 +59,17 @@ async fn compare(redis: RedisStore, clock: Arc<ManualClock>, seed: u64, sequence
                     cost.get()
                 );
                 compared += 1;
+                if rng.chance(20) {
+                    // A peek reads the counter single checks consume.
+                    let counters = [(CounterKey::single(key), &policy)];
+                    let expected = memory.check_all_now(&counters, Cost::ONE, Consume::Never);
+                    let actual = redis.check_all("", &counters, Cost::ONE, Consume::Never).await;
+                    assert_eq!(
+                        actual.expect("redis answers"),
+                        expected,
+                        "{algorithm} peek after step {step}"
+                    );
+                }
             }
         }
     }
@@ -117,7 +128,7 @@ async fn compare_several(redis: RedisStore, clock: Arc<ManualClock>, seed: u64, 
             .map(|i| {
                 let key = CounterKey {
                     rule: "diff-several",
-                    limit: NAMES[i],
+                    limit: Some(NAMES[i]),
                     value: &values[i],
                 };
                 (key, &policies[i])

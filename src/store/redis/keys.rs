@@ -102,10 +102,18 @@ impl KeyLayout {
 
 impl KeyLayout {
     /// The keys of one counter of a check with several limits, in the slot
-    /// of `partition` under the counter's rule.
+    /// of `partition` under the counter's rule; an unnamed limit's counter
+    /// is the single key of its rule and value, in its own slot.
     pub fn counter_keys(&self, partition: &str, key: CounterKey<'_>, algorithm: Algorithm) -> StateKeys {
+        let Some(limit) = key.limit else {
+            let single = StoreKey {
+                rule: key.rule,
+                key: key.value,
+            };
+            return self.state_keys(single, algorithm);
+        };
         let mut base = String::with_capacity(
-            self.prefix.len() + key.rule.len() + partition.len() + key.limit.len() + key.value.len() + 16,
+            self.prefix.len() + key.rule.len() + partition.len() + limit.len() + key.value.len() + 16,
         );
         base.push_str(&self.prefix);
         base.push_str(":{");
@@ -113,7 +121,7 @@ impl KeyLayout {
         base.push(':');
         escape_into(&mut base, partition, false);
         base.push_str("}:");
-        escape_into(&mut base, key.limit, true);
+        escape_into(&mut base, limit, true);
         base.push(':');
         escape_into(&mut base, key.value, true);
         base.push(':');
@@ -207,7 +215,7 @@ mod tests {
         let counter = |partition: &str, limit: &str, value: &str, algorithm| {
             let key = CounterKey {
                 rule: "POST /chat",
-                limit,
+                limit: Some(limit),
                 value,
             };
             layout.counter_keys(partition, key, algorithm).to_vec()

@@ -295,6 +295,16 @@ impl RedisStore {
 }
 
 impl Store for RedisStore {
+    async fn check_all(
+        &self,
+        partition: &str,
+        counters: &[(CounterKey<'_>, &Policy)],
+        cost: Cost,
+        consume: Consume,
+    ) -> Result<(bool, Vec<Decision>), StoreError> {
+        RedisStore::check_all(self, partition, counters, cost, consume).await
+    }
+
     async fn check(&self, key: StoreKey<'_>, policy: &Policy, cost: Cost) -> Result<Decision, StoreError> {
         self.run(key, policy, cost).await
     }
