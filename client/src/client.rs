@@ -73,10 +73,17 @@ impl CheckRequest {
         self
     }
 
-    /// Sets the cost.
+    /// Sets the cost; 0 peeks (see [`CheckRequest::peek`]).
     pub fn cost(mut self, cost: u64) -> CheckRequest {
         self.cost = Some(cost);
         self
+    }
+
+    /// Makes this a peek: the service answers 200 with [`Reason::Peek`],
+    /// consumes nothing, and `allowed` says whether a cost-1 check would
+    /// pass now; the numbers are the quota as it stands.
+    pub fn peek(self) -> CheckRequest {
+        self.cost(0)
     }
 
     /// Sets the end user's address.
@@ -106,6 +113,9 @@ pub enum Reason {
     LocalAllowed,
     /// The service's store was down; its local fallback denied (429).
     LocalLimited,
+    /// A peek (cost 0): nothing consumed; `allowed` says whether a cost-1
+    /// check would pass now (200).
+    Peek,
     /// A reason this client does not know (a newer service).
     #[serde(other)]
     Other,

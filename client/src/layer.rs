@@ -448,6 +448,7 @@ impl CheckOutcome {
             StoreUnavailable => "store_unavailable",
             LocalAllowed => "local_allowed",
             LocalLimited => "local_limited",
+            Peek => "peek",
             Other => "other",
         }
     }

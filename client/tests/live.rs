@@ -403,6 +403,29 @@ async fn the_tier_header_selects_the_limit_and_a_bad_tier_never_passes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peek_reads_the_quota_without_consuming() {
+    let replica = Replica::start().await;
+    let client = replica.client();
+    let peek = CheckRequest::new("paula").endpoint("GET /api/items").peek();
+    let check = CheckRequest::new("paula").endpoint("GET /api/items");
+    assert!(client.check(&check).await.unwrap().allowed);
+    for _ in 0..3 {
+        let outcome = client.check(&peek).await.unwrap();
+        assert_eq!((outcome.status, outcome.reason), (StatusCode::OK, Reason::Peek));
+        assert_eq!((outcome.allowed, outcome.remaining), (true, 2));
+    }
+    for _ in 0..2 {
+        assert!(client.check(&check).await.unwrap().allowed);
+    }
+    let outcome = client.check(&peek).await.unwrap();
+    assert_eq!(
+        (outcome.status, outcome.allowed, outcome.remaining),
+        (StatusCode::OK, false, 0)
+    );
+    replica.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cost_is_sent() {
     let replica = Replica::start().await;
     let api = ApiServer::start(RateLimitLayer::new(replica.client()).cost(2)).await;

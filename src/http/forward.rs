@@ -75,6 +75,7 @@ pub fn parse_forwarded(
             .filter(|t| !t.is_empty())
             .map(str::to_owned),
         cost: Cost::ONE,
+        peek: false,
         client_ip,
     })
 }

@@ -7,7 +7,12 @@ use crate::limiter::{CheckRequest, Reason, Verdict};
 
 /// Logs a check that was not simply allowed, sampled.
 pub(super) fn note_denial(sampler: &LogSampler, request: &CheckRequest, verdict: &Verdict) {
-    if !matches!(verdict.reason, Reason::Allowed | Reason::Allowlisted) {
+    let quiet = match verdict.reason {
+        Reason::Allowed | Reason::Allowlisted => true,
+        Reason::Peek => verdict.store_error.is_none(),
+        _ => false,
+    };
+    if !quiet {
         if let Some(suppressed) = sampler.admit() {
             let decision = verdict.reason.decision();
             let retry_after_ms = verdict.decision.retry_after_us.div_ceil(1000);

@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::error::ApiError;
 use crate::core::Cost;
 use crate::limiter::rules::RuleSet;
-use crate::limiter::{CheckRequest, Key, KeyError, Verdict};
+use crate::limiter::{CheckRequest, Key, KeyError, Reason, Verdict};
 use crate::settings::format_duration;
 
 const FIELDS: &str = "key, endpoint, tier, cost, client_ip";
@@ -54,9 +54,10 @@ pub fn parse_check(body: &[u8], max_key_bytes: usize) -> Result<CheckRequest, Ap
         .flatten()
     {
         let key = Key::parse(fast.key.into_owned(), max_key_bytes).ok();
-        let cost = match fast.cost {
-            None => Some(Cost::ONE),
-            Some(units) => Cost::new(units),
+        let (cost, peek) = match fast.cost {
+            None => (Some(Cost::ONE), false),
+            Some(0) => (Some(Cost::ONE), true),
+            Some(units) => (Cost::new(units), false),
         };
         let client_ip = match fast.client_ip.as_deref() {
             None => Some(None),
@@ -68,6 +69,7 @@ pub fn parse_check(body: &[u8], max_key_bytes: usize) -> Result<CheckRequest, Ap
                 endpoint: fast.endpoint.map(Cow::into_owned),
                 tier: fast.tier.map(Cow::into_owned),
                 cost,
+                peek,
                 client_ip,
             });
         }
@@ -138,7 +140,7 @@ fn check_fields(fields: serde_json::Map<String, Value>, max_key_bytes: usize) ->
     let mut key = None;
     let mut endpoint = None;
     let mut tier = None;
-    let mut cost = Cost::ONE;
+    let mut cost = Some(Cost::ONE);
     let mut client_ip = None;
     for (name, value) in fields {
         match name.as_str() {
@@ -160,7 +162,8 @@ fn check_fields(fields: serde_json::Map<String, Value>, max_key_bytes: usize) ->
         key,
         endpoint,
         tier,
-        cost,
+        cost: cost.unwrap_or(Cost::ONE),
+        peek: cost.is_none(),
         client_ip,
     })
 }
@@ -195,13 +198,14 @@ fn optional_string(field: &str, value: Value) -> Result<Option<String>, ApiError
     }
 }
 
-fn parse_cost(value: &Value) -> Result<Cost, ApiError> {
-    const RULE: &str = "cost must be a whole number of at least 1 (and at most the rule's limit)";
+/// The cost of a check; `None` for 0, a peek.
+fn parse_cost(value: &Value) -> Result<Option<Cost>, ApiError> {
+    const RULE: &str = "cost must be a whole number: 0 to peek, or from 1 to the rule's limit";
     match value {
-        Value::Null => Ok(Cost::ONE),
+        Value::Null => Ok(Some(Cost::ONE)),
         Value::Number(n) => {
             if let Some(units) = n.as_u64() {
-                Cost::new(units).ok_or_else(|| ApiError::field("cost", format!("{RULE}; got 0")))
+                Ok(Cost::new(units))
             } else if n.is_i64() {
                 Err(ApiError::field("cost", format!("{RULE}; got {n}")))
             } else {
@@ -210,13 +214,13 @@ fn parse_cost(value: &Value) -> Result<Cost, ApiError> {
                 let f = n.as_f64().unwrap_or(f64::NAN);
                 if f.fract() != 0.0 {
                     Err(ApiError::field("cost", format!("{RULE}; got {n} (fractional)")))
-                } else if f < 1.0 {
+                } else if f < 0.0 {
                     Err(ApiError::field("cost", format!("{RULE}; got {n}")))
                 } else if f > 9_007_199_254_740_992.0 {
                     Err(ApiError::field("cost", format!("{RULE}; got {n} (too large)")))
                 } else {
-                    // Exact: a whole double in 1..=2^53 converts losslessly.
-                    Cost::new(f as u64).ok_or_else(|| ApiError::field("cost", RULE))
+                    // Exact: a whole double in 0..=2^53 converts losslessly.
+                    Ok(Cost::new(f as u64))
                 }
             }
         }
@@ -355,7 +359,8 @@ pub fn rate_limit_headers(v: &Verdict) -> HeaderMap {
     if let Some(value) = field((";r=", d.remaining), (";t=", reset_in_s)) {
         headers.insert(RATELIMIT.clone(), value);
     }
-    if !d.allowed && d.retry_after_us > 0 {
+    // A peek is answered 200 whatever it finds: nothing to retry.
+    if !d.allowed && d.retry_after_us > 0 && v.reason != Reason::Peek {
         headers.insert(
             axum::http::header::RETRY_AFTER,
             HeaderValue::from(d.retry_after_us.div_ceil(1_000_000)),
@@ -526,17 +531,20 @@ mod tests {
     #[test]
     fn cost_errors_explain_themselves() {
         let msg = |v: Value| parse_cost(&v).unwrap_err().message;
-        assert!(msg(serde_json::json!(0)).contains("got 0"));
         assert!(msg(serde_json::json!(-3)).contains("got -3"));
+        assert!(msg(serde_json::json!(-1.0)).contains("got -1.0"));
         assert!(msg(serde_json::json!(1.5)).contains("fractional"));
         assert!(msg(serde_json::json!(1e30)).contains("too large"));
         assert!(msg(serde_json::json!("2")).contains("string"));
-        assert!(msg(serde_json::json!(-0.0)).contains("got -0.0"));
+        assert!(msg(serde_json::json!(-3)).contains("0 to peek"));
         assert_eq!(
-            parse_cost(&serde_json::json!(2.0)).unwrap().get(),
-            2,
+            parse_cost(&serde_json::json!(2.0)).unwrap().map(Cost::get),
+            Some(2),
             "a whole float is accepted"
         );
-        assert_eq!(parse_cost(&Value::Null).unwrap(), Cost::ONE);
+        assert_eq!(parse_cost(&Value::Null).unwrap(), Some(Cost::ONE));
+        for zero in [serde_json::json!(0), serde_json::json!(0.0), serde_json::json!(-0.0)] {
+            assert_eq!(parse_cost(&zero).unwrap(), None, "{zero} peeks");
+        }
     }
 }

@@ -46,10 +46,10 @@ use self::resilience::Resilience;
 use self::rules::RuleSet;
 use self::snapshot::{Plan, Snapshots};
 use self::stats::Stats;
-use crate::core::{Clock, Cost, Decision, Timestamp};
+use crate::core::{Clock, Consume, Cost, Decision, Timestamp};
 use crate::metrics::Metrics;
 use crate::store::records::ControlState;
-use crate::store::{AnyStore, Store, StoreError, StoreKey};
+use crate::store::{AnyStore, CounterKey, Store, StoreError, StoreKey};
 
 /// How a limiter is set up, besides its rules, store and clock.
 #[derive(Debug, Clone, Copy)]
@@ -115,6 +115,9 @@ impl<S: Store> Limiter<S> {
         let snapshot = self.snapshots.load();
         let now = self.clock.now();
         let plan = snapshot.plan(request, now)?;
+        if request.peek {
+            return Ok(self.peek(&plan, request, now).await);
+        }
         if let Some(reason) = plan.listed {
             let decision = plan.listed_decision(reason == Reason::Allowlisted, now);
             return Ok(self.record(&plan, request, decision, reason));
@@ -141,6 +144,32 @@ impl<S: Store> Limiter<S> {
                 let mut verdict = self.record(&plan, request, decision, reason);
                 verdict.store_error = Some(e.message);
                 Ok(verdict)
+            }
+        }
+    }
+
+    /// A peek: whether a cost-1 check would be allowed now, and the
+    /// numbers as they stand; nothing is consumed, and the deny cache is
+    /// neither asked nor told.
+    async fn peek(&self, plan: &Plan<'_>, request: &CheckRequest, now: Timestamp) -> Verdict {
+        if let Some(reason) = plan.listed {
+            let decision = plan.listed_decision(reason == Reason::Allowlisted, now);
+            return self.record(plan, request, decision, Reason::Peek);
+        }
+        let key = StoreKey {
+            rule: plan.resolved.rule,
+            key: request.key.as_str(),
+        };
+        let counters = [(CounterKey::single(key), &plan.policy)];
+        let peeked = self.store.check_all("", &counters, Cost::ONE, Consume::Never);
+        match self.resilience.guard(peeked, &self.metrics).await {
+            Ok((_, decisions)) => self.record(plan, request, decisions[0], Reason::Peek),
+            Err(e) => {
+                let mode = plan.resolved.failure_mode;
+                let decision = self.resilience.degrade_peek(mode, key, &plan.policy, now);
+                let mut verdict = self.record(plan, request, decision, Reason::Peek);
+                verdict.store_error = Some(e.message);
+                verdict
             }
         }
     }
@@ -407,6 +436,7 @@ mod tests {
             endpoint: None,
             tier: None,
             cost: Cost::new(cost).unwrap(),
+            peek: false,
             client_ip: None,
         }
     }
@@ -515,5 +545,60 @@ mod tests {
         let view = limiter.stats().view(10);
         let limited: Vec<(&str, u64)> = view.top_limited.iter().map(|t| (t.key.as_str(), t.count)).collect();
         assert_eq!(limited, [("someone", 1), ("vip", 1)]);
+    }
+
+    /// A store that is down.
+    struct Down;
+
+    impl Store for Down {
+        async fn check(&self, _: StoreKey<'_>, _: &crate::core::Policy, _: Cost) -> Result<Decision, StoreError> {
+            Err(StoreError {
+                transient: true,
+                message: "down".into(),
+            })
+        }
+
+        async fn reset(&self, _: StoreKey<'_>) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_peek_the_store_cannot_answer_follows_the_failure_mode_and_consumes_nothing() {
+        let settings = Settings::from_toml("[defaults]\nlimit = 2\nwindow = \"1h\"\n").unwrap();
+        for (mode, allowed) in [
+            (FailureMode::Open, true),
+            (FailureMode::Closed, false),
+            (FailureMode::Local, true),
+        ] {
+            let config = LimiterConfig {
+                failure: FailurePolicy {
+                    mode,
+                    ..FailurePolicy::default()
+                },
+                ..LimiterConfig::default()
+            };
+            let limiter = Limiter::new(
+                RuleSet::from_settings(&settings).unwrap(),
+                Down,
+                Arc::new(SystemClock),
+                config,
+            );
+            let mut peek = request("k", 1);
+            peek.peek = true;
+            for _ in 0..3 {
+                let v = limiter.check(&peek).await.unwrap();
+                assert_eq!((v.reason, v.decision.allowed), (Reason::Peek, allowed), "{mode:?}");
+                assert!(v.store_error.is_some());
+            }
+            if mode == FailureMode::Local {
+                // Checks decided locally consume; the peeks before did not.
+                assert_eq!(
+                    limiter.check(&request("k", 1)).await.unwrap().reason,
+                    Reason::LocalAllowed
+                );
+                assert_eq!(limiter.check(&peek).await.unwrap().decision.remaining, 1);
+            }
+        }
     }
 }

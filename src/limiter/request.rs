@@ -42,7 +42,11 @@ pub struct CheckRequest {
     pub key: Key,
     pub endpoint: Option<String>,
     pub tier: Option<String>,
+    /// The units a check consumes; a peek asks about one unit.
     pub cost: Cost,
+    /// Evaluate without consuming (`"cost": 0`): whether a cost-1 request
+    /// would be allowed now, and the numbers as they stand.
+    pub peek: bool,
     /// The end user's address, matched against IP entries of the lists.
     pub client_ip: Option<IpAddr>,
 }

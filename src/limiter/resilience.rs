@@ -9,16 +9,17 @@
 //! decides on this replica's own memory store with the limit divided by
 //! `local_divisor`.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::breaker::{Breaker, BreakerState, Permit};
 use super::rules::FailureMode;
 use super::verdict::Reason;
-use crate::core::{Clock, Cost, Decision, Policy, Timestamp};
+use crate::core::{Clock, Consume, Cost, Decision, Policy, Timestamp};
 use crate::metrics::Metrics;
 use crate::store::memory::MemoryStore;
-use crate::store::{Store, StoreError, StoreKey};
+use crate::store::{CounterKey, Store, StoreError, StoreKey};
 
 /// How checks are decided when the store cannot decide.
 #[derive(Debug, Clone, Copy)]
@@ -71,7 +72,7 @@ impl Resilience {
         self.fallback.sweep()
     }
 
-    /// One store call through the circuit breaker, timed.
+    /// One store check through the circuit breaker, timed.
     pub(super) async fn call<S: Store>(
         &self,
         store: &S,
@@ -80,6 +81,15 @@ impl Resilience {
         cost: Cost,
         metrics: &Metrics,
     ) -> Result<Decision, StoreError> {
+        self.guard(store.check(key, policy, cost), metrics).await
+    }
+
+    /// One store call through the circuit breaker, timed as a check.
+    pub(super) async fn guard<T>(
+        &self,
+        call: impl Future<Output = Result<T, StoreError>>,
+        metrics: &Metrics,
+    ) -> Result<T, StoreError> {
         let permit = self.breaker.permit();
         if permit == Permit::Reject {
             metrics.breaker_state.set(self.breaker.state().gauge());
@@ -100,7 +110,7 @@ impl Resilience {
         }
         let mut guard = ProbeGuard((permit == Permit::Probe).then_some(&self.breaker));
         let started = Instant::now();
-        let result = store.check(key, policy, cost).await;
+        let result = call.await;
         guard.0 = None;
         metrics
             .store_duration
@@ -112,6 +122,37 @@ impl Resilience {
         }
         metrics.breaker_state.set(self.breaker.state().gauge());
         result
+    }
+
+    /// The answer to a peek the store could not make, by failure mode
+    /// `mode` (the rule's, or else the default): `open` would allow,
+    /// `closed` would not, `local` peeks at this replica's own counter.
+    pub(super) fn degrade_peek(
+        &self,
+        mode: Option<FailureMode>,
+        key: StoreKey<'_>,
+        policy: &Policy,
+        now: Timestamp,
+    ) -> Decision {
+        match mode.unwrap_or(self.policy.mode) {
+            FailureMode::Local => {
+                let local = self.local_policy(policy);
+                let counters = [(CounterKey::single(key), &local)];
+                let (_, decisions) = self.fallback.check_all_now(&counters, Cost::ONE, Consume::Never);
+                decisions[0]
+            }
+            mode => {
+                let (mut decision, _) = self.degrade(Some(mode), key, policy, Cost::ONE, now);
+                decision.retry_after_us = 0;
+                decision
+            }
+        }
+    }
+
+    /// The limit `local` mode enforces on this replica.
+    fn local_policy(&self, policy: &Policy) -> Policy {
+        let limit = policy.limit().div_ceil(self.policy.local_divisor.max(1)).max(1);
+        Policy::new(policy.algorithm(), limit, policy.quota().window()).unwrap_or(*policy)
     }
 
     /// The decision of failure mode `mode` (the rule's, or else the
@@ -136,8 +177,7 @@ impl Resilience {
             FailureMode::Open => (unlimited(true, 0), Reason::FailOpen),
             FailureMode::Closed => (unlimited(false, 1_000_000), Reason::FailClosed),
             FailureMode::Local => {
-                let limit = policy.limit().div_ceil(self.policy.local_divisor.max(1)).max(1);
-                let local = Policy::new(policy.algorithm(), limit, policy.quota().window()).unwrap_or(*policy);
+                let local = self.local_policy(policy);
                 let mut decision = self.fallback.check_now(key, &local, cost);
                 if decision.retry_after_us == u64::MAX {
                     // A cost above the divided limit: say "later", not "never".

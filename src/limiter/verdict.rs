@@ -24,6 +24,9 @@ pub enum Reason {
     LocalAllowed,
     /// The store failed; this replica's local store denied.
     LocalLimited,
+    /// A peek (`"cost": 0`): evaluated, nothing consumed; `allowed` says
+    /// whether a cost-1 check would be allowed now.
+    Peek,
 }
 
 impl Reason {
@@ -55,6 +58,7 @@ impl Reason {
             Reason::FailClosed => "fail_closed",
             Reason::LocalAllowed => "local_allowed",
             Reason::LocalLimited => "local_limited",
+            Reason::Peek => "peek",
         }
     }
 
@@ -73,7 +77,7 @@ impl Reason {
             Reason::Limited | Reason::LocalLimited => Some(Outcome::Limited),
             Reason::Allowlisted => Some(Outcome::Allowlisted),
             Reason::Blocked => Some(Outcome::Blocked),
-            Reason::FailOpen | Reason::FailClosed => None,
+            Reason::FailOpen | Reason::FailClosed | Reason::Peek => None,
         }
     }
 }

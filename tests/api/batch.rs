@@ -72,7 +72,7 @@ async fn an_invalid_check_refuses_the_whole_batch_and_consumes_nothing() {
     let cases = [
         (json!({"checks": [{"key": "a"}, {"key": ""}]}), "checks[1].key"),
         (
-            json!({"checks": [{"key": "a"}, {"key": "b", "cost": 0}]}),
+            json!({"checks": [{"key": "a"}, {"key": "b", "cost": -1}]}),
             "checks[1].cost",
         ),
         (

@@ -295,3 +295,45 @@ async fn forwarded_headers_are_checked_like_a_body() {
         .await;
     r.assert_error(StatusCode::BAD_REQUEST, Some("key"));
 }
+
+/// `"cost": 0` peeks: 200 whatever it finds, `reason: "peek"`, `allowed`
+/// whether a cost-1 check would pass, the numbers as they stand, nothing
+/// consumed, and no `Retry-After`.
+#[tokio::test]
+async fn a_peek_answers_200_and_consumes_nothing() {
+    let app = app(RULES);
+    let peek = json!({"key": "p", "endpoint": "POST /login", "cost": 0});
+    let fresh = app.check(peek.clone()).await;
+    assert_eq!(fresh.status, StatusCode::OK);
+    assert_eq!(fresh.body["reason"], "peek");
+    assert_eq!(
+        (fresh.body["allowed"].as_bool(), fresh.body["remaining"].as_u64()),
+        (Some(true), Some(3))
+    );
+    for _ in 0..5 {
+        assert_eq!(
+            app.check(peek.clone()).await.body["remaining"],
+            3,
+            "peeks consume nothing"
+        );
+    }
+    for _ in 0..3 {
+        let spent = app.check(json!({"key": "p", "endpoint": "POST /login"})).await;
+        assert_eq!(spent.status, StatusCode::OK);
+    }
+    let empty = app.check(peek.clone()).await;
+    assert_eq!(
+        empty.status,
+        StatusCode::OK,
+        "a peek is 200 even when a check would be denied"
+    );
+    assert_eq!(
+        (empty.body["allowed"].as_bool(), empty.body["remaining"].as_u64()),
+        (Some(false), Some(0))
+    );
+    assert!(empty.body["retry_after_ms"].as_u64().unwrap() > 0, "{}", empty.body);
+    assert_eq!(empty.header("retry-after"), None);
+    assert_eq!(empty.header("x-ratelimit-remaining"), Some("0"));
+    // A fractional zero is a peek too; the peek's cost may exceed nothing.
+    assert_eq!(app.check(json!({"key": "q", "cost": 0.0})).await.body["reason"], "peek");
+}

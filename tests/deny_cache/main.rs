@@ -113,6 +113,7 @@ fn request(key: &str, cost: u64) -> CheckRequest {
         endpoint: None,
         tier: None,
         cost: Cost::new(cost).unwrap(),
+        peek: false,
         client_ip: None,
     }
 }

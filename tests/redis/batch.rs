@@ -189,6 +189,7 @@ async fn a_check_batch_leaves_in_few_script_calls() {
             endpoint: None,
             tier: None,
             cost: Cost::ONE,
+            peek: false,
             client_ip: None,
         })
         .collect();
