@@ -116,6 +116,9 @@ pub enum Reason {
     /// A peek (cost 0): nothing consumed; `allowed` says whether a cost-1
     /// check would pass now (200).
     Peek,
+    /// Over the limit of a rule in shadow mode: allowed all the same, and
+    /// nothing consumed (200); the numbers are the limit's.
+    ShadowLimited,
     /// A reason this client does not know (a newer service).
     #[serde(other)]
     Other,

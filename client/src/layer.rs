@@ -449,6 +449,7 @@ impl CheckOutcome {
             LocalAllowed => "local_allowed",
             LocalLimited => "local_limited",
             Peek => "peek",
+            ShadowLimited => "shadow_limited",
             Other => "other",
         }
     }

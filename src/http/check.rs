@@ -39,9 +39,12 @@ pub(super) async fn answer(
 /// The status of a decided check; a limited one gets `denied`.
 pub(super) fn status_of(reason: Reason, denied: StatusCode) -> StatusCode {
     match reason {
-        Reason::Allowed | Reason::Allowlisted | Reason::FailOpen | Reason::LocalAllowed | Reason::Peek => {
-            StatusCode::OK
-        }
+        Reason::Allowed
+        | Reason::Allowlisted
+        | Reason::FailOpen
+        | Reason::LocalAllowed
+        | Reason::Peek
+        | Reason::ShadowLimited => StatusCode::OK,
         Reason::Limited | Reason::LocalLimited => denied,
         Reason::Blocked => StatusCode::FORBIDDEN,
         Reason::FailClosed => StatusCode::SERVICE_UNAVAILABLE,

@@ -27,6 +27,15 @@ pub(super) fn note_denial(sampler: &LogSampler, request: &CheckRequest, verdict:
                     suppressed,
                     "check decided by the failure mode"
                 ),
+                None if verdict.reason == Reason::ShadowLimited => tracing::info!(
+                    decision,
+                    rule,
+                    tier,
+                    key,
+                    retry_after_ms,
+                    suppressed,
+                    "check over a shadow limit, allowed"
+                ),
                 None => tracing::info!(decision, rule, tier, key, retry_after_ms, suppressed, "check denied"),
             }
         }

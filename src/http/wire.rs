@@ -258,7 +258,7 @@ impl<'a> From<&'a Verdict> for CheckResponse<'a> {
     fn from(v: &'a Verdict) -> Self {
         let d = &v.decision;
         CheckResponse {
-            allowed: d.allowed,
+            allowed: v.allowed(),
             limit: d.limit,
             remaining: d.remaining,
             reset_after_ms: d.reset_after_us.div_ceil(1_000),
@@ -359,8 +359,8 @@ pub fn rate_limit_headers(v: &Verdict) -> HeaderMap {
     if let Some(value) = field((";r=", d.remaining), (";t=", reset_in_s)) {
         headers.insert(RATELIMIT.clone(), value);
     }
-    // A peek is answered 200 whatever it finds: nothing to retry.
-    if !d.allowed && d.retry_after_us > 0 && v.reason != Reason::Peek {
+    // Peeks and shadow rules answer 200 whatever they find: nothing to retry.
+    if !v.allowed() && d.retry_after_us > 0 && v.reason != Reason::Peek {
         headers.insert(
             axum::http::header::RETRY_AFTER,
             HeaderValue::from(d.retry_after_us.div_ceil(1_000_000)),
@@ -398,6 +398,8 @@ pub struct RuleView {
     pub rule: String,
     /// The endpoint the rule matches; `null` for the default rule.
     pub endpoint: Option<String>,
+    /// Evaluated, not enforced (as configured).
+    pub shadow: bool,
     pub limits: Vec<LimitView>,
 }
 
@@ -424,6 +426,7 @@ impl RulesView {
                     rule: rule.name().to_string(),
                     endpoint: (rule.name().as_ref() != crate::limiter::rules::DEFAULT_RULE)
                         .then(|| rule.name().to_string()),
+                    shadow: rule.shadow(),
                     limits: rule
                         .policies()
                         .map(|(tier, policy)| LimitView {

@@ -208,12 +208,19 @@ impl<S: Store> Limiter<S> {
         }
     }
 
-    /// Counts the outcome (stats and metrics) and shapes the verdict.
+    /// Counts the outcome (stats and metrics) and shapes the verdict; a
+    /// shadow rule's denial becomes [`Reason::ShadowLimited`] here.
     fn record(&self, plan: &Plan<'_>, request: &CheckRequest, decision: Decision, reason: Reason) -> Verdict {
         let (rule, tier) = (plan.resolved.rule, plan.resolved.tier);
-        if reason == Reason::Limited {
-            self.stats.record_limited(rule, request.key.as_str());
-            self.metrics.exceeded.with_label_values(&[rule, tier]).inc();
+        let reason = if plan.shadow { reason.shadowed() } else { reason };
+        match reason {
+            Reason::Limited => {
+                self.stats.record_limited(rule, request.key.as_str());
+                self.metrics.exceeded.with_label_values(&[rule, tier]).inc();
+            }
+            // Which keys a rule would limit, were it enforced.
+            Reason::ShadowLimited => self.stats.record_limited(rule, request.key.as_str()),
+            _ => {}
         }
         if let Some(outcome) = reason.outcome() {
             self.stats.record(rule, tier, outcome);
@@ -519,6 +526,7 @@ mod tests {
             algorithm: None,
             limit: Some(5),
             window: None,
+            shadow: None,
             expires_at_ms: None,
             created_at_ms: now_ms,
         };

@@ -106,10 +106,13 @@ impl OverrideRecord {
             }
         }
         if self.algorithm.is_none() && self.limit.is_none() && self.window.is_none() {
-            return Err(err(
-                "limit",
-                "an override sets at least one of algorithm, limit, window",
-            ));
+            if self.shadow.is_none() {
+                return Err(err(
+                    "limit",
+                    "an override sets at least one of algorithm, limit, window, shadow",
+                ));
+            }
+            return Ok(Vec::new()); // shadow alone: the policies stay as they are
         }
         let algorithm = match &self.algorithm {
             Some(name) => Some(name.parse::<Algorithm>().map_err(|e| err("algorithm", e.to_string()))?),
@@ -139,10 +142,12 @@ impl OverrideRecord {
     }
 }
 
-/// A resolved override: a policy per tier, until an expiry.
+/// A resolved override: a policy per tier (none when it sets only
+/// `shadow`) and shadow mode, until an expiry.
 #[derive(Debug, Clone)]
 struct Resolved {
     policies: HashMap<Arc<str>, Policy>,
+    shadow: Option<bool>,
     expires_at: Option<Timestamp>,
 }
 
@@ -152,6 +157,10 @@ impl Resolved {
             return None;
         }
         self.policies.get(tier).copied()
+    }
+
+    fn live_shadow(&self, now: Timestamp) -> Option<bool> {
+        self.shadow.filter(|_| self.expires_at.is_none_or(|at| at > now))
     }
 }
 
@@ -167,6 +176,9 @@ pub struct OverrideTable {
     rules: HashMap<Arc<str>, RuleOverrides>,
     keys: HashMap<Arc<str>, HashMap<Box<str>, Resolved>>,
     count: usize,
+    /// How many records set `shadow`: none, and [`OverrideTable::shadow`]
+    /// is not asked.
+    shadows: usize,
 }
 
 /// Which layer decided a request's policy.
@@ -196,8 +208,10 @@ impl OverrideTable {
                     continue;
                 }
             };
+            table.shadows += usize::from(record.shadow.is_some());
             let resolved = Resolved {
                 policies: policies.into_iter().collect(),
+                shadow: record.shadow,
                 expires_at: record
                     .expires_at_ms
                     .map(|ms| Timestamp::from_micros(ms.saturating_mul(1000))),
@@ -245,6 +259,22 @@ impl OverrideTable {
             .map(|policy| (policy, PolicySource::RuleOverride))
     }
 
+    /// Shadow mode for `key` under `rule` and `tier`, if an override sets
+    /// it: the most specific live override that says.
+    pub fn shadow(&self, rule: &str, tier: &str, key: &str, now: Timestamp) -> Option<bool> {
+        if self.shadows == 0 {
+            return None;
+        }
+        let by_key = self.keys.get(rule).and_then(|keys| keys.get(key));
+        let by_rule = self.rules.get(rule);
+        let by_tier = by_rule.and_then(|r| r.by_tier.get(tier));
+        let every_tier = by_rule.and_then(|r| r.every_tier.as_ref());
+        [by_key, by_tier, every_tier]
+            .into_iter()
+            .flatten()
+            .find_map(|r| r.live_shadow(now))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
@@ -276,6 +306,7 @@ mod tests {
             algorithm: None,
             limit: Some(limit),
             window: None,
+            shadow: None,
             expires_at_ms: None,
             created_at_ms: 0,
         }

@@ -73,6 +73,8 @@ pub struct Rule {
     policies: Vec<(Arc<str>, Policy)>,
     /// Overrides the service's failure mode.
     failure_mode: Option<FailureMode>,
+    /// Evaluated without being enforced (see [`Rule::shadow`]).
+    shadow: bool,
 }
 
 impl Rule {
@@ -84,6 +86,13 @@ impl Rule {
     /// This rule's failure mode, if it overrides the service's.
     pub fn failure_mode(&self) -> Option<FailureMode> {
         self.failure_mode
+    }
+
+    /// Whether the rule is evaluated without being enforced: a check over
+    /// its limit is allowed and consumes nothing (operators may change this
+    /// at run time with an override).
+    pub fn shadow(&self) -> bool {
+        self.shadow
     }
 
     /// The policy of every tier, in tier order.
@@ -104,6 +113,8 @@ pub struct Resolved<'a> {
     pub tier: &'a Arc<str>,
     pub policy: Policy,
     pub failure_mode: Option<FailureMode>,
+    /// As configured; an override may change it.
+    pub shadow: bool,
 }
 
 /// A request named a tier the configuration does not define.
@@ -195,7 +206,8 @@ impl RuleSet {
             })
             .collect();
 
-        let default_rule = build_rule(DEFAULT_RULE, &tiers, &tier_drafts, None, &mut problems);
+        let mut default_rule = build_rule(DEFAULT_RULE, &tiers, &tier_drafts, None, &mut problems);
+        default_rule.shadow = d.shadow;
 
         let mut by_endpoint: HashMap<Arc<str>, usize> = HashMap::new();
         let mut rules = Vec::with_capacity(settings.rules.len());
@@ -243,6 +255,7 @@ impl RuleSet {
                 })
                 .collect();
             let mut rule = build_rule(&spec.endpoint, &tiers, &drafts, Some(&context), &mut problems);
+            rule.shadow = spec.shadow.unwrap_or(d.shadow);
             if let Some(mode) = &spec.failure_mode {
                 match mode.parse::<FailureMode>() {
                     Ok(mode) => rule.failure_mode = Some(mode),
@@ -286,6 +299,7 @@ impl RuleSet {
             tier,
             policy: *policy,
             failure_mode: rule.failure_mode,
+            shadow: rule.shadow,
         })
     }
 
@@ -381,6 +395,7 @@ fn build_rule(
         name: Arc::from(name),
         policies,
         failure_mode: None,
+        shadow: false,
     }
 }
 

@@ -41,6 +41,8 @@ pub(super) struct Plan<'s> {
     pub source: PolicySource,
     /// `Blocked` or `Allowlisted` when a list decides.
     pub listed: Option<Reason>,
+    /// Evaluate without enforcing (the rule's setting, or an override's).
+    pub shadow: bool,
 }
 
 impl Snapshot {
@@ -64,6 +66,10 @@ impl Snapshot {
             .overrides
             .lookup(resolved.rule, resolved.tier, key, now)
             .unwrap_or((resolved.policy, PolicySource::Config));
+        let shadow = self
+            .overrides
+            .shadow(resolved.rule, resolved.tier, key, now)
+            .unwrap_or(resolved.shadow);
         if listed.is_none() && request.cost.get() > policy.limit() {
             return Err(LimiterError::CostAboveLimit {
                 cost: request.cost.get(),
@@ -77,6 +83,7 @@ impl Snapshot {
             policy,
             source,
             listed,
+            shadow,
         })
     }
 }

@@ -27,6 +27,9 @@ pub enum Reason {
     /// A peek (`"cost": 0`): evaluated, nothing consumed; `allowed` says
     /// whether a cost-1 check would be allowed now.
     Peek,
+    /// Over the limit of a shadow rule: allowed all the same, nothing
+    /// consumed (the decision's numbers are the limit's).
+    ShadowLimited,
 }
 
 impl Reason {
@@ -59,6 +62,7 @@ impl Reason {
             Reason::LocalAllowed => "local_allowed",
             Reason::LocalLimited => "local_limited",
             Reason::Peek => "peek",
+            Reason::ShadowLimited => "shadow_limited",
         }
     }
 
@@ -70,6 +74,15 @@ impl Reason {
         )
     }
 
+    /// The reason a shadow rule answers instead: whatever would deny by
+    /// the limit (or by the failure mode) is allowed as `ShadowLimited`.
+    pub fn shadowed(self) -> Reason {
+        match self {
+            Reason::Limited | Reason::LocalLimited | Reason::FailClosed => Reason::ShadowLimited,
+            other => other,
+        }
+    }
+
     /// How the stats count it (failure-mode answers are not counted there).
     pub(super) fn outcome(self) -> Option<Outcome> {
         match self {
@@ -77,6 +90,7 @@ impl Reason {
             Reason::Limited | Reason::LocalLimited => Some(Outcome::Limited),
             Reason::Allowlisted => Some(Outcome::Allowlisted),
             Reason::Blocked => Some(Outcome::Blocked),
+            Reason::ShadowLimited => Some(Outcome::ShadowLimited),
             Reason::FailOpen | Reason::FailClosed | Reason::Peek => None,
         }
     }
@@ -93,6 +107,14 @@ pub struct Verdict {
     pub source: PolicySource,
     /// Set when the store failed: what it said.
     pub store_error: Option<String>,
+}
+
+impl Verdict {
+    /// Whether the caller may proceed: the decision's, except that a shadow
+    /// rule lets through what its limit would deny.
+    pub fn allowed(&self) -> bool {
+        self.decision.allowed || self.reason == Reason::ShadowLimited
+    }
 }
 
 /// Why the limiter could not decide.

@@ -165,6 +165,16 @@ mod tests {
     }
 
     #[test]
+    fn shadow_is_a_boolean_of_defaults_and_rules() {
+        let s =
+            Settings::from_toml("[defaults]\nshadow = true\n[[rules]]\nendpoint = \"x\"\nshadow = false\n").unwrap();
+        assert!(s.defaults.shadow);
+        assert_eq!(s.rules[0].shadow, Some(false));
+        let err = Settings::from_toml("[[rules]]\nendpoint = \"x\"\nshadow = \"maybe\"\n").unwrap_err();
+        assert!(err.to_string().contains("shadow"), "{err}");
+    }
+
+    #[test]
     fn unknown_fields_are_rejected() {
         let err = Settings::from_toml("[server]\nlisten = \"127.0.0.1:1\"\nport = 3\n").unwrap_err();
         assert!(err.to_string().contains("port"), "{err}");

@@ -318,6 +318,10 @@ pub struct DefaultsSpec {
     pub tier: String,
     pub limit: i64,
     pub window: String,
+    /// Evaluate every rule without enforcing it (rules may say otherwise):
+    /// a check over the limit is allowed, consumes nothing, and is answered
+    /// `reason: "shadow_limited"`.
+    pub shadow: bool,
 }
 
 impl Default for DefaultsSpec {
@@ -327,6 +331,7 @@ impl Default for DefaultsSpec {
             tier: "default".to_owned(),
             limit: 100,
             window: "10s".to_owned(),
+            shadow: false,
         }
     }
 }
@@ -350,6 +355,8 @@ pub struct RuleSpec {
     pub window: Option<String>,
     /// Overrides `store.failure_mode` for this endpoint.
     pub failure_mode: Option<String>,
+    /// Overrides `defaults.shadow` for this endpoint.
+    pub shadow: Option<bool>,
     #[serde(default)]
     pub tiers: BTreeMap<String, LimitSpec>,
 }

@@ -23,6 +23,11 @@ pub struct OverrideRecord {
     pub algorithm: Option<String>,
     pub limit: Option<i64>,
     pub window: Option<String>,
+    /// Sets (`true`) or clears (`false`) shadow mode: evaluated, not
+    /// enforced. Left out of the stored JSON when unset, so replicas that
+    /// predate it still read the record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<bool>,
     /// Unix time in milliseconds after which the override no longer applies.
     pub expires_at_ms: Option<u64>,
     pub created_at_ms: u64,

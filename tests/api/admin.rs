@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::{app, Reply, TestApp};
 
-const TOKEN: &str = "test-admin-token-0123456789";
+pub(crate) const TOKEN: &str = "test-admin-token-0123456789";
 
 fn rules() -> String {
     format!(
@@ -32,7 +32,7 @@ fn rules() -> String {
 }
 
 impl TestApp {
-    async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
+    pub(crate) async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
         let mut request = Request::builder()
             .method(method)
             .uri(path)

@@ -13,4 +13,5 @@ mod observability;
 mod openapi;
 mod reload;
 mod schemathesis;
+mod shadow;
 mod slow_clients;

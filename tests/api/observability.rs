@@ -8,7 +8,7 @@ use tower::ServiceExt;
 
 use crate::helpers::app;
 
-async fn scrape(app: &crate::helpers::TestApp) -> String {
+pub(crate) async fn scrape(app: &crate::helpers::TestApp) -> String {
     let response = app
         .router
         .clone()

@@ -247,6 +247,7 @@ proptest! {
                             algorithm: None,
                             limit: Some(i64::try_from(limit).unwrap()),
                             window: None,
+                            shadow: None,
                             expires_at_ms: None,
                             created_at_ms: now_ms,
                         };
@@ -361,6 +362,7 @@ fn an_unchanged_resync_keeps_the_cache_and_a_change_clears_it() {
             algorithm: None,
             limit: Some(5),
             window: None,
+            shadow: None,
             expires_at_ms: None,
             created_at_ms: 0,
         };
@@ -388,6 +390,7 @@ fn a_denial_under_an_override_ends_when_the_override_expires() {
         algorithm: None,
         limit: Some(1),
         window: None,
+        shadow: None,
         expires_at_ms: Some(START / 1000 + 1_000),
         created_at_ms: 0,
     };

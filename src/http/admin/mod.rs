@@ -136,7 +136,7 @@ async fn list_overrides(State(state): Shared) -> Reply {
     ))
 }
 
-const OVERRIDE_FIELDS: &str = "endpoint, tier, key, algorithm, limit, window, expires_in";
+const OVERRIDE_FIELDS: &str = "endpoint, tier, key, algorithm, limit, window, shadow, expires_in";
 
 async fn put_override(State(state): Shared, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Reply {
     let bytes = read_json_body(&headers, body, state.limits.max_body_bytes)?;
@@ -148,6 +148,7 @@ async fn put_override(State(state): Shared, headers: HeaderMap, body: Result<Byt
         algorithm: body.string("algorithm")?,
         limit: body.integer("limit")?,
         window: body.string("window")?,
+        shadow: body.boolean("shadow")?,
         expires_at_ms: expiry(&state, body.duration("expires_in")?),
         created_at_ms: now_ms(&state),
     };
@@ -188,6 +189,7 @@ async fn delete_override(State(state): Shared, QueryParams(params): QueryParams<
         algorithm: None,
         limit: None,
         window: None,
+        shadow: None,
         expires_at_ms: None,
         created_at_ms: 0,
     };

@@ -39,6 +39,14 @@ impl Body {
         }
     }
 
+    pub fn boolean(&mut self, field: &str) -> Result<Option<bool>, ApiError> {
+        match self.0.remove(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(b)),
+            Some(_) => Err(ApiError::field(field, format!("{field} must be true or false"))),
+        }
+    }
+
     /// A human duration such as `"1h"`, at least 1 second.
     pub fn duration(&mut self, field: &str) -> Result<Option<Duration>, ApiError> {
         match self.string(field)? {

@@ -40,15 +40,18 @@ pub enum Outcome {
     Allowlisted = 2,
     /// On the block list: denied without consulting the limit.
     Blocked = 3,
+    /// Over the limit of a shadow rule: allowed, and nothing consumed.
+    ShadowLimited = 4,
 }
 
 impl Outcome {
     /// Every outcome, in counter order.
-    pub const ALL: [Outcome; 4] = [
+    pub const ALL: [Outcome; 5] = [
         Outcome::Allowed,
         Outcome::Limited,
         Outcome::Allowlisted,
         Outcome::Blocked,
+        Outcome::ShadowLimited,
     ];
 
     /// The lower-case name used in JSON and metrics labels.
@@ -58,10 +61,11 @@ impl Outcome {
             Outcome::Limited => "limited",
             Outcome::Allowlisted => "allowlisted",
             Outcome::Blocked => "blocked",
+            Outcome::ShadowLimited => "shadow_limited",
         }
     }
 
-    /// Position in a counter array; always < 4.
+    /// Position in a counter array; always < 5.
     fn index(self) -> usize {
         self as usize
     }
@@ -71,7 +75,7 @@ impl Outcome {
 #[derive(Debug)]
 pub struct Stats {
     started_at: Timestamp,
-    counters: DashMap<Pair, [AtomicU64; 4]>,
+    counters: DashMap<Pair, [AtomicU64; 5]>,
     top_limited: Mutex<SpaceSaving>,
 }
 
@@ -111,7 +115,7 @@ impl Stats {
             .counters
             .iter()
             .map(|entry| {
-                let [allowed, limited, allowlisted, blocked] =
+                let [allowed, limited, allowlisted, blocked, shadow_limited] =
                     entry.value().each_ref().map(|counter| counter.load(Ordering::Relaxed));
                 let row = RuleStats {
                     rule: entry.key().first.to_string(),
@@ -120,6 +124,7 @@ impl Stats {
                     limited,
                     allowlisted,
                     blocked,
+                    shadow_limited,
                 };
                 totals.add(&row);
                 row
@@ -165,6 +170,7 @@ pub struct Totals {
     pub limited: u64,
     pub allowlisted: u64,
     pub blocked: u64,
+    pub shadow_limited: u64,
 }
 
 impl Totals {
@@ -175,6 +181,7 @@ impl Totals {
             Outcome::Limited => self.limited,
             Outcome::Allowlisted => self.allowlisted,
             Outcome::Blocked => self.blocked,
+            Outcome::ShadowLimited => self.shadow_limited,
         }
     }
 
@@ -183,6 +190,7 @@ impl Totals {
         self.limited = self.limited.saturating_add(row.limited);
         self.allowlisted = self.allowlisted.saturating_add(row.allowlisted);
         self.blocked = self.blocked.saturating_add(row.blocked);
+        self.shadow_limited = self.shadow_limited.saturating_add(row.shadow_limited);
     }
 }
 
@@ -195,6 +203,8 @@ pub struct RuleStats {
     pub limited: u64,
     pub allowlisted: u64,
     pub blocked: u64,
+    /// Over the limit of a shadow rule: allowed, nothing consumed.
+    pub shadow_limited: u64,
 }
 
 /// One tracked (rule, key) pair; its true count is in
@@ -520,7 +530,8 @@ mod tests {
                 allowed: 4,
                 limited: 1,
                 allowlisted: 0,
-                blocked: 0
+                blocked: 0,
+                shadow_limited: 0
             }
         );
         let top: Vec<(&str, u64)> = view.top_limited.iter().map(|t| (t.key.as_str(), t.count)).collect();
