@@ -323,7 +323,10 @@ mod tests {
     #[test]
     fn outcome_names_and_order() {
         let names: Vec<&str> = Outcome::ALL.iter().map(|o| o.as_str()).collect();
-        assert_eq!(names, ["allowed", "limited", "allowlisted", "blocked"]);
+        assert_eq!(
+            names,
+            ["allowed", "limited", "allowlisted", "blocked", "shadow_limited"]
+        );
         for (i, outcome) in Outcome::ALL.into_iter().enumerate() {
             assert_eq!(outcome.index(), i);
         }
@@ -342,7 +345,7 @@ mod tests {
         const PER_THREAD: usize = 10_000;
         const RULES: [&str; 3] = ["login", "search", "default"];
         const TIERS: [&str; 2] = ["free", "pro"];
-        let pick = |thread: usize, i: usize| (RULES[i % 3], TIERS[(i / 3) % 2], Outcome::ALL[(i * 7 + thread) % 4]);
+        let pick = |thread: usize, i: usize| (RULES[i % 3], TIERS[(i / 3) % 2], Outcome::ALL[(i * 7 + thread) % 5]);
 
         let stats = Arc::new(stats(8));
         std::thread::scope(|scope| {
@@ -357,7 +360,7 @@ mod tests {
             }
         });
 
-        let mut expected: HashMap<(&str, &str), [u64; 4]> = HashMap::new();
+        let mut expected: HashMap<(&str, &str), [u64; 5]> = HashMap::new();
         for thread in 0..THREADS {
             for i in 0..PER_THREAD {
                 let (rule, tier, outcome) = pick(thread, i);
@@ -369,7 +372,13 @@ mod tests {
         for row in &view.by_rule {
             let want = expected[&(row.rule.as_str(), row.tier.as_str())];
             assert_eq!(
-                [row.allowed, row.limited, row.allowlisted, row.blocked],
+                [
+                    row.allowed,
+                    row.limited,
+                    row.allowlisted,
+                    row.blocked,
+                    row.shadow_limited
+                ],
                 want,
                 "{row:?}"
             );
@@ -560,10 +569,10 @@ mod tests {
             json,
             serde_json::json!({
                 "since_unix_ms": 1_700_000_000_123_u64,
-                "totals": { "allowed": 0, "limited": 0, "allowlisted": 0, "blocked": 1 },
+                "totals": { "allowed": 0, "limited": 0, "allowlisted": 0, "blocked": 1, "shadow_limited": 0 },
                 "by_rule": [{
                     "rule": "login", "tier": "free",
-                    "allowed": 0, "limited": 0, "allowlisted": 0, "blocked": 1
+                    "allowed": 0, "limited": 0, "allowlisted": 0, "blocked": 1, "shadow_limited": 0
                 }],
                 "top_limited": [{ "rule": "login", "key": "alice", "count": 1, "error": 0 }],
                 "tracked_keys_capacity": 2
