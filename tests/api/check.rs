@@ -228,7 +228,7 @@ async fn rules_are_listed() {
         assert_eq!(rules[0]["endpoint"], serde_json::Value::Null);
         assert_eq!(
             rules[1],
-            json!({"rule": "POST /login", "endpoint": "POST /login", "limits": [
+            json!({"rule": "POST /login", "endpoint": "POST /login", "shadow": false, "limits": [
                 {"tier": "free", "algorithm": "fixed_window", "limit": 3, "window": "1m", "window_ms": 60_000},
                 {"tier": "pro", "algorithm": "fixed_window", "limit": 30, "window": "1m", "window_ms": 60_000},
             ]})
