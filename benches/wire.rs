@@ -56,6 +56,8 @@ fn verdict(allowed: bool) -> Verdict {
         reason: if allowed { Reason::Allowed } else { Reason::Limited },
         source: PolicySource::Config,
         store_error: None,
+        limits: Vec::new(),
+        limit_name: None,
     }
 }
 

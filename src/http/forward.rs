@@ -77,6 +77,7 @@ pub fn parse_forwarded(
         cost: Cost::ONE,
         peek: false,
         client_ip,
+        scopes: Vec::new(),
     })
 }
 

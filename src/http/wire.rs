@@ -7,17 +7,19 @@
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::ApiError;
 use crate::core::Cost;
+use crate::limiter::request::MAX_SCOPES;
 use crate::limiter::rules::RuleSet;
 use crate::limiter::{CheckRequest, Key, KeyError, Reason, Verdict};
 use crate::settings::format_duration;
 
-const FIELDS: &str = "key, endpoint, tier, cost, client_ip";
+const FIELDS: &str = "key, endpoint, tier, cost, client_ip, scopes";
 
 /// The most checks one `/check/batch` request may carry.
 pub const MAX_BATCH: usize = 100;
@@ -37,6 +39,8 @@ struct Borrowed<'a> {
     cost: Option<u64>,
     #[serde(borrow, default)]
     client_ip: Option<Cow<'a, str>>,
+    #[serde(default)]
+    scopes: Option<BTreeMap<String, String>>,
 }
 
 /// Parses a `/check` body.
@@ -63,7 +67,11 @@ pub fn parse_check(body: &[u8], max_key_bytes: usize) -> Result<CheckRequest, Ap
             None => Some(None),
             Some(text) => text.parse().ok().map(Some),
         };
-        if let (Some(key), Some(cost), Some(client_ip)) = (key, cost, client_ip) {
+        let scopes = match fast.scopes {
+            None => Some(Vec::new()),
+            Some(map) => valid_scopes(map, max_key_bytes),
+        };
+        if let (Some(key), Some(cost), Some(client_ip), Some(scopes)) = (key, cost, client_ip, scopes) {
             return Ok(CheckRequest {
                 key,
                 endpoint: fast.endpoint.map(Cow::into_owned),
@@ -71,6 +79,7 @@ pub fn parse_check(body: &[u8], max_key_bytes: usize) -> Result<CheckRequest, Ap
                 cost,
                 peek,
                 client_ip,
+                scopes,
             });
         }
     }
@@ -142,6 +151,7 @@ fn check_fields(fields: serde_json::Map<String, Value>, max_key_bytes: usize) ->
     let mut tier = None;
     let mut cost = Some(Cost::ONE);
     let mut client_ip = None;
+    let mut scopes = Vec::new();
     for (name, value) in fields {
         match name.as_str() {
             "key" => key = Some(parse_key(value, max_key_bytes)?),
@@ -149,6 +159,7 @@ fn check_fields(fields: serde_json::Map<String, Value>, max_key_bytes: usize) ->
             "tier" => tier = optional_string("tier", value)?,
             "cost" => cost = parse_cost(&value)?,
             "client_ip" => client_ip = parse_client_ip(value)?,
+            "scopes" => scopes = parse_scopes(value, max_key_bytes)?,
             _ => {
                 return Err(ApiError::field(
                     name.clone(),
@@ -165,7 +176,51 @@ fn check_fields(fields: serde_json::Map<String, Value>, max_key_bytes: usize) ->
         cost: cost.unwrap_or(Cost::ONE),
         peek: cost.is_none(),
         client_ip,
+        scopes,
     })
+}
+
+/// The scopes of a well-formed body, when every one is valid.
+fn valid_scopes(map: BTreeMap<String, String>, max_key_bytes: usize) -> Option<Vec<(String, Key)>> {
+    if map.len() > MAX_SCOPES {
+        return None;
+    }
+    map.into_iter()
+        .map(|(name, value)| Some((name, Key::parse(value, max_key_bytes).ok()?)))
+        .collect()
+}
+
+/// `scopes`: an object of at most [`MAX_SCOPES`] names, each value a string
+/// that would be a valid `key`; errors name `scopes` or `scopes.<name>`.
+fn parse_scopes(value: Value, max_key_bytes: usize) -> Result<Vec<(String, Key)>, ApiError> {
+    let fields = match value {
+        Value::Null => return Ok(Vec::new()),
+        Value::Object(fields) => fields,
+        _ => {
+            return Err(ApiError::field(
+                "scopes",
+                "scopes must be an object of names to values, such as {\"org\": \"acme\"}",
+            ))
+        }
+    };
+    if fields.len() > MAX_SCOPES {
+        return Err(ApiError::field(
+            "scopes",
+            format!("scopes may name at most {MAX_SCOPES}; got {}", fields.len()),
+        ));
+    }
+    fields
+        .into_iter()
+        .map(|(name, value)| {
+            let field = format!("scopes.{name}");
+            let Value::String(text) = value else {
+                return Err(ApiError::field(field, format!("scopes.{name} must be a string")));
+            };
+            let key = Key::parse(text, max_key_bytes)
+                .map_err(|e| ApiError::field(field.clone(), format!("scopes.{name}: {e}")))?;
+            Ok((name, key))
+        })
+        .collect()
 }
 
 fn parse_client_ip(value: Value) -> Result<Option<std::net::IpAddr>, ApiError> {
@@ -252,6 +307,26 @@ pub struct CheckResponse<'a> {
     pub algorithm: &'static str,
     /// `allowed`, `limited`, `allowlisted` or `blocked`.
     pub reason: &'static str,
+    /// For a rule with several limits: the binding limit, whose numbers
+    /// the fields above are.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_name: Option<&'a str>,
+    /// For a rule with several limits: every limit, in configuration order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<LimitBody<'a>>,
+}
+
+/// One limit of a rule with several, in a `/check` answer.
+#[derive(Debug, Serialize)]
+pub struct LimitBody<'a> {
+    pub name: &'a str,
+    pub by: &'a str,
+    pub algorithm: &'static str,
+    pub limit: u64,
+    pub remaining: u64,
+    pub reset_after_ms: u64,
+    pub retry_after_ms: u64,
+    pub allowed: bool,
 }
 
 impl<'a> From<&'a Verdict> for CheckResponse<'a> {
@@ -267,6 +342,21 @@ impl<'a> From<&'a Verdict> for CheckResponse<'a> {
             tier: &v.tier,
             algorithm: v.policy.algorithm().as_str(),
             reason: v.reason.as_str(),
+            limit_name: v.limit_name.as_deref(),
+            limits: v
+                .limits
+                .iter()
+                .map(|l| LimitBody {
+                    name: &l.name,
+                    by: l.by.as_str(),
+                    algorithm: l.policy.algorithm().as_str(),
+                    limit: l.decision.limit,
+                    remaining: l.decision.remaining,
+                    reset_after_ms: l.decision.reset_after_us.div_ceil(1_000),
+                    retry_after_ms: l.decision.retry_after_us.div_ceil(1_000),
+                    allowed: l.decision.allowed,
+                })
+                .collect(),
         }
     }
 }
@@ -353,11 +443,15 @@ pub fn rate_limit_headers(v: &Verdict) -> HeaderMap {
         // Rule names are printable ASCII (checked at load), so this is valid.
         HeaderValue::from_maybe_shared(Bytes::from(out)).ok()
     };
-    if let Some(value) = field((";q=", d.limit), (";w=", window_s)) {
-        headers.insert(RATELIMIT_POLICY.clone(), value);
-    }
-    if let Some(value) = field((";r=", d.remaining), (";t=", reset_in_s)) {
-        headers.insert(RATELIMIT.clone(), value);
+    if !v.limits.is_empty() {
+        several_limit_headers(v, &mut headers);
+    } else {
+        if let Some(value) = field((";q=", d.limit), (";w=", window_s)) {
+            headers.insert(RATELIMIT_POLICY.clone(), value);
+        }
+        if let Some(value) = field((";r=", d.remaining), (";t=", reset_in_s)) {
+            headers.insert(RATELIMIT.clone(), value);
+        }
     }
     // Peeks and shadow rules answer 200 whatever they find: nothing to retry.
     if !v.allowed() && d.retry_after_us > 0 && v.reason != Reason::Peek {
@@ -367,6 +461,48 @@ pub fn rate_limit_headers(v: &Verdict) -> HeaderMap {
         );
     }
     headers
+}
+
+/// `RateLimit-Policy` and `RateLimit` of a rule with several limits: every
+/// limit as `"<rule>/<name>"`, in configuration order for the policy, the
+/// binding limit first for the state.
+fn several_limit_headers(v: &Verdict, headers: &mut HeaderMap) {
+    let item = |out: &mut String, name: &str, first: (&str, u64), second: (&str, u64)| {
+        if !out.is_empty() {
+            out.push_str(", ");
+        }
+        let mut quoted = String::with_capacity(v.rule.len() + name.len() + 1);
+        quoted.push_str(&v.rule);
+        quoted.push('/');
+        quoted.push_str(name);
+        push_sf_string(out, &quoted);
+        for (key, value) in [first, second] {
+            out.push_str(key);
+            out.push_str(itoa::Buffer::new().format(value));
+        }
+    };
+    let mut policy = String::new();
+    for l in &v.limits {
+        let window_s = l.policy.quota().window_us().div_ceil(1_000_000);
+        item(&mut policy, &l.name, (";q=", l.decision.limit), (";w=", window_s));
+    }
+    let binding = v.limit_name.as_deref();
+    let order = v
+        .limits
+        .iter()
+        .filter(|l| Some(l.name.as_ref()) == binding)
+        .chain(v.limits.iter().filter(|l| Some(l.name.as_ref()) != binding));
+    let mut state = String::new();
+    for l in order {
+        let reset_in_s = l.decision.reset_after_us.div_ceil(1_000_000);
+        item(&mut state, &l.name, (";r=", l.decision.remaining), (";t=", reset_in_s));
+    }
+    // Rule and limit names are printable ASCII (checked at load).
+    for (name, value) in [(&RATELIMIT_POLICY, policy), (&RATELIMIT, state)] {
+        if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
+            headers.insert(name.clone(), value);
+        }
+    }
 }
 
 /// Appends `s` as an RFC 8941 structured-field string: quoted, with `"`

@@ -26,6 +26,7 @@ pub mod overrides;
 pub mod request;
 pub mod resilience;
 pub mod rules;
+mod several;
 pub mod snapshot;
 pub mod stats;
 pub mod verdict;
@@ -37,7 +38,7 @@ pub use self::request::{CheckRequest, Key, KeyError};
 pub use self::resilience::FailurePolicy;
 pub use self::rules::FailureMode;
 pub use self::snapshot::{Dangling, Snapshot};
-pub use self::verdict::{LimiterError, Reason, Verdict};
+pub use self::verdict::{LimitOutcome, LimiterError, Reason, Verdict};
 
 use self::breaker::BreakerState;
 use self::deny_cache::{DenyCache, Ticket};
@@ -115,6 +116,9 @@ impl<S: Store> Limiter<S> {
         let snapshot = self.snapshots.load();
         let now = self.clock.now();
         let plan = snapshot.plan(request, now)?;
+        if !plan.resolved.limits.is_empty() && plan.listed.is_none() {
+            return Ok(self.check_several(&plan, request, now).await);
+        }
         if request.peek {
             return Ok(self.peek(&plan, request, now).await);
         }
@@ -237,6 +241,8 @@ impl<S: Store> Limiter<S> {
             reason,
             source: plan.source,
             store_error: None,
+            limits: Vec::new(),
+            limit_name: None,
         }
     }
 
@@ -271,6 +277,11 @@ impl<S: Store> Limiter<S> {
     ) -> Result<Verdict, LimiterError> {
         let snapshot = self.snapshots.load();
         let resolved = snapshot.rules.resolve(endpoint, tier)?;
+        if !resolved.limits.is_empty() {
+            return Err(LimiterError::SeveralLimits {
+                rule: resolved.rule.clone(),
+            });
+        }
         let now = self.clock.now();
         let (policy, source) = snapshot
             .overrides
@@ -294,6 +305,8 @@ impl<S: Store> Limiter<S> {
             reason: Reason::stored(decision.allowed),
             source,
             store_error: None,
+            limits: Vec::new(),
+            limit_name: None,
         })
     }
 
@@ -301,6 +314,11 @@ impl<S: Store> Limiter<S> {
     pub async fn reset(&self, endpoint: Option<&str>, key: &Key) -> Result<Arc<str>, LimiterError> {
         let snapshot = self.snapshots.load();
         let resolved = snapshot.rules.resolve(endpoint, None)?;
+        if !resolved.limits.is_empty() {
+            return Err(LimiterError::SeveralLimits {
+                rule: resolved.rule.clone(),
+            });
+        }
         let store_key = StoreKey {
             rule: resolved.rule,
             key: key.as_str(),
@@ -445,6 +463,7 @@ mod tests {
             cost: Cost::new(cost).unwrap(),
             peek: false,
             client_ip: None,
+            scopes: Vec::new(),
         }
     }
 

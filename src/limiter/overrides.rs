@@ -105,7 +105,17 @@ impl OverrideRecord {
                 return Err(err("tier", format!("unknown tier {tier:?}; configured tiers: {known}")));
             }
         }
-        if self.algorithm.is_none() && self.limit.is_none() && self.window.is_none() {
+        let sets_limit = self.algorithm.is_some() || self.limit.is_some() || self.window.is_some();
+        if sets_limit && !rule.limits().is_empty() {
+            return Err(err(
+                "limit",
+                format!(
+                    "rule {:?} has several limits; overrides set shadow for it, not algorithm, limit or window",
+                    self.rule()
+                ),
+            ));
+        }
+        if !sets_limit {
             if self.shadow.is_none() {
                 return Err(err(
                     "limit",

@@ -49,6 +49,32 @@ pub struct CheckRequest {
     pub peek: bool,
     /// The end user's address, matched against IP entries of the lists.
     pub client_ip: Option<IpAddr>,
+    /// What the limits of the rule may count per besides the key
+    /// (`"org": "acme"`); at most [`MAX_SCOPES`], each value a valid key.
+    pub scopes: Vec<(String, Key)>,
+}
+
+/// The most scopes one request may name.
+pub const MAX_SCOPES: usize = 8;
+
+impl CheckRequest {
+    /// A check of `cost` for `key` under the default rule and tier.
+    pub fn new(key: Key, cost: Cost) -> CheckRequest {
+        CheckRequest {
+            key,
+            endpoint: None,
+            tier: None,
+            cost,
+            peek: false,
+            client_ip: None,
+            scopes: Vec::new(),
+        }
+    }
+
+    /// The value of scope `name`, when the request names it.
+    pub fn scope(&self, name: &str) -> Option<&str> {
+        self.scopes.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
 }
 
 #[cfg(test)]

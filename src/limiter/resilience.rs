@@ -149,6 +149,56 @@ impl Resilience {
         }
     }
 
+    /// The decisions of failure mode `mode` for a check of several limits
+    /// the store could not make: `open` allows and `closed` denies every
+    /// limit; `local` decides them all or nothing on this replica's own
+    /// counters, each limit divided by `local_divisor`.
+    pub(super) fn degrade_all(
+        &self,
+        mode: Option<FailureMode>,
+        counters: &[(CounterKey<'_>, &Policy)],
+        cost: Cost,
+        consume: Consume,
+        now: Timestamp,
+    ) -> (Vec<Decision>, Reason) {
+        match mode.unwrap_or(self.policy.mode) {
+            FailureMode::Local => {
+                let local: Vec<Policy> = counters.iter().map(|(_, p)| self.local_policy(p)).collect();
+                let counters: Vec<(CounterKey<'_>, &Policy)> =
+                    counters.iter().zip(&local).map(|((key, _), p)| (*key, p)).collect();
+                let (allowed, mut decisions) = self.fallback.check_all_now(&counters, cost, consume);
+                for decision in &mut decisions {
+                    if decision.retry_after_us == u64::MAX {
+                        // A cost above a divided limit: say "later", not "never".
+                        decision.retry_after_us = 1_000_000;
+                    }
+                }
+                let reason = if allowed {
+                    Reason::LocalAllowed
+                } else {
+                    Reason::LocalLimited
+                };
+                (decisions, reason)
+            }
+            mode => {
+                let mut reason = Reason::FailOpen;
+                let decisions = counters
+                    .iter()
+                    .map(|(key, policy)| {
+                        let single = StoreKey {
+                            rule: key.rule,
+                            key: key.value,
+                        };
+                        let (decision, r) = self.degrade(Some(mode), single, policy, cost, now);
+                        reason = r;
+                        decision
+                    })
+                    .collect();
+                (decisions, reason)
+            }
+        }
+    }
+
     /// The limit `local` mode enforces on this replica.
     fn local_policy(&self, policy: &Policy) -> Policy {
         let limit = policy.limit().div_ceil(self.policy.local_divisor.max(1)).max(1);

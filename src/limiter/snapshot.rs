@@ -14,7 +14,7 @@ use arc_swap::{ArcSwap, Guard};
 use super::access::{AccessList, ListEntry, ListItem};
 use super::overrides::{OverrideError, OverrideTable, PolicySource, Target};
 use super::request::CheckRequest;
-use super::rules::{Resolved, RuleSet};
+use super::rules::{By, Resolved, RuleSet};
 use super::verdict::{LimiterError, Reason};
 use crate::core::{Decision, Policy, Timestamp};
 use crate::store::records::{ControlState, ListKind};
@@ -54,6 +54,21 @@ impl Snapshot {
             .rules
             .resolve(request.endpoint.as_deref(), request.tier.as_deref())?;
         let key = request.key.as_str();
+        let scopes = resolved
+            .limits
+            .iter()
+            .map(|l| l.by())
+            .chain((!resolved.limits.is_empty()).then_some(resolved.partition));
+        for by in scopes {
+            if let By::Scope(scope) = by {
+                if request.scope(scope).is_none() {
+                    return Err(LimiterError::MissingScope {
+                        scope: scope.clone(),
+                        rule: resolved.rule.clone(),
+                    });
+                }
+            }
+        }
         let on = |list: &AccessList| !list.is_empty() && list.find(key, request.client_ip, now).is_some();
         let listed = if on(&self.block) {
             Some(Reason::Blocked)
@@ -70,10 +85,17 @@ impl Snapshot {
             .overrides
             .shadow(resolved.rule, resolved.tier, key, now)
             .unwrap_or(resolved.shadow);
-        if listed.is_none() && request.cost.get() > policy.limit() {
+        // A rule of several limits: the cost must fit the smallest.
+        let smallest = resolved
+            .limits
+            .iter()
+            .map(|l| l.policy(resolved.tier_index).limit())
+            .min()
+            .unwrap_or(policy.limit());
+        if listed.is_none() && request.cost.get() > smallest {
             return Err(LimiterError::CostAboveLimit {
                 cost: request.cost.get(),
-                limit: policy.limit(),
+                limit: smallest,
                 rule: resolved.rule.clone(),
                 tier: resolved.tier.clone(),
             });

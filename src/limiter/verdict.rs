@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::overrides::PolicySource;
-use super::rules::UnknownTier;
+use super::rules::{By, UnknownTier};
 use super::stats::Outcome;
 use crate::core::{Decision, Policy};
 use crate::store::StoreError;
@@ -107,6 +107,39 @@ pub struct Verdict {
     pub source: PolicySource,
     /// Set when the store failed: what it said.
     pub store_error: Option<String>,
+    /// Each limit of a rule with several, in configuration order (empty
+    /// for a rule of one limit); `decision` and `policy` are then those of
+    /// the binding limit, named by `limit_name`.
+    pub limits: Vec<LimitOutcome>,
+    pub limit_name: Option<Arc<str>>,
+}
+
+/// One limit's part in a check of several.
+#[derive(Debug, Clone)]
+pub struct LimitOutcome {
+    pub name: Arc<str>,
+    pub by: By,
+    pub policy: Policy,
+    pub decision: Decision,
+}
+
+/// Which limit a check of several is answered by: when allowed, the one
+/// with the fewest `remaining`; when denied, the denying one with the
+/// longest `retry_after` (the first in configuration order on a tie).
+pub fn binding(limits: &[LimitOutcome], allowed: bool) -> usize {
+    let mut best = 0;
+    for (i, limit) in limits.iter().enumerate() {
+        let current = &limits[best].decision;
+        let better = if allowed {
+            limit.decision.remaining < current.remaining
+        } else {
+            !limit.decision.allowed && (current.allowed || limit.decision.retry_after_us > current.retry_after_us)
+        };
+        if better {
+            best = i;
+        }
+    }
+    best
 }
 
 impl Verdict {
@@ -129,6 +162,10 @@ pub enum LimiterError {
         rule: Arc<str>,
         tier: Arc<str>,
     },
+    #[error("rule {rule:?} counts per scope {scope:?}: the request must name it in scopes")]
+    MissingScope { scope: Arc<str>, rule: Arc<str> },
+    #[error("rule {rule:?} has several limits: peek at them with a check of cost 0")]
+    SeveralLimits { rule: Arc<str> },
     #[error("store unavailable: {0}")]
     Store(#[from] StoreError),
 }

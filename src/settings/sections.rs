@@ -322,6 +322,9 @@ pub struct DefaultsSpec {
     /// a check over the limit is allowed, consumes nothing, and is answered
     /// `reason: "shadow_limited"`.
     pub shadow: bool,
+    /// Several limits for the default rule (and for rules that set no
+    /// limit of their own), in place of `algorithm`/`limit`/`window`.
+    pub limits: Option<Vec<NamedLimitSpec>>,
 }
 
 impl Default for DefaultsSpec {
@@ -332,6 +335,7 @@ impl Default for DefaultsSpec {
             limit: 100,
             window: "10s".to_owned(),
             shadow: false,
+            limits: None,
         }
     }
 }
@@ -343,6 +347,22 @@ pub struct LimitSpec {
     pub algorithm: Option<String>,
     pub limit: Option<i64>,
     pub window: Option<String>,
+}
+
+/// One of a rule's several limits: a name, what it counts per, and a
+/// partial limit layered over `[tiers]` and `[defaults]` like a rule's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedLimitSpec {
+    pub name: String,
+    /// `"key"` (the default): per request key; any other name: per value of
+    /// that scope of the request (`"scopes": {"org": "acme"}`).
+    pub by: Option<String>,
+    pub algorithm: Option<String>,
+    pub limit: Option<i64>,
+    pub window: Option<String>,
+    #[serde(default)]
+    pub tiers: BTreeMap<String, LimitSpec>,
 }
 
 /// `[[rules]]`: one endpoint's limit, with optional per-tier overrides.
@@ -359,4 +379,11 @@ pub struct RuleSpec {
     pub shadow: Option<bool>,
     #[serde(default)]
     pub tiers: BTreeMap<String, LimitSpec>,
+    /// Several limits, all or nothing, in place of the rule's own
+    /// `algorithm`/`limit`/`window`/`tiers`.
+    pub limits: Option<Vec<NamedLimitSpec>>,
+    /// What every counter of a check shares its slot by: `"key"` or a
+    /// scope; by default the scope the limits count per other than the
+    /// key, or the key when there is none.
+    pub partition: Option<String>,
 }

@@ -13,5 +13,6 @@ mod observability;
 mod openapi;
 mod reload;
 mod schemathesis;
+mod several;
 mod shadow;
 mod slow_clients;

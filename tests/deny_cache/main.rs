@@ -115,6 +115,7 @@ fn request(key: &str, cost: u64) -> CheckRequest {
         cost: Cost::new(cost).unwrap(),
         peek: false,
         client_ip: None,
+        scopes: Vec::new(),
     }
 }
 

@@ -191,6 +191,7 @@ async fn a_check_batch_leaves_in_few_script_calls() {
             cost: Cost::ONE,
             peek: false,
             client_ip: None,
+            scopes: Vec::new(),
         })
         .collect();
     for round in 0..3 {

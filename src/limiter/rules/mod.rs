@@ -8,17 +8,23 @@
 //! name (absent → `defaults.tier`; unknown → an error, since silently
 //! downgrading a caller who names a tier would hide a misconfiguration).
 //!
+//! A rule may instead hold several named limits (`limits = [...]`), each
+//! layered the same way over `[tiers.T]` and `[defaults]`, each counted per
+//! the request's key or per one of its scopes ([`By`]); a check is allowed
+//! only when every one allows. Such a rule has a partition: what every
+//! counter of one check shares its Redis Cluster slot by.
+//!
 //! The hot path does two hash lookups and copies a [`Policy`]; nothing is
-//! parsed or validated per request.
+//! parsed or validated per request. Building the table is in [`build`].
+
+mod build;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::core::{Algorithm, Policy, PolicyError};
-use crate::settings::{parse_duration, LimitSpec, Problem, Settings};
+use crate::core::Policy;
 
 /// What a check gets when the store is unavailable.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -64,6 +70,55 @@ pub const DEFAULT_RULE: &str = "default";
 pub const MAX_ENDPOINT_BYTES: usize = 256;
 /// Longest tier name, in bytes.
 pub const MAX_TIER_BYTES: usize = 64;
+/// Longest limit or scope name, in bytes.
+pub const MAX_NAME_BYTES: usize = 64;
+/// The most limits one rule may hold (one check is one script call).
+pub const MAX_LIMITS: usize = 8;
+
+/// What a limit counts per.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum By {
+    /// The request's `key`.
+    Key,
+    /// The value of this scope in the request's `scopes`.
+    Scope(Arc<str>),
+}
+
+impl By {
+    /// `key`, or the scope's name.
+    pub fn as_str(&self) -> &str {
+        match self {
+            By::Key => "key",
+            By::Scope(name) => name,
+        }
+    }
+}
+
+/// One of a rule's several limits: its name, what it counts per, and its
+/// policy for every tier.
+#[derive(Debug, Clone)]
+pub struct NamedLimit {
+    name: Arc<str>,
+    by: By,
+    /// Same order as [`RuleSet::tiers`].
+    policies: Vec<Policy>,
+}
+
+impl NamedLimit {
+    /// Unique within its rule; printable ASCII (it appears in headers).
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    pub fn by(&self) -> &By {
+        &self.by
+    }
+
+    /// The policy of the tier at `tier_index` (in [`RuleSet::tiers`] order).
+    pub fn policy(&self, tier_index: usize) -> &Policy {
+        &self.policies[tier_index]
+    }
+}
 
 /// One rule: a policy for every tier.
 #[derive(Debug, Clone)]
@@ -75,6 +130,11 @@ pub struct Rule {
     failure_mode: Option<FailureMode>,
     /// Evaluated without being enforced (see [`Rule::shadow`]).
     shadow: bool,
+    /// Several limits, all or nothing; empty for a rule of one limit (its
+    /// `policies`).
+    limits: Vec<NamedLimit>,
+    /// What the counters of one check share a slot by (rules with limits).
+    partition: By,
 }
 
 impl Rule {
@@ -95,7 +155,19 @@ impl Rule {
         self.shadow
     }
 
-    /// The policy of every tier, in tier order.
+    /// The rule's several limits, in configuration order; empty for a rule
+    /// of one limit.
+    pub fn limits(&self) -> &[NamedLimit] {
+        &self.limits
+    }
+
+    /// What the counters of one check share a slot by.
+    pub fn partition(&self) -> &By {
+        &self.partition
+    }
+
+    /// The policy of every tier, in tier order (for a rule with several
+    /// limits, its first limit's).
     pub fn policies(&self) -> impl Iterator<Item = (&Arc<str>, &Policy)> {
         self.policies.iter().map(|(tier, policy)| (tier, policy))
     }
@@ -115,6 +187,11 @@ pub struct Resolved<'a> {
     pub failure_mode: Option<FailureMode>,
     /// As configured; an override may change it.
     pub shadow: bool,
+    /// The rule's several limits (empty for one limit, `policy`), with the
+    /// tier's index to pick their policies by.
+    pub limits: &'a [NamedLimit],
+    pub tier_index: usize,
+    pub partition: &'a By,
 }
 
 /// A request named a tier the configuration does not define.
@@ -136,151 +213,7 @@ pub struct RuleSet {
     rules: Vec<Rule>,
 }
 
-/// A field value and the path of the layer that set it.
-#[derive(Clone)]
-struct Layered<T> {
-    value: T,
-    path: String,
-}
-
-#[derive(Clone)]
-struct Draft {
-    algorithm: Layered<Algorithm>,
-    limit: Layered<i64>,
-    window: Layered<Duration>,
-}
-
 impl RuleSet {
-    /// Resolves and validates the rule sections of `settings`, reporting
-    /// every problem found (not just the first).
-    pub fn from_settings(settings: &Settings) -> Result<RuleSet, Vec<Problem>> {
-        let mut problems = Problems::default();
-
-        // [defaults]
-        let d = &settings.defaults;
-        let algorithm = d.algorithm.parse::<Algorithm>().unwrap_or_else(|e| {
-            problems.push(Problem::new("defaults.algorithm", e.to_string()));
-            Algorithm::TokenBucket
-        });
-        let window = parse_duration(&d.window).unwrap_or_else(|e| {
-            problems.push(Problem::new("defaults.window", e));
-            Duration::from_secs(1)
-        });
-        let base = Draft {
-            algorithm: Layered {
-                value: algorithm,
-                path: "defaults.algorithm".into(),
-            },
-            limit: Layered {
-                value: d.limit,
-                path: "defaults.limit".into(),
-            },
-            window: Layered {
-                value: window,
-                path: "defaults.window".into(),
-            },
-        };
-
-        // Tier names: [tiers] plus the default tier, in a stable order
-        // (the default tier first, then alphabetical).
-        if let Err(e) = check_tier_name(&d.tier) {
-            problems.push(Problem::new("defaults.tier", e));
-        }
-        let mut tiers: Vec<Arc<str>> = vec![Arc::from(d.tier.as_str())];
-        for name in settings.tiers.keys() {
-            if let Err(e) = check_tier_name(name) {
-                problems.push(Problem::new(format!("tiers.{name}"), e));
-            }
-            if name != &d.tier {
-                tiers.push(Arc::from(name.as_str()));
-            }
-        }
-        let tier_index: HashMap<Arc<str>, usize> = tiers.iter().enumerate().map(|(i, t)| (t.clone(), i)).collect();
-
-        // Tier defaults layered over [defaults].
-        let tier_drafts: Vec<Draft> = tiers
-            .iter()
-            .map(|tier| match settings.tiers.get(tier.as_ref()) {
-                Some(spec) => overlay(&base, spec, &format!("tiers.{tier}"), &mut problems),
-                None => base.clone(),
-            })
-            .collect();
-
-        let mut default_rule = build_rule(DEFAULT_RULE, &tiers, &tier_drafts, None, &mut problems);
-        default_rule.shadow = d.shadow;
-
-        let mut by_endpoint: HashMap<Arc<str>, usize> = HashMap::new();
-        let mut rules = Vec::with_capacity(settings.rules.len());
-        for (i, spec) in settings.rules.iter().enumerate() {
-            let path = format!("rules[{i}]");
-            let context = format!("endpoint {:?}", spec.endpoint);
-            if let Err(e) = check_endpoint(&spec.endpoint) {
-                problems.push(Problem::new(format!("{path}.endpoint"), e).with_context(context.clone()));
-            }
-            if let Some(&first) = by_endpoint.get(spec.endpoint.as_str()) {
-                problems.push(
-                    Problem::new(
-                        format!("{path}.endpoint"),
-                        format!("duplicate endpoint, already defined by rules[{first}]"),
-                    )
-                    .with_context(context.clone()),
-                );
-            }
-            for tier in spec.tiers.keys() {
-                if !tier_index.contains_key(tier.as_str()) {
-                    let known = tiers.iter().map(|t| t.as_ref()).collect::<Vec<_>>().join(", ");
-                    problems.push(
-                        Problem::new(
-                            format!("{path}.tiers.{tier}"),
-                            format!("unknown tier {tier:?} (configured tiers: {known})"),
-                        )
-                        .with_context(context.clone()),
-                    );
-                }
-            }
-            let own = LimitSpec {
-                algorithm: spec.algorithm.clone(),
-                limit: spec.limit,
-                window: spec.window.clone(),
-            };
-            let drafts: Vec<Draft> = tiers
-                .iter()
-                .zip(&tier_drafts)
-                .map(|(tier, tier_draft)| {
-                    let rule_draft = overlay(tier_draft, &own, &path, &mut problems);
-                    match spec.tiers.get(tier.as_ref()) {
-                        Some(t) => overlay(&rule_draft, t, &format!("{path}.tiers.{tier}"), &mut problems),
-                        None => rule_draft,
-                    }
-                })
-                .collect();
-            let mut rule = build_rule(&spec.endpoint, &tiers, &drafts, Some(&context), &mut problems);
-            rule.shadow = spec.shadow.unwrap_or(d.shadow);
-            if let Some(mode) = &spec.failure_mode {
-                match mode.parse::<FailureMode>() {
-                    Ok(mode) => rule.failure_mode = Some(mode),
-                    Err(e) => {
-                        problems.push(Problem::new(format!("{path}.failure_mode"), e).with_context(context.clone()))
-                    }
-                }
-            }
-            by_endpoint.entry(rule.name.clone()).or_insert(rules.len());
-            rules.push(rule);
-        }
-
-        if !problems.0.is_empty() {
-            return Err(problems.0);
-        }
-        Ok(RuleSet {
-            tiers,
-            tier_index,
-            default_tier: 0,
-            default_rule,
-            by_endpoint,
-            rules,
-        })
-    }
-
     /// Picks the rule for `endpoint` and the policy for `tier`.
     pub fn resolve(&self, endpoint: Option<&str>, tier: Option<&str>) -> Result<Resolved<'_>, UnknownTier> {
         let rule = endpoint
@@ -300,6 +233,9 @@ impl RuleSet {
             policy: *policy,
             failure_mode: rule.failure_mode,
             shadow: rule.shadow,
+            limits: &rule.limits,
+            tier_index,
+            partition: &rule.partition,
         })
     }
 
@@ -326,137 +262,12 @@ impl RuleSet {
     }
 }
 
-#[derive(Default)]
-struct Problems(Vec<Problem>);
-
-impl Problems {
-    /// Records a problem once, however many rule × tier pairs inherit it.
-    fn push(&mut self, problem: Problem) {
-        if !self
-            .0
-            .iter()
-            .any(|p| p.field == problem.field && p.message == problem.message)
-        {
-            self.0.push(problem);
-        }
-    }
-}
-
-/// `spec` over `below`; each field set in `spec` records `path.field`.
-fn overlay(below: &Draft, spec: &LimitSpec, path: &str, problems: &mut Problems) -> Draft {
-    let mut draft = below.clone();
-    if let Some(name) = &spec.algorithm {
-        let field = format!("{path}.algorithm");
-        match name.parse::<Algorithm>() {
-            Ok(value) => draft.algorithm = Layered { value, path: field },
-            Err(e) => problems.push(Problem::new(field, e.to_string())),
-        }
-    }
-    if let Some(value) = spec.limit {
-        draft.limit = Layered {
-            value,
-            path: format!("{path}.limit"),
-        };
-    }
-    if let Some(text) = &spec.window {
-        let field = format!("{path}.window");
-        match parse_duration(text) {
-            Ok(value) => draft.window = Layered { value, path: field },
-            Err(e) => problems.push(Problem::new(field, e)),
-        }
-    }
-    draft
-}
-
-fn build_rule(
-    name: &str,
-    tiers: &[Arc<str>],
-    drafts: &[Draft],
-    context: Option<&str>,
-    problems: &mut Problems,
-) -> Rule {
-    let policies = tiers
-        .iter()
-        .zip(drafts)
-        .map(|(tier, draft)| {
-            let policy = to_policy(draft).unwrap_or_else(|problem| {
-                let problem = match context {
-                    Some(c) => problem.with_context(format!("{c}, tier {tier:?}")),
-                    None => problem.with_context(format!("tier {tier:?}")),
-                };
-                problems.push(problem);
-                // Never used: a RuleSet with problems is not returned.
-                Policy::new(Algorithm::FixedWindow, 1, Duration::from_secs(1)).expect("a valid fallback")
-            });
-            (tier.clone(), policy)
-        })
-        .collect();
-    Rule {
-        name: Arc::from(name),
-        policies,
-        failure_mode: None,
-        shadow: false,
-    }
-}
-
-fn to_policy(draft: &Draft) -> Result<Policy, Problem> {
-    let limit = &draft.limit;
-    if limit.value < 1 {
-        return Err(Problem::new(limit.path.clone(), "must be at least 1"));
-    }
-    let limit_value = u64::try_from(limit.value).unwrap_or(u64::MAX);
-    Policy::new(draft.algorithm.value, limit_value, draft.window.value).map_err(|e| {
-        let path = match e {
-            PolicyError::ZeroLimit | PolicyError::LimitTooLarge => &limit.path,
-            _ if e.field() == "window" => &draft.window.path,
-            // Limits that only this algorithm rejects: blame the limit, but
-            // say which algorithm asked.
-            _ => &limit.path,
-        };
-        let message = match e {
-            PolicyError::RateTooHigh { .. } | PolicyError::LogTooLarge | PolicyError::CounterTooLarge { .. } => {
-                format!("{e} (algorithm from {})", draft.algorithm.path)
-            }
-            _ => e.to_string(),
-        };
-        Problem::new(path.clone(), message)
-    })
-}
-
-fn check_endpoint(endpoint: &str) -> Result<(), String> {
-    if endpoint.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if endpoint.len() > MAX_ENDPOINT_BYTES {
-        return Err(format!("must be at most {MAX_ENDPOINT_BYTES} bytes"));
-    }
-    if endpoint == DEFAULT_RULE {
-        return Err(format!(
-            "{DEFAULT_RULE:?} is the name of the default rule; set it under [defaults]"
-        ));
-    }
-    if !endpoint.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-        return Err("must be printable ASCII (it is sent back in RateLimit headers)".into());
-    }
-    Ok(())
-}
-
-fn check_tier_name(tier: &str) -> Result<(), String> {
-    if tier.is_empty() || tier.len() > MAX_TIER_BYTES {
-        return Err(format!("tier names must be 1 to {MAX_TIER_BYTES} bytes"));
-    }
-    if !tier
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
-        return Err(format!("tier name {tier:?} may only hold letters, digits, '_' and '-'"));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::Algorithm;
+    use crate::settings::{Problem, Settings};
+    use std::time::Duration;
 
     fn ruleset(toml: &str) -> Result<RuleSet, Vec<Problem>> {
         let settings = Settings::from_toml(toml).expect("settings parse");
@@ -625,5 +436,122 @@ mod tests {
             ["basic", "pro"]
         );
         assert_eq!(rules.resolve(None, None).unwrap().policy.limit(), 7);
+    }
+
+    const SEVERAL: &str = r#"
+        [defaults]
+        limit = 100
+        window = "1m"
+        [tiers]
+        pro = { limit = 1000 }
+        [[rules]]
+        endpoint = "POST /api/chat"
+        limits = [
+          { name = "burst", algorithm = "token_bucket", limit = 10, window = "1s" },
+          { name = "daily", algorithm = "fixed_window", limit = 10000, window = "1d", tiers.pro = { limit = 100000 } },
+          { name = "org", by = "org", algorithm = "sliding_window_counter", limit = 1000, window = "1m" },
+        ]
+    "#;
+
+    #[test]
+    fn several_limits_layer_per_limit_and_partition_by_their_scope() {
+        let rules = ruleset(SEVERAL).unwrap();
+        let r = rules.resolve(Some("POST /api/chat"), Some("pro")).unwrap();
+        let limits: Vec<(&str, &str, Algorithm, u64)> = r
+            .limits
+            .iter()
+            .map(|l| {
+                let p = l.policy(r.tier_index);
+                (l.name().as_ref(), l.by().as_str(), p.algorithm(), p.limit())
+            })
+            .collect();
+        assert_eq!(
+            limits,
+            [
+                ("burst", "key", Algorithm::TokenBucket, 10),
+                ("daily", "key", Algorithm::FixedWindow, 100_000),
+                ("org", "org", Algorithm::SlidingWindowCounter, 1000),
+            ]
+        );
+        assert_eq!(r.partition, &By::Scope("org".into()));
+        let free = rules.resolve(Some("POST /api/chat"), None).unwrap();
+        assert_eq!(free.limits[1].policy(free.tier_index).limit(), 10_000);
+        // A rule of one limit has none of these.
+        let one = rules.resolve(None, None).unwrap();
+        assert!(one.limits.is_empty());
+        assert_eq!(one.partition, &By::Key);
+    }
+
+    #[test]
+    fn the_defaults_limits_serve_the_default_rule_and_rules_without_their_own() {
+        let rules = ruleset(
+            r#"
+            [defaults]
+            limits = [{ name = "second", limit = 5, window = "1s" }, { name = "hour", limit = 100, window = "1h" }]
+            [[rules]]
+            endpoint = "GET /inherits"
+            [[rules]]
+            endpoint = "GET /own"
+            limit = 7
+            "#,
+        )
+        .unwrap();
+        assert_eq!(rules.resolve(None, None).unwrap().limits.len(), 2);
+        assert_eq!(rules.resolve(Some("GET /inherits"), None).unwrap().limits.len(), 2);
+        let own = rules.resolve(Some("GET /own"), None).unwrap();
+        assert!(own.limits.is_empty());
+        assert_eq!(own.policy.limit(), 7);
+    }
+
+    #[test]
+    fn several_limits_are_validated_naming_the_field() {
+        let p = problems(
+            r#"
+            [[rules]]
+            endpoint = "a"
+            limits = [
+              { name = "x", limit = 1, window = "1s" },
+              { name = "x", limit = 1, window = "soon" },
+              { name = "bad name", by = "o:rg", limit = 0, tiers.gold = { limit = 1 } },
+            ]
+            [[rules]]
+            endpoint = "b"
+            limit = 3
+            limits = [{ name = "y", limit = 1 }]
+            [[rules]]
+            endpoint = "c"
+            limits = [{ name = "u", by = "user", limit = 1 }, { name = "o", by = "org", limit = 1 }]
+            [[rules]]
+            endpoint = "d"
+            limits = []
+            [[rules]]
+            endpoint = "e"
+            partition = "org"
+            "#,
+        );
+        for field in [
+            "rules[0].limits[1].name",
+            "rules[0].limits[1].window",
+            "rules[0].limits[2].name",
+            "rules[0].limits[2].by",
+            "rules[0].limits[2].limit",
+            "rules[0].limits[2].tiers.gold",
+            "rules[1].limits",
+            "rules[2].partition",
+            "rules[3].limits",
+            "rules[4].partition",
+        ] {
+            assert!(p.iter().any(|line| line.starts_with(field)), "{field} not in {p:#?}");
+        }
+        // Two scopes with the partition named: fine.
+        ruleset(
+            r#"
+            [[rules]]
+            endpoint = "c"
+            partition = "org"
+            limits = [{ name = "u", by = "user", limit = 1 }, { name = "o", by = "org", limit = 1 }]
+            "#,
+        )
+        .unwrap();
     }
 }

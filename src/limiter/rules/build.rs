@@ -1,0 +1,523 @@
+//! Building the rule table from the settings: the layers of each limit
+//! resolved and validated, every problem reported with its field path.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{
+    By, FailureMode, NamedLimit, Rule, RuleSet, DEFAULT_RULE, MAX_ENDPOINT_BYTES, MAX_LIMITS, MAX_NAME_BYTES,
+    MAX_TIER_BYTES,
+};
+use crate::core::{Algorithm, Policy, PolicyError};
+use crate::settings::{parse_duration, LimitSpec, NamedLimitSpec, Problem, Settings};
+
+/// A field value and the path of the layer that set it.
+#[derive(Clone)]
+struct Layered<T> {
+    value: T,
+    path: String,
+}
+
+#[derive(Clone)]
+struct Draft {
+    algorithm: Layered<Algorithm>,
+    limit: Layered<i64>,
+    window: Layered<Duration>,
+}
+
+impl RuleSet {
+    /// Resolves and validates the rule sections of `settings`, reporting
+    /// every problem found (not just the first).
+    pub fn from_settings(settings: &Settings) -> Result<RuleSet, Vec<Problem>> {
+        let mut problems = Problems::default();
+
+        // [defaults]
+        let d = &settings.defaults;
+        let algorithm = d.algorithm.parse::<Algorithm>().unwrap_or_else(|e| {
+            problems.push(Problem::new("defaults.algorithm", e.to_string()));
+            Algorithm::TokenBucket
+        });
+        let window = parse_duration(&d.window).unwrap_or_else(|e| {
+            problems.push(Problem::new("defaults.window", e));
+            Duration::from_secs(1)
+        });
+        let base = Draft {
+            algorithm: Layered {
+                value: algorithm,
+                path: "defaults.algorithm".into(),
+            },
+            limit: Layered {
+                value: d.limit,
+                path: "defaults.limit".into(),
+            },
+            window: Layered {
+                value: window,
+                path: "defaults.window".into(),
+            },
+        };
+
+        // Tier names: [tiers] plus the default tier, in a stable order
+        // (the default tier first, then alphabetical).
+        if let Err(e) = check_tier_name(&d.tier) {
+            problems.push(Problem::new("defaults.tier", e));
+        }
+        let mut tiers: Vec<Arc<str>> = vec![Arc::from(d.tier.as_str())];
+        for name in settings.tiers.keys() {
+            if let Err(e) = check_tier_name(name) {
+                problems.push(Problem::new(format!("tiers.{name}"), e));
+            }
+            if name != &d.tier {
+                tiers.push(Arc::from(name.as_str()));
+            }
+        }
+        let tier_index: HashMap<Arc<str>, usize> = tiers.iter().enumerate().map(|(i, t)| (t.clone(), i)).collect();
+
+        // Tier defaults layered over [defaults].
+        let tier_drafts: Vec<Draft> = tiers
+            .iter()
+            .map(|tier| match settings.tiers.get(tier.as_ref()) {
+                Some(spec) => overlay(&base, spec, &format!("tiers.{tier}"), &mut problems),
+                None => base.clone(),
+            })
+            .collect();
+
+        let layers = Layers {
+            tiers: &tiers,
+            tier_index: &tier_index,
+            tier_drafts: &tier_drafts,
+        };
+        let mut default_rule = match &d.limits {
+            Some(specs) => several(
+                DEFAULT_RULE,
+                specs,
+                None,
+                "defaults",
+                "defaults.partition",
+                None,
+                &layers,
+                &mut problems,
+            ),
+            None => build_rule(DEFAULT_RULE, &tiers, &tier_drafts, None, &mut problems),
+        };
+        default_rule.shadow = d.shadow;
+
+        let mut by_endpoint: HashMap<Arc<str>, usize> = HashMap::new();
+        let mut rules = Vec::with_capacity(settings.rules.len());
+        for (i, spec) in settings.rules.iter().enumerate() {
+            let path = format!("rules[{i}]");
+            let context = format!("endpoint {:?}", spec.endpoint);
+            if let Err(e) = check_endpoint(&spec.endpoint) {
+                problems.push(Problem::new(format!("{path}.endpoint"), e).with_context(context.clone()));
+            }
+            if let Some(&first) = by_endpoint.get(spec.endpoint.as_str()) {
+                problems.push(
+                    Problem::new(
+                        format!("{path}.endpoint"),
+                        format!("duplicate endpoint, already defined by rules[{first}]"),
+                    )
+                    .with_context(context.clone()),
+                );
+            }
+            let own = LimitSpec {
+                algorithm: spec.algorithm.clone(),
+                limit: spec.limit,
+                window: spec.window.clone(),
+            };
+            let own_set =
+                own.algorithm.is_some() || own.limit.is_some() || own.window.is_some() || !spec.tiers.is_empty();
+            let partition_path = format!("{path}.partition");
+            let partition = spec.partition.as_deref();
+            let mut rule = match (&spec.limits, &d.limits) {
+                (Some(specs), _) => {
+                    if own_set {
+                        problems.push(
+                            Problem::new(
+                                format!("{path}.limits"),
+                                "a rule with limits sets algorithm, limit, window and tiers in each of its limits",
+                            )
+                            .with_context(context.clone()),
+                        );
+                    }
+                    several(
+                        &spec.endpoint,
+                        specs,
+                        partition,
+                        &path,
+                        &partition_path,
+                        Some(&context),
+                        &layers,
+                        &mut problems,
+                    )
+                }
+                // A rule that sets no limit of its own has the defaults' limits.
+                (None, Some(specs)) if !own_set => several(
+                    &spec.endpoint,
+                    specs,
+                    partition,
+                    "defaults",
+                    &partition_path,
+                    Some(&context),
+                    &layers,
+                    &mut problems,
+                ),
+                _ => {
+                    if partition.is_some() {
+                        problems.push(
+                            Problem::new(partition_path, "only a rule with several limits has a partition")
+                                .with_context(context.clone()),
+                        );
+                    }
+                    check_tiers(spec.tiers.keys(), &path, Some(&context), &layers, &mut problems);
+                    let drafts = layer(&own, &spec.tiers, &path, &layers, &mut problems);
+                    build_rule(&spec.endpoint, &tiers, &drafts, Some(&context), &mut problems)
+                }
+            };
+            rule.shadow = spec.shadow.unwrap_or(d.shadow);
+            if let Some(mode) = &spec.failure_mode {
+                match mode.parse::<FailureMode>() {
+                    Ok(mode) => rule.failure_mode = Some(mode),
+                    Err(e) => {
+                        problems.push(Problem::new(format!("{path}.failure_mode"), e).with_context(context.clone()))
+                    }
+                }
+            }
+            by_endpoint.entry(rule.name.clone()).or_insert(rules.len());
+            rules.push(rule);
+        }
+
+        if !problems.0.is_empty() {
+            return Err(problems.0);
+        }
+        Ok(RuleSet {
+            tiers,
+            tier_index,
+            default_tier: 0,
+            default_rule,
+            by_endpoint,
+            rules,
+        })
+    }
+}
+
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    /// Records a problem once, however many rule × tier pairs inherit it.
+    fn push(&mut self, problem: Problem) {
+        if !self
+            .0
+            .iter()
+            .any(|p| p.field == problem.field && p.message == problem.message)
+        {
+            self.0.push(problem);
+        }
+    }
+}
+
+/// `spec` over `below`; each field set in `spec` records `path.field`.
+fn overlay(below: &Draft, spec: &LimitSpec, path: &str, problems: &mut Problems) -> Draft {
+    let mut draft = below.clone();
+    if let Some(name) = &spec.algorithm {
+        let field = format!("{path}.algorithm");
+        match name.parse::<Algorithm>() {
+            Ok(value) => draft.algorithm = Layered { value, path: field },
+            Err(e) => problems.push(Problem::new(field, e.to_string())),
+        }
+    }
+    if let Some(value) = spec.limit {
+        draft.limit = Layered {
+            value,
+            path: format!("{path}.limit"),
+        };
+    }
+    if let Some(text) = &spec.window {
+        let field = format!("{path}.window");
+        match parse_duration(text) {
+            Ok(value) => draft.window = Layered { value, path: field },
+            Err(e) => problems.push(Problem::new(field, e)),
+        }
+    }
+    draft
+}
+
+/// The tiers, and each tier's draft over `[defaults]`: what every rule's
+/// and every limit's own fields are layered over.
+struct Layers<'a> {
+    tiers: &'a [Arc<str>],
+    tier_index: &'a HashMap<Arc<str>, usize>,
+    tier_drafts: &'a [Draft],
+}
+
+/// Every tier's draft of a rule or limit: `own` over the tier's draft, then
+/// its `tiers.T`.
+fn layer(
+    own: &LimitSpec,
+    per_tier: &BTreeMap<String, LimitSpec>,
+    path: &str,
+    layers: &Layers<'_>,
+    problems: &mut Problems,
+) -> Vec<Draft> {
+    layers
+        .tiers
+        .iter()
+        .zip(layers.tier_drafts)
+        .map(|(tier, tier_draft)| {
+            let draft = overlay(tier_draft, own, path, problems);
+            match per_tier.get(tier.as_ref()) {
+                Some(t) => overlay(&draft, t, &format!("{path}.tiers.{tier}"), problems),
+                None => draft,
+            }
+        })
+        .collect()
+}
+
+/// Refuses `tiers.T` of a tier the configuration does not define.
+fn check_tiers<'a>(
+    names: impl Iterator<Item = &'a String>,
+    path: &str,
+    context: Option<&str>,
+    layers: &Layers<'_>,
+    problems: &mut Problems,
+) {
+    for tier in names {
+        if !layers.tier_index.contains_key(tier.as_str()) {
+            let known = layers.tiers.iter().map(|t| t.as_ref()).collect::<Vec<_>>().join(", ");
+            let problem = Problem::new(
+                format!("{path}.tiers.{tier}"),
+                format!("unknown tier {tier:?} (configured tiers: {known})"),
+            );
+            problems.push(match context {
+                Some(c) => problem.with_context(c),
+                None => problem,
+            });
+        }
+    }
+}
+
+/// A rule of several limits, `specs` (at `path.limits`), with its partition
+/// (at `partition_path`).
+#[allow(clippy::too_many_arguments)]
+fn several(
+    name: &str,
+    specs: &[NamedLimitSpec],
+    partition: Option<&str>,
+    path: &str,
+    partition_path: &str,
+    context: Option<&str>,
+    layers: &Layers<'_>,
+    problems: &mut Problems,
+) -> Rule {
+    let with_context = |problem: Problem| match context {
+        Some(c) => problem.with_context(c),
+        None => problem,
+    };
+    if specs.is_empty() || specs.len() > MAX_LIMITS {
+        problems.push(with_context(Problem::new(
+            format!("{path}.limits"),
+            format!("must hold 1 to {MAX_LIMITS} limits; got {}", specs.len()),
+        )));
+    }
+    let mut limits: Vec<NamedLimit> = Vec::with_capacity(specs.len());
+    for (j, spec) in specs.iter().enumerate() {
+        let limit_path = format!("{path}.limits[{j}]");
+        if let Err(e) = check_name(&spec.name) {
+            problems.push(with_context(Problem::new(
+                format!("{limit_path}.name"),
+                format!("limit {e}"),
+            )));
+        }
+        if let Some(first) = limits.iter().position(|l| l.name.as_ref() == spec.name) {
+            problems.push(with_context(Problem::new(
+                format!("{limit_path}.name"),
+                format!(
+                    "duplicate limit name {:?}, already used by {path}.limits[{first}]",
+                    spec.name
+                ),
+            )));
+        }
+        let by = match spec.by.as_deref() {
+            None | Some("key") => By::Key,
+            Some(scope) => {
+                if let Err(e) = check_name(scope) {
+                    problems.push(with_context(Problem::new(
+                        format!("{limit_path}.by"),
+                        format!("scope {e}"),
+                    )));
+                }
+                By::Scope(Arc::from(scope))
+            }
+        };
+        check_tiers(spec.tiers.keys(), &limit_path, context, layers, problems);
+        let own = LimitSpec {
+            algorithm: spec.algorithm.clone(),
+            limit: spec.limit,
+            window: spec.window.clone(),
+        };
+        let drafts = layer(&own, &spec.tiers, &limit_path, layers, problems);
+        let limit_context = match context {
+            Some(c) => format!("{c}, limit {:?}", spec.name),
+            None => format!("limit {:?}", spec.name),
+        };
+        let built = build_rule(name, layers.tiers, &drafts, Some(&limit_context), problems);
+        limits.push(NamedLimit {
+            name: Arc::from(spec.name.as_str()),
+            by,
+            policies: built.policies.into_iter().map(|(_, policy)| policy).collect(),
+        });
+    }
+    let partition = match partition {
+        Some("key") => By::Key,
+        Some(scope) => {
+            if let Err(e) = check_name(scope) {
+                problems.push(with_context(Problem::new(partition_path, format!("scope {e}"))));
+            }
+            By::Scope(Arc::from(scope))
+        }
+        None => {
+            let scopes: BTreeSet<&str> = limits
+                .iter()
+                .filter_map(|l| match &l.by {
+                    By::Scope(scope) => Some(scope.as_ref()),
+                    By::Key => None,
+                })
+                .collect();
+            match scopes.len() {
+                0 => By::Key,
+                1 => By::Scope(Arc::from(scopes.into_iter().next().unwrap_or_default())),
+                _ => {
+                    let list = scopes.into_iter().collect::<Vec<_>>().join(", ");
+                    problems.push(with_context(Problem::new(
+                        partition_path,
+                        format!(
+                            "the limits count per several scopes ({list}): name the one every counter of a check \
+                             shares its slot by (partition = \"<scope>\" or \"key\")"
+                        ),
+                    )));
+                    By::Key
+                }
+            }
+        }
+    };
+    let first: Vec<(Arc<str>, Policy)> = match limits.first() {
+        Some(limit) => layers
+            .tiers
+            .iter()
+            .cloned()
+            .zip(limit.policies.iter().copied())
+            .collect(),
+        None => build_rule(name, layers.tiers, layers.tier_drafts, None, problems).policies,
+    };
+    Rule {
+        name: Arc::from(name),
+        policies: first,
+        failure_mode: None,
+        shadow: false,
+        limits,
+        partition,
+    }
+}
+
+/// A limit's or a scope's name: 1 to 64 bytes of letters, digits, `_` and
+/// `-` (it appears in headers, in Redis key names and as a JSON field).
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_NAME_BYTES {
+        return Err(format!("names must be 1 to {MAX_NAME_BYTES} bytes"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(format!("name {name:?} may only hold letters, digits, '_' and '-'"));
+    }
+    Ok(())
+}
+
+fn build_rule(
+    name: &str,
+    tiers: &[Arc<str>],
+    drafts: &[Draft],
+    context: Option<&str>,
+    problems: &mut Problems,
+) -> Rule {
+    let policies = tiers
+        .iter()
+        .zip(drafts)
+        .map(|(tier, draft)| {
+            let policy = to_policy(draft).unwrap_or_else(|problem| {
+                let problem = match context {
+                    Some(c) => problem.with_context(format!("{c}, tier {tier:?}")),
+                    None => problem.with_context(format!("tier {tier:?}")),
+                };
+                problems.push(problem);
+                // Never used: a RuleSet with problems is not returned.
+                Policy::new(Algorithm::FixedWindow, 1, Duration::from_secs(1)).expect("a valid fallback")
+            });
+            (tier.clone(), policy)
+        })
+        .collect();
+    Rule {
+        name: Arc::from(name),
+        policies,
+        failure_mode: None,
+        shadow: false,
+        limits: Vec::new(),
+        partition: By::Key,
+    }
+}
+
+fn to_policy(draft: &Draft) -> Result<Policy, Problem> {
+    let limit = &draft.limit;
+    if limit.value < 1 {
+        return Err(Problem::new(limit.path.clone(), "must be at least 1"));
+    }
+    let limit_value = u64::try_from(limit.value).unwrap_or(u64::MAX);
+    Policy::new(draft.algorithm.value, limit_value, draft.window.value).map_err(|e| {
+        let path = match e {
+            PolicyError::ZeroLimit | PolicyError::LimitTooLarge => &limit.path,
+            _ if e.field() == "window" => &draft.window.path,
+            // Limits that only this algorithm rejects: blame the limit, but
+            // say which algorithm asked.
+            _ => &limit.path,
+        };
+        let message = match e {
+            PolicyError::RateTooHigh { .. } | PolicyError::LogTooLarge | PolicyError::CounterTooLarge { .. } => {
+                format!("{e} (algorithm from {})", draft.algorithm.path)
+            }
+            _ => e.to_string(),
+        };
+        Problem::new(path.clone(), message)
+    })
+}
+
+fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    if endpoint.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if endpoint.len() > MAX_ENDPOINT_BYTES {
+        return Err(format!("must be at most {MAX_ENDPOINT_BYTES} bytes"));
+    }
+    if endpoint == DEFAULT_RULE {
+        return Err(format!(
+            "{DEFAULT_RULE:?} is the name of the default rule; set it under [defaults]"
+        ));
+    }
+    if !endpoint.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Err("must be printable ASCII (it is sent back in RateLimit headers)".into());
+    }
+    Ok(())
+}
+
+fn check_tier_name(tier: &str) -> Result<(), String> {
+    if tier.is_empty() || tier.len() > MAX_TIER_BYTES {
+        return Err(format!("tier names must be 1 to {MAX_TIER_BYTES} bytes"));
+    }
+    if !tier
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(format!("tier name {tier:?} may only hold letters, digits, '_' and '-'"));
+    }
+    Ok(())
+}
