@@ -1,7 +1,9 @@
 //! Three `ratelimiter` processes sharing one Redis (or one cluster) enforce
 //! one limit exactly: 200 concurrent clients, one key of capacity 100 with
 //! negligible refill, every algorithm → exactly 100 allowed, each
-//! `remaining` value from 99 down to 0 handed out exactly once.
+//! `remaining` value from 99 down to 0 handed out exactly once. And a rule
+//! of several limits (a user's and its organisation's) stays exact: all or
+//! nothing across replicas, on one Redis and on a cluster.
 
 use std::collections::BTreeMap;
 
@@ -112,4 +114,89 @@ async fn three_replicas_on_one_redis_admit_exactly_the_limit() {
 async fn three_replicas_on_a_cluster_admit_exactly_the_limit() {
     let cluster = RedisCluster::start();
     three_replicas_admit_exactly_the_limit(&cluster_toml(&cluster)).await;
+}
+
+/// `user 100/h` + `org 300/h` on one rule, for two algorithm mixes: three
+/// replicas, 200 concurrent clients, four users of one org sending 1,000
+/// requests in all. The org admits exactly 300, no user more than 100, and
+/// what every counter holds (read back with peeks) is exactly what was
+/// admitted.
+async fn three_replicas_keep_several_limits_exact(redis: &str) {
+    const USERS: [&str; 4] = ["alice", "bob", "carol", "dave"];
+    const MIXES: [(&str, &str, &str); 2] = [
+        ("POST /mix1", "fixed_window", "token_bucket"),
+        ("POST /mix2", "gcra", "sliding_window_log"),
+    ];
+    let mut toml = format!(
+        "[log]\nlevel = \"warn\"\n[store]\nbackend = \"redis\"\n[store.redis]\n{redis}\nkey_prefix = \"several\"\ncommand_timeout = \"5s\"\npool_size = 4\n"
+    );
+    for (endpoint, user, org) in MIXES {
+        toml.push_str(&format!(
+            "[[rules]]\nendpoint = \"{endpoint}\"\nlimits = [\n  {{ name = \"user\", algorithm = \"{user}\", limit = 100, window = \"300days\" }},\n  {{ name = \"org\", by = \"org\", algorithm = \"{org}\", limit = 300, window = \"300days\" }},\n]\n"
+        ));
+    }
+    let replicas: Vec<Service> = (0..3).map(|_| Service::start(&toml)).collect();
+    let urls: Vec<String> = replicas.iter().map(|r| r.url("/check")).collect();
+    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+    for (endpoint, user_algorithm, org_algorithm) in MIXES {
+        let mut tasks = tokio::task::JoinSet::new();
+        for c in 0..CLIENTS {
+            let (client, urls) = (client.clone(), urls.clone());
+            tasks.spawn(async move {
+                let mut allowed = [0u64; 4];
+                // 1,000 requests in all: 5 per client, users in turn.
+                for r in 0..5 {
+                    let user = (c + r) % USERS.len();
+                    let response = client
+                        .post(&urls[(c + r) % urls.len()])
+                        .json(&json!({"key": USERS[user], "endpoint": endpoint, "scopes": {"org": "acme"}}))
+                        .send()
+                        .await
+                        .expect("the replica answers");
+                    match response.status().as_u16() {
+                        200 => allowed[user] += 1,
+                        429 => {}
+                        other => panic!("{endpoint}: unexpected status {other}: {:?}", response.text().await),
+                    }
+                }
+                allowed
+            });
+        }
+        let mut per_user = [0u64; 4];
+        while let Some(allowed) = tasks.join_next().await {
+            for (total, n) in per_user.iter_mut().zip(allowed.unwrap()) {
+                *total += n;
+            }
+        }
+        let what = format!("{endpoint} ({user_algorithm} + {org_algorithm})");
+        assert_eq!(per_user.iter().sum::<u64>(), 300, "{what}: the org admits exactly 300: {per_user:?}");
+        assert!(per_user.iter().all(|&n| n <= 100), "{what}: no user above 100: {per_user:?}");
+        // Every counter holds exactly what was admitted.
+        for (user, admitted) in USERS.iter().zip(per_user) {
+            let peek = client
+                .post(&urls[0])
+                .json(&json!({"key": user, "endpoint": endpoint, "scopes": {"org": "acme"}, "cost": 0}))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap();
+            let limits = peek["limits"].as_array().expect("every limit");
+            assert_eq!(limits[0]["remaining"], 100 - admitted, "{what}: {user}'s counter: {peek}");
+            assert_eq!(limits[1]["remaining"], 0, "{what}: the org's counter: {peek}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_on_one_redis_keep_several_limits_exact() {
+    let server = RedisServer::start();
+    three_replicas_keep_several_limits_exact(&standalone_toml(&server)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_on_a_cluster_keep_several_limits_exact() {
+    let cluster = RedisCluster::start();
+    three_replicas_keep_several_limits_exact(&cluster_toml(&cluster)).await;
 }
