@@ -194,15 +194,18 @@ async fn a_check_batch_leaves_in_few_script_calls() {
             scopes: Vec::new(),
         })
         .collect();
-    for round in 0..3 {
+    // Spread over the eight connections, 50 checks take at least 8 calls.
+    // On one lane they take fewer, unless the machine is so busy that the
+    // lane's task wakes between every few checks: the best of five rounds
+    // tells the two apart without depending on the machine's load.
+    let mut fewest = u64::MAX;
+    for round in 0..5 {
         let before = metrics.redis_batch_size.get_sample_count();
         let verdicts = limiter.check_batch(&requests).await.expect("valid checks");
         assert!(verdicts.iter().all(|v| v.as_ref().is_ok_and(|v| v.decision.allowed)));
         let calls = metrics.redis_batch_size.get_sample_count() - before;
-        assert!(
-            calls < 8,
-            "round {round}: 50 checks of one batch took {calls} script calls"
-        );
         eprintln!("round {round}: 50 checks in {calls} script calls");
+        fewest = fewest.min(calls);
     }
+    assert!(fewest < 8, "50 checks of one batch took at least {fewest} script calls");
 }
