@@ -536,7 +536,21 @@ pub struct RuleView {
     pub endpoint: Option<String>,
     /// Evaluated, not enforced (as configured).
     pub shadow: bool,
+    /// Per tier; for a rule with several limits, its first limit's.
     pub limits: Vec<LimitView>,
+    /// A rule with several limits: each of them, per tier.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub named_limits: Vec<NamedLimitView>,
+    /// A rule with several limits: what its counters share a slot by.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NamedLimitView {
+    pub name: String,
+    pub by: String,
+    pub tiers: Vec<LimitView>,
 }
 
 #[derive(Debug, Serialize)]
@@ -546,6 +560,18 @@ pub struct LimitView {
     pub limit: u64,
     pub window: String,
     pub window_ms: u64,
+}
+
+impl LimitView {
+    fn new(tier: &str, policy: &crate::core::Policy) -> LimitView {
+        LimitView {
+            tier: tier.to_owned(),
+            algorithm: policy.algorithm().as_str(),
+            limit: policy.limit(),
+            window: format_duration(policy.quota().window()),
+            window_ms: policy.quota().window_ms(),
+        }
+    }
 }
 
 impl RulesView {
@@ -565,14 +591,23 @@ impl RulesView {
                     shadow: rule.shadow(),
                     limits: rule
                         .policies()
-                        .map(|(tier, policy)| LimitView {
-                            tier: tier.to_string(),
-                            algorithm: policy.algorithm().as_str(),
-                            limit: policy.limit(),
-                            window: format_duration(policy.quota().window()),
-                            window_ms: policy.quota().window_ms(),
+                        .map(|(tier, policy)| LimitView::new(tier, policy))
+                        .collect(),
+                    named_limits: rule
+                        .limits()
+                        .iter()
+                        .map(|limit| NamedLimitView {
+                            name: limit.name().to_string(),
+                            by: limit.by().as_str().to_owned(),
+                            tiers: rules
+                                .tiers()
+                                .iter()
+                                .enumerate()
+                                .map(|(i, tier)| LimitView::new(tier, limit.policy(i)))
+                                .collect(),
                         })
                         .collect(),
+                    partition: (!rule.limits().is_empty()).then(|| rule.partition().as_str().to_owned()),
                 })
                 .collect(),
         }

@@ -178,3 +178,24 @@ async fn a_cost_must_fit_the_smallest_limit() {
     let message = app.check(big).await.assert_error(StatusCode::BAD_REQUEST, Some("cost"));
     assert!(message.contains("limit 3"), "{message}");
 }
+
+#[tokio::test]
+async fn the_rules_list_every_limit_and_the_partition() {
+    let app = app(&rules());
+    let rules = app.get("/rules").await;
+    let chat = rules.body["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["rule"] == "POST /chat")
+        .unwrap();
+    assert_eq!(chat["partition"], "org");
+    assert_eq!(chat["named_limits"][1]["name"], "org");
+    assert_eq!(chat["named_limits"][1]["by"], "org");
+    assert_eq!(chat["named_limits"][1]["tiers"][0]["limit"], 5);
+    let inspect = app
+        .admin("GET", "/admin/keys?key=a&endpoint=POST%20/chat", None)
+        .await;
+    inspect.assert_error(StatusCode::BAD_REQUEST, Some("endpoint"));
+}
+

@@ -169,8 +169,15 @@ async fn three_replicas_keep_several_limits_exact(redis: &str) {
             }
         }
         let what = format!("{endpoint} ({user_algorithm} + {org_algorithm})");
-        assert_eq!(per_user.iter().sum::<u64>(), 300, "{what}: the org admits exactly 300: {per_user:?}");
-        assert!(per_user.iter().all(|&n| n <= 100), "{what}: no user above 100: {per_user:?}");
+        assert_eq!(
+            per_user.iter().sum::<u64>(),
+            300,
+            "{what}: the org admits exactly 300: {per_user:?}"
+        );
+        assert!(
+            per_user.iter().all(|&n| n <= 100),
+            "{what}: no user above 100: {per_user:?}"
+        );
         // Every counter holds exactly what was admitted.
         for (user, admitted) in USERS.iter().zip(per_user) {
             let peek = client
@@ -183,7 +190,11 @@ async fn three_replicas_keep_several_limits_exact(redis: &str) {
                 .await
                 .unwrap();
             let limits = peek["limits"].as_array().expect("every limit");
-            assert_eq!(limits[0]["remaining"], 100 - admitted, "{what}: {user}'s counter: {peek}");
+            assert_eq!(
+                limits[0]["remaining"],
+                100 - admitted,
+                "{what}: {user}'s counter: {peek}"
+            );
             assert_eq!(limits[1]["remaining"], 0, "{what}: the org's counter: {peek}");
         }
     }
