@@ -193,9 +193,6 @@ async fn the_rules_list_every_limit_and_the_partition() {
     assert_eq!(chat["named_limits"][1]["name"], "org");
     assert_eq!(chat["named_limits"][1]["by"], "org");
     assert_eq!(chat["named_limits"][1]["tiers"][0]["limit"], 5);
-    let inspect = app
-        .admin("GET", "/admin/keys?key=a&endpoint=POST%20/chat", None)
-        .await;
+    let inspect = app.admin("GET", "/admin/keys?key=a&endpoint=POST%20/chat", None).await;
     inspect.assert_error(StatusCode::BAD_REQUEST, Some("endpoint"));
 }
-
