@@ -5,6 +5,7 @@
 //! (clones share the pool). Every check has a deadline ([`ClientBuilder::timeout`])
 //! covering connecting, sending and reading the answer.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -50,6 +51,10 @@ pub struct CheckRequest {
     /// The end user's address, matched against IP and CIDR list entries.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_ip: Option<IpAddr>,
+    /// What a rule's limits may count per besides the key, e.g. `org`:
+    /// at most 8, each value like a key.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub scopes: BTreeMap<String, String>,
 }
 
 impl CheckRequest {
@@ -84,6 +89,14 @@ impl CheckRequest {
     /// pass now; the numbers are the quota as it stands.
     pub fn peek(self) -> CheckRequest {
         self.cost(0)
+    }
+
+    /// Names a scope a rule's limits may count per, e.g.
+    /// `.scope("org", "acme")`: the users of one org then draw from the
+    /// org's limit too.
+    pub fn scope(mut self, name: impl Into<String>, value: impl Into<String>) -> CheckRequest {
+        self.scopes.insert(name.into(), value.into());
+        self
     }
 
     /// Sets the end user's address.
@@ -149,9 +162,28 @@ pub struct CheckOutcome {
     pub algorithm: String,
     /// Why.
     pub reason: Reason,
+    /// For a rule with several limits: the binding limit, whose numbers
+    /// the fields above are.
+    pub limit_name: Option<String>,
+    /// For a rule with several limits: every limit, in configuration order.
+    pub limits: Vec<LimitOutcome>,
     /// The answer's `X-RateLimit-*`, `RateLimit-Policy`, `RateLimit` and
     /// `Retry-After` headers, exactly as sent (see [`FORWARDED_HEADERS`]).
     pub headers: HeaderMap,
+}
+
+/// One limit of a rule with several, in a `/check` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct LimitOutcome {
+    pub name: String,
+    /// `key`, or the scope the limit counts per.
+    pub by: String,
+    pub algorithm: String,
+    pub limit: u64,
+    pub remaining: u64,
+    pub reset_after_ms: u64,
+    pub retry_after_ms: u64,
+    pub allowed: bool,
 }
 
 /// The JSON body of a `/check` answer.
@@ -166,6 +198,10 @@ struct CheckBody {
     tier: String,
     algorithm: String,
     reason: Reason,
+    #[serde(default)]
+    limit_name: Option<String>,
+    #[serde(default)]
+    limits: Vec<LimitOutcome>,
 }
 
 /// The JSON body of an error answer.
@@ -378,6 +414,8 @@ pub(crate) fn decode(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Re
                 tier: b.tier,
                 algorithm: b.algorithm,
                 reason: b.reason,
+                limit_name: b.limit_name,
+                limits: b.limits,
                 headers: forwarded_headers(headers),
             }),
             Err(e) => Err(unexpected(format!("not a /check answer: {e}; body: {}", snippet(body)))),

@@ -286,6 +286,7 @@ fn check_request(config: &Config, parts: &Parts) -> Option<CheckRequest> {
         tier: config.tier.as_ref().and_then(|f| f(parts)),
         cost: config.cost.as_ref().map(|f| f(parts)),
         client_ip,
+        scopes: Default::default(),
     })
 }
 
@@ -476,6 +477,8 @@ mod tests {
             tier: "free".into(),
             algorithm: "sliding_window_log".into(),
             reason,
+            limit_name: None,
+            limits: Vec::new(),
             headers: map,
         }
     }

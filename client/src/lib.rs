@@ -42,6 +42,6 @@ pub mod client;
 pub mod extract;
 pub mod layer;
 
-pub use client::{CheckOutcome, CheckRequest, Client, ClientBuilder, ClientError, Reason};
+pub use client::{CheckOutcome, CheckRequest, Client, ClientBuilder, ClientError, LimitOutcome, Reason};
 pub use extract::KeyExtractor;
 pub use layer::{FailureMode, MissingKey, RateLimitLayer, RateLimitService};

@@ -65,6 +65,13 @@ endpoint = "GET /api/items/{{id}}"
 algorithm = "sliding_window_log"
 limit = 2
 window = "1h"
+
+[[rules]]
+endpoint = "POST /api/chat"
+limits = [
+  {{ name = "user", algorithm = "fixed_window", limit = 2, window = "1h" }},
+  {{ name = "org", by = "org", algorithm = "fixed_window", limit = 3, window = "1h" }},
+]
 "#
     )
 }
@@ -421,6 +428,35 @@ async fn a_peek_reads_the_quota_without_consuming() {
     assert_eq!(
         (outcome.status, outcome.allowed, outcome.remaining),
         (StatusCode::OK, false, 0)
+    );
+    replica.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scopes_are_sent_and_every_limit_comes_back() {
+    let replica = Replica::start().await;
+    let client = replica.client();
+    let chat = |user: &str| CheckRequest::new(user).endpoint("POST /api/chat").scope("org", "acme");
+    let first = client.check(&chat("ann")).await.unwrap();
+    assert!(first.allowed);
+    assert_eq!(first.limit_name.as_deref(), Some("user"));
+    let names: Vec<(&str, &str, u64)> = first
+        .limits
+        .iter()
+        .map(|l| (l.name.as_str(), l.by.as_str(), l.remaining))
+        .collect();
+    assert_eq!(names, [("user", "key", 1), ("org", "org", 2)]);
+    assert!(client.check(&chat("ann")).await.unwrap().allowed);
+    assert!(client.check(&chat("bob")).await.unwrap().allowed);
+    let denied = client.check(&chat("bob")).await.unwrap();
+    assert_eq!(
+        (denied.status, denied.limit_name.as_deref()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("org"))
+    );
+    let missing = client.check(&CheckRequest::new("cat").endpoint("POST /api/chat")).await;
+    assert!(
+        matches!(&missing, Err(ClientError::Rejected { field: Some(f), .. }) if f == "scopes.org"),
+        "{missing:?}"
     );
     replica.stop().await;
 }
