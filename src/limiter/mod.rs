@@ -116,11 +116,13 @@ impl<S: Store> Limiter<S> {
         let snapshot = self.snapshots.load();
         let now = self.clock.now();
         let plan = snapshot.plan(request, now)?;
+        // The rarer paths are boxed, so that their futures do not make every
+        // single-limit check's future larger.
         if !plan.resolved.limits.is_empty() && plan.listed.is_none() {
-            return Ok(self.check_several(&plan, request, now).await);
+            return Ok(Box::pin(self.check_several(&plan, request, now)).await);
         }
         if request.peek {
-            return Ok(self.peek(&plan, request, now).await);
+            return Ok(Box::pin(self.peek(&plan, request, now)).await);
         }
         if let Some(reason) = plan.listed {
             let decision = plan.listed_decision(reason == Reason::Allowlisted, now);
@@ -165,7 +167,7 @@ impl<S: Store> Limiter<S> {
             key: request.key.as_str(),
         };
         let counters = [(CounterKey::single(key), &plan.policy)];
-        let peeked = self.store.check_all("", &counters, Cost::ONE, Consume::Never);
+        let peeked = || self.store.check_all("", &counters, Cost::ONE, Consume::Never);
         match self.resilience.guard(peeked, &self.metrics).await {
             Ok((_, decisions)) => self.record(plan, request, decisions[0], Reason::Peek),
             Err(e) => {

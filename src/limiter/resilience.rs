@@ -81,15 +81,17 @@ impl Resilience {
         cost: Cost,
         metrics: &Metrics,
     ) -> Result<Decision, StoreError> {
-        self.guard(store.check(key, policy, cost), metrics).await
+        self.guard(|| store.check(key, policy, cost), metrics).await
     }
 
-    /// One store call through the circuit breaker, timed as a check.
-    pub(super) async fn guard<T>(
-        &self,
-        call: impl Future<Output = Result<T, StoreError>>,
-        metrics: &Metrics,
-    ) -> Result<T, StoreError> {
+    /// One store call through the circuit breaker, timed as a check. The
+    /// call's future is made here, once the breaker lets it through, and
+    /// awaited where it is made (a future passed in would be held twice in
+    /// this one's state).
+    pub(super) async fn guard<T, F>(&self, call: impl FnOnce() -> F, metrics: &Metrics) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, StoreError>>,
+    {
         let permit = self.breaker.permit();
         if permit == Permit::Reject {
             metrics.breaker_state.set(self.breaker.state().gauge());
@@ -110,7 +112,7 @@ impl Resilience {
         }
         let mut guard = ProbeGuard((permit == Permit::Probe).then_some(&self.breaker));
         let started = Instant::now();
-        let result = call.await;
+        let result = call().await;
         guard.0 = None;
         metrics
             .store_duration

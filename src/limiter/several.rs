@@ -46,9 +46,10 @@ impl<S: Store> Limiter<S> {
             true => (Cost::ONE, Consume::Never),
             false => (request.cost, Consume::IfAllAllow),
         };
-        let call = self
-            .store
-            .check_all(value(resolved.partition), &counters, cost, consume);
+        let call = || {
+            self.store
+                .check_all(value(resolved.partition), &counters, cost, consume)
+        };
         let (decisions, reason, store_error) = match self.resilience.guard(call, &self.metrics).await {
             Ok((allowed, decisions)) => (decisions, Reason::stored(allowed), None),
             Err(e) => {

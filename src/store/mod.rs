@@ -153,7 +153,9 @@ impl Store for AnyStore {
     async fn check(&self, key: StoreKey<'_>, policy: &Policy, cost: Cost) -> Result<Decision, StoreError> {
         match self {
             AnyStore::Memory(store) => Ok(store.check_now(key, policy, cost)),
-            AnyStore::Redis(store) => store.check(key, policy, cost).await,
+            // Boxed: the Redis call's future is large, and would otherwise
+            // make every check's future as large, on the memory store too.
+            AnyStore::Redis(store) => Box::pin(store.check(key, policy, cost)).await,
         }
     }
 
@@ -166,7 +168,7 @@ impl Store for AnyStore {
     ) -> Result<(bool, Vec<Decision>), StoreError> {
         match self {
             AnyStore::Memory(store) => Ok(store.check_all_now(counters, cost, consume)),
-            AnyStore::Redis(store) => store.check_all(partition, counters, cost, consume).await,
+            AnyStore::Redis(store) => Box::pin(store.check_all(partition, counters, cost, consume)).await,
         }
     }
 
