@@ -37,6 +37,32 @@ pub(super) async fn check_forwarded(
     answer(&state, &request, denied).await
 }
 
+/// The scopes `forward.scope_headers` reads: each header present and not
+/// empty gives its scope, a value like a key (errors name `scopes.<name>`).
+fn forwarded_scopes(
+    headers: &HeaderMap,
+    settings: &ForwardSettings,
+    max_key_bytes: usize,
+) -> Result<Vec<(String, Key)>, ApiError> {
+    let mut scopes = Vec::new();
+    for (scope, header) in &settings.scope_headers {
+        let Some(value) = headers
+            .get(header.as_str())
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+        else {
+            continue;
+        };
+        if value.is_empty() {
+            continue;
+        }
+        let key = Key::parse(value.to_owned(), max_key_bytes)
+            .map_err(|e| ApiError::field(format!("scopes.{scope}"), format!("{header}: {e}")))?;
+        scopes.push((scope.clone(), key));
+    }
+    Ok(scopes)
+}
+
 /// The check a forwarded request stands for.
 pub fn parse_forwarded(
     headers: &HeaderMap,
@@ -77,7 +103,7 @@ pub fn parse_forwarded(
         cost: Cost::ONE,
         peek: false,
         client_ip,
-        scopes: Vec::new(),
+        scopes: forwarded_scopes(headers, settings, max_key_bytes)?,
     })
 }
 

@@ -277,6 +277,10 @@ pub struct ForwardSettings {
     pub uri_headers: Vec<String>,
     /// Header naming the tier; absent → the default tier.
     pub tier_header: String,
+    /// Scopes read from headers, by scope name: `{ org = "x-org-id" }`
+    /// gives the request `"scopes": {"org": <x-org-id's value>}` for rules
+    /// whose limits count per org.
+    pub scope_headers: BTreeMap<String, String>,
 }
 
 impl Default for ForwardSettings {
@@ -287,6 +291,7 @@ impl Default for ForwardSettings {
             method_headers: v(&["x-forwarded-method", "x-original-method"]),
             uri_headers: v(&["x-original-uri", "x-forwarded-uri"]),
             tier_header: "x-ratelimit-tier".to_owned(),
+            scope_headers: BTreeMap::new(),
         }
     }
 }

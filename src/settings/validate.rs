@@ -125,6 +125,20 @@ impl Settings {
         if !header_ok(&self.forward.tier_header) {
             problems.push(Problem::new("forward.tier_header", "must be an HTTP header name"));
         }
+        if self.forward.scope_headers.len() > crate::limiter::request::MAX_SCOPES {
+            problems.push(Problem::new(
+                "forward.scope_headers",
+                format!("at most {} scopes", crate::limiter::request::MAX_SCOPES),
+            ));
+        }
+        for (scope, header) in &self.forward.scope_headers {
+            if !header_ok(header) {
+                problems.push(Problem::new(
+                    format!("forward.scope_headers.{scope}"),
+                    "must be an HTTP header name",
+                ));
+            }
+        }
         if self.reload.poll_interval.0 < Duration::from_millis(50) {
             problems.push(Problem::new("reload.poll_interval", "must be at least 50ms"));
         }

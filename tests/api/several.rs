@@ -14,6 +14,9 @@ fn rules() -> String {
         r#"
         [admin]
         token = "{TOKEN}"
+        [forward]
+        key_headers = ["x-api-key"]
+        scope_headers = {{ org = "x-org-id" }}
         [defaults]
         limit = 100
         window = "1h"
@@ -195,4 +198,31 @@ async fn the_rules_list_every_limit_and_the_partition() {
     assert_eq!(chat["named_limits"][1]["tiers"][0]["limit"], 5);
     let inspect = app.admin("GET", "/admin/keys?key=a&endpoint=POST%20/chat", None).await;
     inspect.assert_error(StatusCode::BAD_REQUEST, Some("endpoint"));
+}
+
+#[tokio::test]
+async fn a_gateway_names_scopes_in_headers() {
+    use axum::body::Body;
+    use axum::http::Request;
+    let app = app(&rules());
+    let forwarded = |user: &str, org: Option<&str>| {
+        let mut request = Request::get("/check/forward")
+            .header("x-api-key", user)
+            .header("x-original-method", "POST")
+            .header("x-original-uri", "/chat");
+        if let Some(org) = org {
+            request = request.header("x-org-id", org);
+        }
+        request.body(Body::empty()).unwrap()
+    };
+    let r = app.send(forwarded("u1", Some("acme"))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(limit(&r.body, "org")["remaining"], 4);
+    // The same org through /check draws from the same counter.
+    let r = app
+        .check(json!({"key": "x-api-key:u2", "endpoint": "POST /chat", "scopes": {"org": "acme"}}))
+        .await;
+    assert_eq!(limit(&r.body, "org")["remaining"], 3);
+    let missing = app.send(forwarded("u1", None)).await;
+    missing.assert_error(StatusCode::BAD_REQUEST, Some("scopes.org"));
 }
