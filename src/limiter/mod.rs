@@ -458,15 +458,7 @@ mod tests {
     }
 
     fn request(key: &str, cost: u64) -> CheckRequest {
-        CheckRequest {
-            key: Key::parse(key.to_owned(), 256).unwrap(),
-            endpoint: None,
-            tier: None,
-            cost: Cost::new(cost).unwrap(),
-            peek: false,
-            client_ip: None,
-            scopes: Vec::new(),
-        }
+        CheckRequest::new(Key::parse(key.to_owned(), 256).unwrap(), Cost::new(cost).unwrap())
     }
 
     #[tokio::test]

@@ -108,15 +108,7 @@ fn limiter(algorithm: &str, limit: u64, window_ms: u64, clock: &Arc<ManualClock>
 }
 
 fn request(key: &str, cost: u64) -> CheckRequest {
-    CheckRequest {
-        key: Key::parse(key.to_owned(), 64).unwrap(),
-        endpoint: None,
-        tier: None,
-        cost: Cost::new(cost).unwrap(),
-        peek: false,
-        client_ip: None,
-        scopes: Vec::new(),
-    }
+    CheckRequest::new(Key::parse(key.to_owned(), 64).unwrap(), Cost::new(cost).unwrap())
 }
 
 fn run<F: Future>(f: F) -> F::Output {

@@ -89,14 +89,7 @@ impl KeyLayout {
         base.push(':');
         escape_into(&mut base, key.key, false);
         base.push_str("}:");
-        base.push_str(suffix(algorithm));
-        match algorithm {
-            Algorithm::SlidingWindowLog => {
-                let log = format!("{base}:log");
-                StateKeys::Two(base, log)
-            }
-            _ => StateKeys::One(base),
-        }
+        with_suffix(base, algorithm)
     }
 }
 
@@ -125,14 +118,7 @@ impl KeyLayout {
         base.push(':');
         escape_into(&mut base, key.value, true);
         base.push(':');
-        base.push_str(suffix(algorithm));
-        match algorithm {
-            Algorithm::SlidingWindowLog => {
-                let log = format!("{base}:log");
-                StateKeys::Two(base, log)
-            }
-            _ => StateKeys::One(base),
-        }
+        with_suffix(base, algorithm)
     }
 
     /// The hash of the operators' overrides.
@@ -148,6 +134,19 @@ impl KeyLayout {
     /// The channel every admin change (and key reset) is announced on.
     pub fn changes_channel(&self) -> String {
         format!("{}:admin:changed", self.prefix)
+    }
+}
+
+/// `base` and the algorithm's suffix: the state's name, and for the log
+/// its entries' too.
+fn with_suffix(mut base: String, algorithm: Algorithm) -> StateKeys {
+    base.push_str(suffix(algorithm));
+    match algorithm {
+        Algorithm::SlidingWindowLog => {
+            let log = format!("{base}:log");
+            StateKeys::Two(base, log)
+        }
+        _ => StateKeys::One(base),
     }
 }
 

@@ -237,12 +237,10 @@ impl RedisStore {
     }
 }
 
-impl RedisStore {
-    /// Decides `cost` against every counter at once, all or nothing, in one
-    /// call of the multi-limit script (see `lua/multi.lua`): every key in
-    /// the slot of `partition`. Returns whether every counter allows, and
-    /// each counter's decision in order.
-    pub async fn check_all(
+impl Store for RedisStore {
+    /// One call of the multi-limit script (see `lua/multi.lua`), every key
+    /// in the slot of `partition`.
+    async fn check_all(
         &self,
         partition: &str,
         counters: &[(CounterKey<'_>, &Policy)],
@@ -286,23 +284,6 @@ impl RedisStore {
             .map(|reply| decision_from_reply(reply))
             .collect::<Result<Vec<Decision>, StoreError>>()?;
         Ok((decisions.iter().all(|d| d.allowed), decisions))
-    }
-
-    /// The key names of one counter of a check with several limits.
-    pub fn counter_key_names(&self, partition: &str, key: CounterKey<'_>, policy: &Policy) -> Vec<String> {
-        self.layout.counter_keys(partition, key, policy.algorithm()).to_vec()
-    }
-}
-
-impl Store for RedisStore {
-    async fn check_all(
-        &self,
-        partition: &str,
-        counters: &[(CounterKey<'_>, &Policy)],
-        cost: Cost,
-        consume: Consume,
-    ) -> Result<(bool, Vec<Decision>), StoreError> {
-        RedisStore::check_all(self, partition, counters, cost, consume).await
     }
 
     async fn check(&self, key: StoreKey<'_>, policy: &Policy, cost: Cost) -> Result<Decision, StoreError> {
