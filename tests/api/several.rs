@@ -226,3 +226,23 @@ async fn a_gateway_names_scopes_in_headers() {
     let missing = app.send(forwarded("u1", None)).await;
     missing.assert_error(StatusCode::BAD_REQUEST, Some("scopes.org"));
 }
+
+#[tokio::test]
+async fn a_batch_decides_checks_of_several_limits_each_all_or_nothing() {
+    let app = app(&rules());
+    let r = app
+        .batch(json!({"checks": [chat("a", "acme"), chat("b", "acme"), {"key": "c", "endpoint": "POST /chat"}]}))
+        .await;
+    // The third lacks its scope: the whole batch is refused, nothing consumed.
+    r.assert_error(StatusCode::BAD_REQUEST, Some("checks[2].scopes.org"));
+    let r = app
+        .batch(json!({"checks": [chat("a", "acme"), chat("b", "acme")]}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let results = r.body["results"].as_array().unwrap();
+    assert_eq!(limit(&results[0], "org")["allowed"], true);
+    assert_eq!(limit(&results[1], "user")["remaining"], 2);
+    // Two of the org's five are spent, and nothing by the refused batch.
+    let next = app.check(chat("c", "acme")).await;
+    assert_eq!(limit(&next.body, "org")["remaining"], 2);
+}
