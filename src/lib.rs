@@ -28,11 +28,12 @@
 //! wire format; and [`http::admin`], the operators' API under `/admin`.
 //!
 //! **[`limiter`]: the decision.** `check`, `inspect` and `reset`, reading
-//! top to bottom in `limiter/mod.rs`; the request and verdict types; the
-//! snapshot of rules ([`limiter::rules`]), overrides
-//! ([`limiter::overrides`]) and allow/block lists ([`limiter::access`]);
-//! resilience (the failure modes and the circuit breaker); the deny cache;
-//! and the stats with their Space-Saving sketch.
+//! top to bottom in `limiter/mod.rs`, and the check of a rule with several
+//! limits; the request and verdict types; the snapshot of rules
+//! ([`limiter::rules`]), overrides ([`limiter::overrides`]) and allow/block
+//! lists ([`limiter::access`]); resilience (the failure modes and the
+//! circuit breaker); the deny cache; and the stats with their Space-Saving
+//! sketch.
 //!
 //! **[`store`]: where state lives.** The [`store::Store`] trait (atomic
 //! check-and-update of one key), [`store::memory`] and [`store::redis`]
@@ -41,8 +42,9 @@
 //! operators' records beside the counters ([`store::Backend`]).
 //!
 //! **[`core`]: the algorithms.** The five algorithms as pure functions of
-//! (state, now, cost, quota), the [`core::Clock`] they are given time by,
-//! and the validated [`core::Policy`] / [`core::Cost`] types. No I/O.
+//! (state, now, cost, quota), [`core::check_all`] deciding one cost against
+//! several limits all or nothing, the [`core::Clock`] they are given time
+//! by, and the validated [`core::Policy`] / [`core::Cost`] types. No I/O.
 
 pub mod app;
 pub mod cli;

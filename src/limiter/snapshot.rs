@@ -4,7 +4,7 @@
 //!
 //! A check loads the current snapshot once, so it never sees half of a
 //! change; a reload or an admin change builds a new snapshot and swaps it
-//! in. [`Snapshot::plan`] is everything a check decides before the store is
+//! in. `Snapshot::plan` is everything a check decides before the store is
 //! asked.
 
 use std::sync::{Arc, Mutex, PoisonError};

@@ -5,7 +5,7 @@
 //! fields are errors. The sections are in [`sections`]; the rule sections
 //! (`[defaults]`, `[tiers]`, `[[rules]]`) are kept there as written, and
 //! [`crate::limiter::rules::RuleSet`] resolves and validates them.
-//! [`Settings::validate`] ([`validate`]) checks the rest and names the
+//! [`Settings::validate`] (`validate.rs`) checks the rest and names the
 //! field at fault; [`duration`] parses the durations every module reads.
 
 pub mod duration;

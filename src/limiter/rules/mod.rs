@@ -15,7 +15,7 @@
 //! counter of one check shares its Redis Cluster slot by.
 //!
 //! The hot path does two hash lookups and copies a [`Policy`]; nothing is
-//! parsed or validated per request. Building the table is in [`build`].
+//! parsed or validated per request. Building the table is in `build.rs`.
 
 mod build;
 

@@ -10,10 +10,10 @@
 //!   tier is an error), so the number of pairs — and the memory — is bounded
 //!   by the configuration, never by request input.
 //! - [`Stats::record_limited`] is called only on denials and feeds a
-//!   Space-Saving sketch ([`space_saving`]) under a mutex. It tracks at most `top_k` pairs whatever the number of
+//!   Space-Saving sketch (`space_saving.rs`) under a mutex. It tracks at most `top_k` pairs whatever the number of
 //!   distinct keys, so a flood of one-off keys cannot grow memory.
 //!
-//! The sketch and its guarantees are in [`space_saving`].
+//! The sketch and its guarantees are in `space_saving.rs`.
 
 mod space_saving;
 
