@@ -25,7 +25,8 @@
 //! **[`http`]: the HTTP API.** The router; `check`, `forward` and `batch`;
 //! the operational routes (`ops`: health, readiness, metrics, rules,
 //! OpenAPI); request ids, the log sampler, the one error type, the JSON
-//! wire format; and [`http::admin`], the operators' API under `/admin`.
+//! wire format, the rate-limit headers; and [`http::admin`], the
+//! operators' API under `/admin`.
 //!
 //! **[`limiter`]: the decision.** `check`, `inspect` and `reset`, reading
 //! top to bottom in `limiter/mod.rs`, and the check of a rule with several

@@ -26,6 +26,7 @@ pub mod body;
 pub mod check;
 pub mod error;
 pub mod forward;
+pub mod headers;
 pub mod log;
 pub mod ops;
 pub mod request_id;

@@ -1,11 +1,11 @@
 //! The JSON wire format: parsing `/check` bodies into domain requests and
-//! shaping responses and headers.
+//! shaping response bodies (the rate-limit headers are in
+//! [`super::headers`], re-exported here).
 //!
 //! Bodies are parsed field by field (not with a derived `Deserialize`) so
 //! that every rejection names the field and says what would be accepted.
 
-use axum::body::Bytes;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
@@ -13,11 +13,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::ApiError;
+pub use super::headers::{
+    rate_limit_headers, RATELIMIT, RATELIMIT_POLICY, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET,
+};
 use crate::core::Cost;
 use crate::limiter::request::MAX_SCOPES;
-use crate::limiter::rules::RuleSet;
-use crate::limiter::{CheckRequest, Key, KeyError, Reason, Verdict};
-use crate::settings::format_duration;
+use crate::limiter::{CheckRequest, Key, KeyError, Verdict};
 
 const FIELDS: &str = "key, endpoint, tier, cost, client_ip, scopes";
 
@@ -411,209 +412,6 @@ impl<'a> BatchResponse<'a> {
     }
 }
 
-pub static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
-pub static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
-pub static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
-pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
-pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
-
-/// The headers a caller copies to its own response:
-/// `X-RateLimit-{Limit,Remaining,Reset}`, the IETF `RateLimit-Policy` and
-/// `RateLimit` pair (draft-ietf-httpapi-ratelimit-headers-10) and, when
-/// denied, `Retry-After`.
-pub fn rate_limit_headers(v: &Verdict) -> HeaderMap {
-    let d = &v.decision;
-    let reset_at_s = d.at.as_micros().saturating_add(d.reset_after_us).div_ceil(1_000_000);
-    let reset_in_s = d.reset_after_us.div_ceil(1_000_000);
-    let window_s = v.policy.quota().window_us().div_ceil(1_000_000);
-
-    let mut headers = HeaderMap::with_capacity(6);
-    headers.insert(X_RATELIMIT_LIMIT.clone(), HeaderValue::from(d.limit));
-    headers.insert(X_RATELIMIT_REMAINING.clone(), HeaderValue::from(d.remaining));
-    headers.insert(X_RATELIMIT_RESET.clone(), HeaderValue::from(reset_at_s));
-    // `"<rule>";q=<limit>;w=<window>` and `"<rule>";r=<remaining>;t=<reset>`,
-    // each built in one buffer that becomes the header value without a copy.
-    let field = |first: (&str, u64), second: (&str, u64)| {
-        let mut out = String::with_capacity(v.rule.len() + 48);
-        push_sf_string(&mut out, &v.rule);
-        for (name, value) in [first, second] {
-            out.push_str(name);
-            out.push_str(itoa::Buffer::new().format(value));
-        }
-        // Rule names are printable ASCII (checked at load), so this is valid.
-        HeaderValue::from_maybe_shared(Bytes::from(out)).ok()
-    };
-    if !v.limits.is_empty() {
-        several_limit_headers(v, &mut headers);
-    } else {
-        if let Some(value) = field((";q=", d.limit), (";w=", window_s)) {
-            headers.insert(RATELIMIT_POLICY.clone(), value);
-        }
-        if let Some(value) = field((";r=", d.remaining), (";t=", reset_in_s)) {
-            headers.insert(RATELIMIT.clone(), value);
-        }
-    }
-    // Peeks and shadow rules answer 200 whatever they find: nothing to retry.
-    if !v.allowed() && d.retry_after_us > 0 && v.reason != Reason::Peek {
-        headers.insert(
-            axum::http::header::RETRY_AFTER,
-            HeaderValue::from(d.retry_after_us.div_ceil(1_000_000)),
-        );
-    }
-    headers
-}
-
-/// `RateLimit-Policy` and `RateLimit` of a rule with several limits: every
-/// limit as `"<rule>/<name>"`, in configuration order for the policy, the
-/// binding limit first for the state.
-fn several_limit_headers(v: &Verdict, headers: &mut HeaderMap) {
-    let item = |out: &mut String, name: &str, first: (&str, u64), second: (&str, u64)| {
-        if !out.is_empty() {
-            out.push_str(", ");
-        }
-        let mut quoted = String::with_capacity(v.rule.len() + name.len() + 1);
-        quoted.push_str(&v.rule);
-        quoted.push('/');
-        quoted.push_str(name);
-        push_sf_string(out, &quoted);
-        for (key, value) in [first, second] {
-            out.push_str(key);
-            out.push_str(itoa::Buffer::new().format(value));
-        }
-    };
-    let mut policy = String::new();
-    for l in &v.limits {
-        let window_s = l.policy.quota().window_us().div_ceil(1_000_000);
-        item(&mut policy, &l.name, (";q=", l.decision.limit), (";w=", window_s));
-    }
-    let binding = v.limit_name.as_deref();
-    let order = v
-        .limits
-        .iter()
-        .filter(|l| Some(l.name.as_ref()) == binding)
-        .chain(v.limits.iter().filter(|l| Some(l.name.as_ref()) != binding));
-    let mut state = String::new();
-    for l in order {
-        let reset_in_s = l.decision.reset_after_us.div_ceil(1_000_000);
-        item(&mut state, &l.name, (";r=", l.decision.remaining), (";t=", reset_in_s));
-    }
-    // Rule and limit names are printable ASCII (checked at load).
-    for (name, value) in [(&RATELIMIT_POLICY, policy), (&RATELIMIT, state)] {
-        if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
-            headers.insert(name.clone(), value);
-        }
-    }
-}
-
-/// Appends `s` as an RFC 8941 structured-field string: quoted, with `"`
-/// and `\` escaped.
-fn push_sf_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('"');
-}
-
-/// `GET /rules`: the effective rule table.
-#[derive(Debug, Serialize)]
-pub struct RulesView {
-    pub service: &'static str,
-    pub version: &'static str,
-    pub default_rule: &'static str,
-    pub default_tier: String,
-    pub tiers: Vec<String>,
-    pub rules: Vec<RuleView>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct RuleView {
-    pub rule: String,
-    /// The endpoint the rule matches; `null` for the default rule.
-    pub endpoint: Option<String>,
-    /// Evaluated, not enforced (as configured).
-    pub shadow: bool,
-    /// Per tier; for a rule with several limits, its first limit's.
-    pub limits: Vec<LimitView>,
-    /// A rule with several limits: each of them, per tier.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub named_limits: Vec<NamedLimitView>,
-    /// A rule with several limits: what its counters share a slot by.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub partition: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct NamedLimitView {
-    pub name: String,
-    pub by: String,
-    pub tiers: Vec<LimitView>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct LimitView {
-    pub tier: String,
-    pub algorithm: &'static str,
-    pub limit: u64,
-    pub window: String,
-    pub window_ms: u64,
-}
-
-impl LimitView {
-    fn new(tier: &str, policy: &crate::core::Policy) -> LimitView {
-        LimitView {
-            tier: tier.to_owned(),
-            algorithm: policy.algorithm().as_str(),
-            limit: policy.limit(),
-            window: format_duration(policy.quota().window()),
-            window_ms: policy.quota().window_ms(),
-        }
-    }
-}
-
-impl RulesView {
-    pub fn new(rules: &RuleSet) -> RulesView {
-        RulesView {
-            service: env!("CARGO_PKG_NAME"),
-            version: env!("CARGO_PKG_VERSION"),
-            default_rule: crate::limiter::rules::DEFAULT_RULE,
-            default_tier: rules.default_tier().to_string(),
-            tiers: rules.tiers().iter().map(ToString::to_string).collect(),
-            rules: rules
-                .rules()
-                .map(|rule| RuleView {
-                    rule: rule.name().to_string(),
-                    endpoint: (rule.name().as_ref() != crate::limiter::rules::DEFAULT_RULE)
-                        .then(|| rule.name().to_string()),
-                    shadow: rule.shadow(),
-                    limits: rule
-                        .policies()
-                        .map(|(tier, policy)| LimitView::new(tier, policy))
-                        .collect(),
-                    named_limits: rule
-                        .limits()
-                        .iter()
-                        .map(|limit| NamedLimitView {
-                            name: limit.name().to_string(),
-                            by: limit.by().as_str().to_owned(),
-                            tiers: rules
-                                .tiers()
-                                .iter()
-                                .enumerate()
-                                .map(|(i, tier)| LimitView::new(tier, limit.policy(i)))
-                                .collect(),
-                        })
-                        .collect(),
-                    partition: (!rule.limits().is_empty()).then(|| rule.partition().as_str().to_owned()),
-                })
-                .collect(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -689,17 +487,6 @@ mod tests {
                 (a, b) => proptest::prop_assert!(false, "{}: fast {:?}, fields {:?}", body, a.map(|r| r.key), b.map(|r| r.key)),
             }
         }
-    }
-
-    #[test]
-    fn sf_strings_are_escaped() {
-        let sf = |s: &str| {
-            let mut out = String::new();
-            push_sf_string(&mut out, s);
-            out
-        };
-        assert_eq!(sf("GET /a"), "\"GET /a\"");
-        assert_eq!(sf("a\"b\\c"), "\"a\\\"b\\\\c\"");
     }
 
     #[test]

@@ -32,7 +32,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use self::wire::{Body, Query};
-use crate::http::wire::RulesView;
+use crate::http::ops::RulesView;
 use crate::http::{read_json_body, ApiError, HttpState};
 use crate::limiter::access::ListEntry;
 use crate::limiter::Key;

@@ -1,16 +1,14 @@
 //! Building the rule table from the settings: the layers of each limit
 //! resolved and validated, every problem reported with its field path.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{
-    By, FailureMode, NamedLimit, Rule, RuleSet, DEFAULT_RULE, MAX_ENDPOINT_BYTES, MAX_LIMITS, MAX_NAME_BYTES,
-    MAX_TIER_BYTES,
-};
+use super::named::several;
+use super::{By, FailureMode, Rule, RuleSet, DEFAULT_RULE, MAX_ENDPOINT_BYTES, MAX_TIER_BYTES};
 use crate::core::{Algorithm, Policy, PolicyError};
-use crate::settings::{parse_duration, LimitSpec, NamedLimitSpec, Problem, Settings};
+use crate::settings::{parse_duration, LimitSpec, Problem, Settings};
 
 /// A field value and the path of the layer that set it.
 #[derive(Clone)]
@@ -20,7 +18,7 @@ struct Layered<T> {
 }
 
 #[derive(Clone)]
-struct Draft {
+pub(super) struct Draft {
     algorithm: Layered<Algorithm>,
     limit: Layered<i64>,
     window: Layered<Duration>,
@@ -201,11 +199,11 @@ impl RuleSet {
 }
 
 #[derive(Default)]
-struct Problems(Vec<Problem>);
+pub(super) struct Problems(Vec<Problem>);
 
 impl Problems {
     /// Records a problem once, however many rule × tier pairs inherit it.
-    fn push(&mut self, problem: Problem) {
+    pub(super) fn push(&mut self, problem: Problem) {
         if !self
             .0
             .iter()
@@ -217,7 +215,7 @@ impl Problems {
 }
 
 /// `spec` over `below`; each field set in `spec` records `path.field`.
-fn overlay(below: &Draft, spec: &LimitSpec, path: &str, problems: &mut Problems) -> Draft {
+pub(super) fn overlay(below: &Draft, spec: &LimitSpec, path: &str, problems: &mut Problems) -> Draft {
     let mut draft = below.clone();
     if let Some(name) = &spec.algorithm {
         let field = format!("{path}.algorithm");
@@ -244,15 +242,15 @@ fn overlay(below: &Draft, spec: &LimitSpec, path: &str, problems: &mut Problems)
 
 /// The tiers, and each tier's draft over `[defaults]`: what every rule's
 /// and every limit's own fields are layered over.
-struct Layers<'a> {
-    tiers: &'a [Arc<str>],
-    tier_index: &'a HashMap<Arc<str>, usize>,
-    tier_drafts: &'a [Draft],
+pub(super) struct Layers<'a> {
+    pub(super) tiers: &'a [Arc<str>],
+    pub(super) tier_index: &'a HashMap<Arc<str>, usize>,
+    pub(super) tier_drafts: &'a [Draft],
 }
 
 /// Every tier's draft of a rule or limit: `own` over the tier's draft, then
 /// its `tiers.T`.
-fn layer(
+pub(super) fn layer(
     own: &LimitSpec,
     per_tier: &BTreeMap<String, LimitSpec>,
     path: &str,
@@ -274,7 +272,7 @@ fn layer(
 }
 
 /// Refuses `tiers.T` of a tier the configuration does not define.
-fn check_tiers<'a>(
+pub(super) fn check_tiers<'a>(
     names: impl Iterator<Item = &'a String>,
     path: &str,
     context: Option<&str>,
@@ -296,145 +294,7 @@ fn check_tiers<'a>(
     }
 }
 
-/// A rule of several limits, `specs` (at `path.limits`), with its partition
-/// (at `partition_path`).
-#[allow(clippy::too_many_arguments)]
-fn several(
-    name: &str,
-    specs: &[NamedLimitSpec],
-    partition: Option<&str>,
-    path: &str,
-    partition_path: &str,
-    context: Option<&str>,
-    layers: &Layers<'_>,
-    problems: &mut Problems,
-) -> Rule {
-    let with_context = |problem: Problem| match context {
-        Some(c) => problem.with_context(c),
-        None => problem,
-    };
-    if specs.is_empty() || specs.len() > MAX_LIMITS {
-        problems.push(with_context(Problem::new(
-            format!("{path}.limits"),
-            format!("must hold 1 to {MAX_LIMITS} limits; got {}", specs.len()),
-        )));
-    }
-    let mut limits: Vec<NamedLimit> = Vec::with_capacity(specs.len());
-    for (j, spec) in specs.iter().enumerate() {
-        let limit_path = format!("{path}.limits[{j}]");
-        if let Err(e) = check_name(&spec.name) {
-            problems.push(with_context(Problem::new(
-                format!("{limit_path}.name"),
-                format!("limit {e}"),
-            )));
-        }
-        if let Some(first) = limits.iter().position(|l| l.name.as_ref() == spec.name) {
-            problems.push(with_context(Problem::new(
-                format!("{limit_path}.name"),
-                format!(
-                    "duplicate limit name {:?}, already used by {path}.limits[{first}]",
-                    spec.name
-                ),
-            )));
-        }
-        let by = match spec.by.as_deref() {
-            None | Some("key") => By::Key,
-            Some(scope) => {
-                if let Err(e) = check_name(scope) {
-                    problems.push(with_context(Problem::new(
-                        format!("{limit_path}.by"),
-                        format!("scope {e}"),
-                    )));
-                }
-                By::Scope(Arc::from(scope))
-            }
-        };
-        check_tiers(spec.tiers.keys(), &limit_path, context, layers, problems);
-        let own = LimitSpec {
-            algorithm: spec.algorithm.clone(),
-            limit: spec.limit,
-            window: spec.window.clone(),
-        };
-        let drafts = layer(&own, &spec.tiers, &limit_path, layers, problems);
-        let limit_context = match context {
-            Some(c) => format!("{c}, limit {:?}", spec.name),
-            None => format!("limit {:?}", spec.name),
-        };
-        let built = build_rule(name, layers.tiers, &drafts, Some(&limit_context), problems);
-        limits.push(NamedLimit {
-            name: Arc::from(spec.name.as_str()),
-            by,
-            policies: built.policies.into_iter().map(|(_, policy)| policy).collect(),
-        });
-    }
-    let partition = match partition {
-        Some("key") => By::Key,
-        Some(scope) => {
-            if let Err(e) = check_name(scope) {
-                problems.push(with_context(Problem::new(partition_path, format!("scope {e}"))));
-            }
-            By::Scope(Arc::from(scope))
-        }
-        None => {
-            let scopes: BTreeSet<&str> = limits
-                .iter()
-                .filter_map(|l| match &l.by {
-                    By::Scope(scope) => Some(scope.as_ref()),
-                    By::Key => None,
-                })
-                .collect();
-            match scopes.len() {
-                0 => By::Key,
-                1 => By::Scope(Arc::from(scopes.into_iter().next().unwrap_or_default())),
-                _ => {
-                    let list = scopes.into_iter().collect::<Vec<_>>().join(", ");
-                    problems.push(with_context(Problem::new(
-                        partition_path,
-                        format!(
-                            "the limits count per several scopes ({list}): name the one every counter of a check \
-                             shares its slot by (partition = \"<scope>\" or \"key\")"
-                        ),
-                    )));
-                    By::Key
-                }
-            }
-        }
-    };
-    let first: Vec<(Arc<str>, Policy)> = match limits.first() {
-        Some(limit) => layers
-            .tiers
-            .iter()
-            .cloned()
-            .zip(limit.policies.iter().copied())
-            .collect(),
-        None => build_rule(name, layers.tiers, layers.tier_drafts, None, problems).policies,
-    };
-    Rule {
-        name: Arc::from(name),
-        policies: first,
-        failure_mode: None,
-        shadow: false,
-        limits,
-        partition,
-    }
-}
-
-/// A limit's or a scope's name: 1 to 64 bytes of letters, digits, `_` and
-/// `-` (it appears in headers, in Redis key names and as a JSON field).
-fn check_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > MAX_NAME_BYTES {
-        return Err(format!("names must be 1 to {MAX_NAME_BYTES} bytes"));
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
-        return Err(format!("name {name:?} may only hold letters, digits, '_' and '-'"));
-    }
-    Ok(())
-}
-
-fn build_rule(
+pub(super) fn build_rule(
     name: &str,
     tiers: &[Arc<str>],
     drafts: &[Draft],

@@ -15,9 +15,11 @@
 //! counter of one check shares its Redis Cluster slot by.
 //!
 //! The hot path does two hash lookups and copies a [`Policy`]; nothing is
-//! parsed or validated per request. Building the table is in `build.rs`.
+//! parsed or validated per request. Building the table is in `build.rs`,
+//! and its rules with several limits in `named.rs`.
 
 mod build;
+mod named;
 
 use std::collections::HashMap;
 use std::sync::Arc;
