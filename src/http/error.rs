@@ -79,12 +79,10 @@ impl From<LimiterError> for ApiError {
         match err {
             LimiterError::UnknownTier(e) => ApiError::field("tier", e.to_string()),
             e @ LimiterError::CostAboveLimit { .. } => ApiError::field("cost", e.to_string()),
-            e @ LimiterError::MissingScope { .. } => {
-                let LimiterError::MissingScope { scope, .. } = &e else {
-                    unreachable!()
-                };
-                ApiError::field(format!("scopes.{scope}"), e.to_string())
-            }
+            LimiterError::MissingScope { scope, rule } => ApiError::field(
+                format!("scopes.{scope}"),
+                LimiterError::MissingScope { scope, rule }.to_string(),
+            ),
             e @ LimiterError::SeveralLimits { .. } => ApiError::field("endpoint", e.to_string()),
             LimiterError::Store(e) => {
                 tracing::error!(error = %e, transient = e.transient, "store failed");
