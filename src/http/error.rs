@@ -83,7 +83,7 @@ impl From<LimiterError> for ApiError {
                 format!("scopes.{scope}"),
                 LimiterError::MissingScope { scope, rule }.to_string(),
             ),
-            e @ LimiterError::SeveralLimits { .. } => ApiError::field("endpoint", e.to_string()),
+            e @ LimiterError::UnknownLimit { .. } => ApiError::field("name", e.to_string()),
             LimiterError::Store(e) => {
                 tracing::error!(error = %e, transient = e.transient, "store failed");
                 ApiError::store_unavailable()

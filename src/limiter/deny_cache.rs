@@ -31,6 +31,15 @@
 //! be early, never late, whatever the skew between this replica's clock and
 //! the store's; a clock that steps back makes an entry a miss.
 //!
+//! A check with several limits is cached the same way, as one entry keyed
+//! by its rule and the values its limits count (see [`signature`]), with
+//! every limit's decision. The entry holds until the *earliest*
+//! `retry_after` of the limits that denied, so every limit it reports
+//! denying does deny, and the check with it. The limits that allowed are
+//! reported as they stood at the denial; other callers sharing them (the
+//! other users of an organisation) may have consumed since, which cannot
+//! turn the denial into an allowance.
+//!
 //! Invalidation is by epoch: [`DenyCache::invalidate`] bumps it and clears
 //! the map, an entry is only valid in the epoch it was inserted in, and an
 //! insert carries the epoch read before its store call — so a denial the
@@ -44,18 +53,19 @@ use dashmap::DashMap;
 
 use crate::core::{Cost, Decision, Policy, Timestamp};
 
-/// A denial as the store made it, and how long it holds.
+/// A denial as the store made it, and how long it holds: of one limit, or
+/// of every limit of a check with several (one decision per limit).
 #[derive(Debug, Clone)]
 struct Entry {
     rule: Arc<str>,
     key: Box<str>,
-    policy: Policy,
+    policies: Box<[Policy]>,
     cost: u64,
     /// When the store was asked (this replica's clock, read before asking).
     since: Timestamp,
     /// `since + retry_after`: until then the same check is denied.
     until: Timestamp,
-    decision: Decision,
+    decisions: Box<[Decision]>,
     epoch: u64,
 }
 
@@ -107,25 +117,43 @@ impl DenyCache {
             return None;
         }
         let entry = self.entries.get(&self.slot(rule, key))?;
-        let valid = entry.epoch == self.epoch.load(Ordering::Acquire)
-            && &*entry.rule == rule
-            && &*entry.key == key
-            && entry.policy == *policy
-            && entry.cost == cost.get()
-            && entry.since <= now
-            && now < entry.until;
-        if !valid {
+        self.holds(&entry, rule, key, std::slice::from_ref(policy), cost, now)
+            .then(|| counted_down(&entry, &entry.decisions[0], now))
+    }
+
+    /// The denial of a check with several limits (`key` names the values
+    /// they count, see [`signature`]), every limit's decision counted down
+    /// to `now`. The limits that did not deny report their numbers as they
+    /// stood at the denial: other checks may have consumed from them since.
+    pub fn lookup_all(
+        &self,
+        rule: &str,
+        key: &str,
+        policies: &[Policy],
+        cost: Cost,
+        now: Timestamp,
+    ) -> Option<Vec<Decision>> {
+        if self.is_empty() {
             return None;
         }
-        let elapsed = now.since(entry.since);
-        let mut decision = entry.decision;
-        decision.retry_after_us = entry.until.since(now);
-        decision.reset_after_us = decision
-            .reset_after_us
-            .saturating_sub(elapsed)
-            .max(decision.retry_after_us);
-        decision.at = decision.at.plus(elapsed);
-        Some(decision)
+        let entry = self.entries.get(&self.slot(rule, key))?;
+        self.holds(&entry, rule, key, policies, cost, now).then(|| {
+            entry
+                .decisions
+                .iter()
+                .map(|decision| counted_down(&entry, decision, now))
+                .collect()
+        })
+    }
+
+    fn holds(&self, entry: &Entry, rule: &str, key: &str, policies: &[Policy], cost: Cost, now: Timestamp) -> bool {
+        entry.epoch == self.epoch.load(Ordering::Acquire)
+            && &*entry.rule == rule
+            && &*entry.key == key
+            && *entry.policies == *policies
+            && entry.cost == cost.get()
+            && entry.since <= now
+            && now < entry.until
     }
 
     /// Read before asking the store; hand to [`DenyCache::insert`] after.
@@ -138,7 +166,37 @@ impl DenyCache {
 
     /// Remembers the store's denial `decision` of `cost` for `key`.
     pub fn insert(&self, ticket: Ticket, rule: &Arc<str>, key: &str, policy: &Policy, cost: Cost, decision: &Decision) {
-        if decision.allowed || decision.retry_after_us == 0 || decision.retry_after_us == u64::MAX {
+        self.insert_all(
+            ticket,
+            rule,
+            key,
+            std::slice::from_ref(policy),
+            cost,
+            std::slice::from_ref(decision),
+        );
+    }
+
+    /// Remembers the store's denial of a check with several limits (one
+    /// decision per limit, `key` as for [`DenyCache::lookup_all`]): it
+    /// holds until the earliest `retry_after` of the limits that denied, so
+    /// that while it holds, every limit it reports denying does deny. (A
+    /// single limit's denial is the case of one.)
+    pub fn insert_all(
+        &self,
+        ticket: Ticket,
+        rule: &Arc<str>,
+        key: &str,
+        policies: &[Policy],
+        cost: Cost,
+        decisions: &[Decision],
+    ) {
+        let retry = decisions
+            .iter()
+            .filter(|d| !d.allowed)
+            .map(|d| d.retry_after_us)
+            .min()
+            .unwrap_or(0);
+        if retry == 0 || retry == u64::MAX || policies.len() != decisions.len() {
             return;
         }
         if ticket.epoch != self.epoch.load(Ordering::Acquire) {
@@ -153,11 +211,11 @@ impl DenyCache {
             Entry {
                 rule: rule.clone(),
                 key: key.into(),
-                policy: *policy,
+                policies: policies.into(),
                 cost: cost.get(),
                 since: ticket.since,
-                until: ticket.since.plus(decision.retry_after_us),
-                decision: *decision,
+                until: ticket.since.plus(retry),
+                decisions: decisions.into(),
                 epoch: ticket.epoch,
             },
         );
@@ -204,6 +262,35 @@ impl DenyCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// One decision of `entry` counted down from when the store was asked to
+/// `now`: a denying limit's `retry_after` ends where its own did.
+fn counted_down(entry: &Entry, decision: &Decision, now: Timestamp) -> Decision {
+    let elapsed = now.since(entry.since);
+    let mut decision = *decision;
+    if !decision.allowed {
+        decision.retry_after_us = entry.since.plus(decision.retry_after_us).since(now);
+    }
+    decision.reset_after_us = decision
+        .reset_after_us
+        .saturating_sub(elapsed)
+        .max(decision.retry_after_us);
+    decision.at = decision.at.plus(elapsed);
+    decision
+}
+
+/// The identity of a check with several limits within its rule: the value
+/// each limit counts per, in order, and the partition's, each prefixed by
+/// its length so that no two lists of values share one.
+pub fn signature<'v>(values: impl Iterator<Item = &'v str>) -> String {
+    let mut s = String::new();
+    for value in values {
+        s.push_str(itoa::Buffer::new().format(value.len()));
+        s.push(':');
+        s.push_str(value);
+    }
+    s
 }
 
 #[cfg(test)]

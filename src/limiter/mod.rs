@@ -270,20 +270,19 @@ impl<S: Store> Limiter<S> {
         Ok(self.store.together(checks).await)
     }
 
-    /// A key's current state under its effective policy, consuming nothing.
-    pub async fn inspect(
-        &self,
-        endpoint: Option<&str>,
-        tier: Option<&str>,
-        key: &Key,
-    ) -> Result<Verdict, LimiterError> {
+    /// A key's current state under its effective policy, consuming nothing:
+    /// `request` names the key, the rule (`endpoint`), the tier and, for a
+    /// rule with several limits, the scopes they count by; its cost is not
+    /// used. A rule with several limits answers every limit.
+    pub async fn inspect(&self, request: &CheckRequest) -> Result<Verdict, LimiterError> {
         let snapshot = self.snapshots.load();
-        let resolved = snapshot.rules.resolve(endpoint, tier)?;
+        let resolved = snapshot
+            .rules
+            .resolve(request.endpoint.as_deref(), request.tier.as_deref())?;
         if !resolved.limits.is_empty() {
-            return Err(LimiterError::SeveralLimits {
-                rule: resolved.rule.clone(),
-            });
+            return Box::pin(self.inspect_several(&resolved, request)).await;
         }
+        let key = &request.key;
         let now = self.clock.now();
         let (policy, source) = snapshot
             .overrides
@@ -312,22 +311,38 @@ impl<S: Store> Limiter<S> {
         })
     }
 
-    /// Forgets a key's state under a rule: it starts full again.
-    pub async fn reset(&self, endpoint: Option<&str>, key: &Key) -> Result<Arc<str>, LimiterError> {
+    /// Forgets a key's state under a rule: it starts full again. Of a rule
+    /// with several limits, every limit's counter for the values `request`
+    /// names (its key and scopes), or only the one named `limit`; a rule's
+    /// only limit is named after the rule. Returns the rule and the limits
+    /// reset.
+    pub async fn reset(
+        &self,
+        request: &CheckRequest,
+        limit: Option<&str>,
+    ) -> Result<(Arc<str>, Vec<Arc<str>>), LimiterError> {
         let snapshot = self.snapshots.load();
-        let resolved = snapshot.rules.resolve(endpoint, None)?;
-        if !resolved.limits.is_empty() {
-            return Err(LimiterError::SeveralLimits {
-                rule: resolved.rule.clone(),
-            });
-        }
-        let store_key = StoreKey {
-            rule: resolved.rule,
-            key: key.as_str(),
+        let resolved = snapshot.rules.resolve(request.endpoint.as_deref(), None)?;
+        let rule = resolved.rule.clone();
+        let names = if resolved.limits.is_empty() {
+            if let Some(name) = limit.filter(|name| *name != &*rule) {
+                return Err(LimiterError::UnknownLimit {
+                    name: name.to_owned(),
+                    known: format!("{rule:?}"),
+                    rule,
+                });
+            }
+            let store_key = StoreKey {
+                rule: resolved.rule,
+                key: request.key.as_str(),
+            };
+            self.store.reset(store_key).await?;
+            vec![rule.clone()]
+        } else {
+            self.reset_several(&resolved, request, limit).await?
         };
-        self.store.reset(store_key).await?;
         self.invalidate_denials();
-        Ok(resolved.rule.clone())
+        Ok((rule, names))
     }
 
     /// The current snapshot.
@@ -498,13 +513,18 @@ mod tests {
     async fn inspect_consumes_nothing_and_reset_restores() {
         let limiter = limiter("[defaults]\nlimit = 3\nwindow = \"1h\"\n");
         limiter.check(&request("k", 2)).await.unwrap();
-        let key = Key::parse("k".into(), 256).unwrap();
+        let key = request("k", 1);
         for _ in 0..3 {
-            let v = limiter.inspect(None, None, &key).await.unwrap();
+            let v = limiter.inspect(&key).await.unwrap();
             assert_eq!((v.decision.remaining, v.decision.allowed), (1, true));
         }
-        assert_eq!(limiter.reset(None, &key).await.unwrap().as_ref(), "default");
-        assert_eq!(limiter.inspect(None, None, &key).await.unwrap().decision.remaining, 3);
+        let (rule, limits) = limiter.reset(&key, None).await.unwrap();
+        assert_eq!((rule.as_ref(), limits.len()), ("default", 1));
+        assert_eq!(limiter.inspect(&key).await.unwrap().decision.remaining, 3);
+        assert!(matches!(
+            limiter.reset(&key, Some("burst")).await,
+            Err(LimiterError::UnknownLimit { .. })
+        ));
     }
 
     #[tokio::test]

@@ -14,7 +14,7 @@ use arc_swap::{ArcSwap, Guard};
 use super::access::{AccessList, ListEntry, ListItem};
 use super::overrides::{OverrideError, OverrideTable, PolicySource, Target};
 use super::request::CheckRequest;
-use super::rules::{By, Resolved, RuleSet};
+use super::rules::{Resolved, RuleSet};
 use super::verdict::{LimiterError, Reason};
 use crate::core::{Decision, Policy, Timestamp};
 use crate::store::records::{ControlState, ListKind};
@@ -60,14 +60,7 @@ impl Snapshot {
             .map(|l| l.by())
             .chain((!resolved.limits.is_empty()).then_some(resolved.partition));
         for by in scopes {
-            if let By::Scope(scope) = by {
-                if request.scope(scope).is_none() {
-                    return Err(LimiterError::MissingScope {
-                        scope: scope.clone(),
-                        rule: resolved.rule.clone(),
-                    });
-                }
-            }
+            super::several::value_of(by, request, resolved.rule)?;
         }
         let on = |list: &AccessList| !list.is_empty() && list.find(key, request.client_ip, now).is_some();
         let listed = if on(&self.block) {

@@ -164,8 +164,12 @@ pub enum LimiterError {
     },
     #[error("rule {rule:?} counts per scope {scope:?}: the request must name it in scopes")]
     MissingScope { scope: Arc<str>, rule: Arc<str> },
-    #[error("rule {rule:?} has several limits: peek at them with a check of cost 0")]
-    SeveralLimits { rule: Arc<str> },
+    #[error("rule {rule:?} has no limit named {name:?}; its limits are {known}")]
+    UnknownLimit {
+        name: String,
+        rule: Arc<str>,
+        known: String,
+    },
     #[error("store unavailable: {0}")]
     Store(#[from] StoreError),
 }

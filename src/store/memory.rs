@@ -78,13 +78,7 @@ impl<C: Clock> MemoryStore<C> {
         consume: Consume,
     ) -> (bool, Vec<Decision>) {
         let names: Vec<String> = counters.iter().map(|(key, _)| counter_map_key(*key)).collect();
-        let mut stripes: Vec<usize> = names.iter().map(|name| self.stripe(name)).collect();
-        stripes.sort_unstable();
-        stripes.dedup();
-        let _held: Vec<MutexGuard<'_, ()>> = stripes
-            .iter()
-            .map(|&i| self.stripes[i].lock().unwrap_or_else(PoisonError::into_inner))
-            .collect();
+        let _held = self.hold(&names);
         // Read under the stripes: no other check of these counters runs now.
         let now = self.clock.now();
         let mut states: Vec<State> = names
@@ -108,6 +102,27 @@ impl<C: Clock> MemoryStore<C> {
             }
         }
         (allowed, decisions)
+    }
+
+    /// Forgets every counter's state under their stripes, so no check of
+    /// several limits sees some of them reset and others not.
+    pub fn reset_all_now(&self, counters: &[CounterKey<'_>]) {
+        let names: Vec<String> = counters.iter().map(|key| counter_map_key(*key)).collect();
+        let _held = self.hold(&names);
+        for name in &names {
+            self.entries.remove(name);
+        }
+    }
+
+    /// The stripes of `names`, taken in ascending order.
+    fn hold(&self, names: &[String]) -> Vec<MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = names.iter().map(|name| self.stripe(name)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        stripes
+            .iter()
+            .map(|&i| self.stripes[i].lock().unwrap_or_else(PoisonError::into_inner))
+            .collect()
     }
 
     fn stripe(&self, name: &str) -> usize {
@@ -218,6 +233,15 @@ impl<C: Clock> Store for MemoryStore<C> {
 
     fn reset(&self, key: StoreKey<'_>) -> impl Future<Output = Result<(), StoreError>> + Send {
         self.entries.remove(&map_key(key));
+        ready(Ok(()))
+    }
+
+    fn reset_all(
+        &self,
+        _partition: &str,
+        counters: &[CounterKey<'_>],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.reset_all_now(counters);
         ready(Ok(()))
     }
 

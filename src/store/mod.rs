@@ -114,6 +114,21 @@ pub trait Store: Send + Sync + 'static {
     /// Forgets `key`'s state, whatever algorithm wrote it.
     fn reset(&self, key: StoreKey<'_>) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Forgets the state of every counter (of a check with several limits,
+    /// all in the slot of `partition`), whatever algorithm wrote it, at
+    /// once: no check of them runs in between.
+    fn reset_all(
+        &self,
+        partition: &str,
+        counters: &[CounterKey<'_>],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = (partition, counters);
+        std::future::ready(Err(StoreError {
+            transient: false,
+            message: "this store cannot reset several limits at once".to_owned(),
+        }))
+    }
+
     /// Whether the store can decide now (readiness).
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
         std::future::ready(Ok(()))
@@ -176,6 +191,16 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(store) => store.reset(key).await,
             AnyStore::Redis(store) => store.reset(key).await,
+        }
+    }
+
+    async fn reset_all(&self, partition: &str, counters: &[CounterKey<'_>]) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Memory(store) => {
+                store.reset_all_now(counters);
+                Ok(())
+            }
+            AnyStore::Redis(store) => Box::pin(store.reset_all(partition, counters)).await,
         }
     }
 

@@ -196,8 +196,66 @@ async fn the_rules_list_every_limit_and_the_partition() {
     assert_eq!(chat["named_limits"][1]["name"], "org");
     assert_eq!(chat["named_limits"][1]["by"], "org");
     assert_eq!(chat["named_limits"][1]["tiers"][0]["limit"], 5);
-    let inspect = app.admin("GET", "/admin/keys?key=a&endpoint=POST%20/chat", None).await;
-    inspect.assert_error(StatusCode::BAD_REQUEST, Some("endpoint"));
+}
+
+#[tokio::test]
+async fn an_operator_reads_and_resets_every_limit_or_one() {
+    let app = app(&rules());
+    for _ in 0..3 {
+        assert_eq!(app.check(chat("a", "acme")).await.status, StatusCode::OK);
+    }
+    assert_eq!(app.check(chat("b", "acme")).await.status, StatusCode::OK);
+    let keys = "/admin/keys?key=a&endpoint=POST%20/chat&scopes.org=acme";
+    let read = app.admin("GET", keys, None).await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    assert_eq!(read.body["limit_name"], "user", "{}", read.body);
+    assert_eq!(
+        (read.body["remaining"].as_u64(), read.body["limit"].as_u64()),
+        (Some(0), Some(3))
+    );
+    assert_eq!(limit(&read.body, "user")["remaining"], 0);
+    assert_eq!(limit(&read.body, "user")["value"], "a");
+    assert_eq!(limit(&read.body, "org")["remaining"], 1, "a's three and b's one");
+    assert_eq!(limit(&read.body, "org")["value"], "acme");
+    assert_eq!(limit(&read.body, "org")["window"], "1h");
+    assert_eq!(
+        app.admin("GET", keys, None).await.body,
+        read.body,
+        "reading consumes nothing"
+    );
+
+    // A read or reset needs every scope the rule counts by.
+    let bare = app.admin("GET", "/admin/keys?key=a&endpoint=POST%20/chat", None).await;
+    bare.assert_error(StatusCode::BAD_REQUEST, Some("scopes.org"));
+    let bare = app
+        .admin("DELETE", "/admin/keys?key=a&endpoint=POST%20/chat", None)
+        .await;
+    bare.assert_error(StatusCode::BAD_REQUEST, Some("scopes.org"));
+    let unknown = app.admin("DELETE", &format!("{keys}&name=daily"), None).await;
+    assert!(unknown
+        .assert_error(StatusCode::BAD_REQUEST, Some("name"))
+        .contains("\"user\", \"org\""));
+
+    // One limit: the user's own counter starts afresh, the org's keeps its count.
+    let reset = app.admin("DELETE", &format!("{keys}&name=user"), None).await;
+    assert_eq!(reset.status, StatusCode::OK, "{}", reset.body);
+    assert_eq!(reset.body["limits"], json!(["user"]));
+    let read = app.admin("GET", keys, None).await;
+    assert_eq!(limit(&read.body, "user")["remaining"], 3);
+    assert_eq!(limit(&read.body, "org")["remaining"], 1);
+
+    // Every limit.
+    let reset = app.admin("DELETE", keys, None).await;
+    assert_eq!(reset.body["limits"], json!(["user", "org"]));
+    let read = app.admin("GET", keys, None).await;
+    assert_eq!(limit(&read.body, "org")["remaining"], 5);
+    assert_eq!(read.body["remaining"], 3, "binding: the fewest remaining");
+
+    // A rule of one limit is reset by its own name, or by no name.
+    let single = app.admin("DELETE", "/admin/keys?key=a&name=default", None).await;
+    assert_eq!(single.body["limits"], json!(["default"]), "{}", single.body);
+    let single = app.admin("DELETE", "/admin/keys?key=a&name=user", None).await;
+    single.assert_error(StatusCode::BAD_REQUEST, Some("name"));
 }
 
 #[tokio::test]

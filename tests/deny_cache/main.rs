@@ -13,14 +13,16 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
-use ratelimiter::core::{Clock, Cost, Decision, ManualClock, Policy, Timestamp};
+use ratelimiter::core::{Clock, Consume, Cost, Decision, ManualClock, Policy, Timestamp};
 use ratelimiter::limiter::overrides::OverrideRecord;
 use ratelimiter::limiter::rules::RuleSet;
 use ratelimiter::limiter::{CheckRequest, Key, Limiter, LimiterConfig, Reason};
 use ratelimiter::settings::Settings;
 use ratelimiter::store::memory::MemoryStore;
 use ratelimiter::store::records::ControlState;
-use ratelimiter::store::{Store, StoreError, StoreKey};
+use ratelimiter::store::{CounterKey, Store, StoreError, StoreKey};
+
+mod several;
 
 const ALGORITHMS: [&str; 5] = [
     "token_bucket",
@@ -84,11 +86,35 @@ impl Store for Counting {
     fn reset(&self, key: StoreKey<'_>) -> impl Future<Output = Result<(), StoreError>> + Send {
         self.inner.reset(key)
     }
+
+    fn check_all(
+        &self,
+        partition: &str,
+        counters: &[(CounterKey<'_>, &Policy)],
+        cost: Cost,
+        consume: Consume,
+    ) -> impl Future<Output = Result<(bool, Vec<Decision>), StoreError>> + Send {
+        self.checks.fetch_add(1, Ordering::Relaxed);
+        self.inner.check_all(partition, counters, cost, consume)
+    }
+
+    fn reset_all(
+        &self,
+        partition: &str,
+        counters: &[CounterKey<'_>],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.inner.reset_all(partition, counters)
+    }
 }
 
 fn limiter(algorithm: &str, limit: u64, window_ms: u64, clock: &Arc<ManualClock>, cache: bool) -> Tested {
     let toml = format!("[defaults]\nalgorithm = \"{algorithm}\"\nlimit = {limit}\nwindow = \"{window_ms}ms\"\n");
-    let settings = Settings::from_toml(&toml).unwrap();
+    limiter_of(&toml, clock, cache)
+}
+
+/// A limiter of the rules in `toml`, with or without the cache.
+fn limiter_of(toml: &str, clock: &Arc<ManualClock>, cache: bool) -> Tested {
+    let settings = Settings::from_toml(toml).unwrap();
     let rules = RuleSet::from_settings(&settings).unwrap();
     let store = Counting(Arc::new(CountingInner {
         inner: MemoryStore::with_clock(clock.clone()),
@@ -227,9 +253,9 @@ proptest! {
                         }
                     }
                     Op::Reset { key } => {
-                        let key = Key::parse(KEYS[key].to_owned(), 64).unwrap();
-                        reference.reset(None, &key).await.unwrap();
-                        cached.reset(None, &key).await.unwrap();
+                        let key = CheckRequest::new(Key::parse(KEYS[key].to_owned(), 64).unwrap(), Cost::ONE);
+                        reference.reset(&key, None).await.unwrap();
+                        cached.reset(&key, None).await.unwrap();
                     }
                     Op::Override { key, limit } => {
                         let now_ms = clock.now().as_micros() / 1000;
@@ -308,7 +334,7 @@ fn a_reset_or_an_invalidation_from_elsewhere_ends_a_cached_denial() {
         assert!(limiter.check(&request("k", 1)).await.unwrap().decision.allowed);
         assert!(!limiter.check(&request("k", 1)).await.unwrap().decision.allowed);
         assert_eq!(limiter.deny_cache().unwrap().len(), 1);
-        limiter.reset(None, &Key::parse("k".into(), 64).unwrap()).await.unwrap();
+        limiter.reset(&request("k", 1), None).await.unwrap();
         assert!(
             limiter.check(&request("k", 1)).await.unwrap().decision.allowed,
             "reset here"

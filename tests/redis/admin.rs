@@ -265,3 +265,43 @@ async fn a_reset_on_one_replica_ends_cached_denials_on_the_other() {
     eprintln!("A allowed again {took:?} after the reset on B");
     assert_eq!(a.check(json!({"key": "k"})).await.0, 429, "and the limit holds again");
 }
+
+/// On a cluster, a reset of one limit of several through one replica: it
+/// deletes that counter (in the slot of the org), keeps the other, and ends
+/// the other replica's cached denial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_limit_of_several_is_reset_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    let rule = r#"
+        [[rules]]
+        endpoint = "POST /chat"
+        limits = [
+          { name = "user", algorithm = "fixed_window", limit = 2, window = "1h" },
+          { name = "org", by = "org", algorithm = "token_bucket", limit = 10, window = "1h" },
+        ]
+    "#;
+    let config = format!("{}{rule}", config_for(&cluster_toml(&cluster), "adm6", "1h"));
+    let a = Replica::start(&config);
+    let b = Replica::start(&config);
+    let chat = json!({"key": "alice", "endpoint": "POST /chat", "scopes": {"org": "acme"}});
+    for _ in 0..2 {
+        assert_eq!(a.check(chat.clone()).await.0, 200);
+    }
+    let (status, body) = a.check(chat.clone()).await;
+    assert_eq!((status, &body["limit_name"]), (429, &json!("user")), "{body}");
+    a.check(chat.clone()).await;
+    assert_eq!(deny_cache_hits(&a).await, 1, "the repeat was answered from A's cache");
+
+    let keys = "/admin/keys?key=alice&endpoint=POST%20/chat&scopes.org=acme";
+    let (status, body) = b
+        .admin(reqwest::Method::DELETE, &format!("{keys}&name=user"), None)
+        .await;
+    assert_eq!((status, &body["limits"]), (200, &json!(["user"])), "{body}");
+    let (_, read) = b.admin(reqwest::Method::GET, keys, None).await;
+    assert_eq!(read["limits"][0]["remaining"], 2, "{read}");
+    assert_eq!(read["limits"][1]["remaining"], 8, "the org's counter is kept: {read}");
+    within(Duration::from_secs(5), "the reset on A", || async {
+        a.check(chat.clone()).await.0 == 200
+    })
+    .await;
+}

@@ -120,15 +120,16 @@ async fn three_replicas_on_a_cluster_admit_exactly_the_limit() {
 /// replicas, 200 concurrent clients, four users of one org sending 1,000
 /// requests in all. The org admits exactly 300, no user more than 100, and
 /// what every counter holds (read back with peeks) is exactly what was
-/// admitted.
+/// admitted, as `GET /admin/keys` reads it back from another replica.
 async fn three_replicas_keep_several_limits_exact(redis: &str) {
+    const TOKEN: &str = "exactness-admin-token-0123456789";
     const USERS: [&str; 4] = ["alice", "bob", "carol", "dave"];
     const MIXES: [(&str, &str, &str); 2] = [
         ("POST /mix1", "fixed_window", "token_bucket"),
         ("POST /mix2", "gcra", "sliding_window_log"),
     ];
     let mut toml = format!(
-        "[log]\nlevel = \"warn\"\n[store]\nbackend = \"redis\"\n[store.redis]\n{redis}\nkey_prefix = \"several\"\ncommand_timeout = \"5s\"\npool_size = 4\n"
+        "[log]\nlevel = \"warn\"\n[admin]\ntoken = \"{TOKEN}\"\n[store]\nbackend = \"redis\"\n[store.redis]\n{redis}\nkey_prefix = \"several\"\ncommand_timeout = \"5s\"\npool_size = 4\n"
     );
     for (endpoint, user, org) in MIXES {
         toml.push_str(&format!(
@@ -180,22 +181,27 @@ async fn three_replicas_keep_several_limits_exact(redis: &str) {
         );
         // Every counter holds exactly what was admitted.
         for (user, admitted) in USERS.iter().zip(per_user) {
-            let peek = client
-                .post(&urls[0])
-                .json(&json!({"key": user, "endpoint": endpoint, "scopes": {"org": "acme"}, "cost": 0}))
+            let read = client
+                .get(replicas[1].url("/admin/keys"))
+                .bearer_auth(TOKEN)
+                .query(&[("key", *user), ("endpoint", endpoint), ("scopes.org", "acme")])
                 .send()
                 .await
                 .unwrap()
                 .json::<Value>()
                 .await
                 .unwrap();
-            let limits = peek["limits"].as_array().expect("every limit");
+            let limits = read["limits"].as_array().expect("every limit");
             assert_eq!(
-                limits[0]["remaining"],
-                100 - admitted,
-                "{what}: {user}'s counter: {peek}"
+                (&limits[0]["name"], &limits[0]["remaining"]),
+                (&json!("user"), &json!(100 - admitted)),
+                "{what}: {user}'s counter: {read}"
             );
-            assert_eq!(limits[1]["remaining"], 0, "{what}: the org's counter: {peek}");
+            assert_eq!(
+                (&limits[1]["name"], &limits[1]["remaining"]),
+                (&json!("org"), &json!(0)),
+                "{what}: the org's counter: {read}"
+            );
         }
     }
 }

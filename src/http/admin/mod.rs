@@ -32,10 +32,12 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use self::wire::{Body, Query};
+use crate::core::Cost;
 use crate::http::ops::RulesView;
 use crate::http::{read_json_body, ApiError, HttpState};
 use crate::limiter::access::ListEntry;
-use crate::limiter::Key;
+use crate::limiter::rules::By;
+use crate::limiter::{CheckRequest, Key};
 use crate::settings::{format_duration, Secret};
 use crate::store::records::{ListKind, ListRecord, OverrideRecord};
 
@@ -321,19 +323,24 @@ fn key_param(query: &mut Query, max_key_bytes: usize) -> Result<Key, ApiError> {
     Key::parse(key, max_key_bytes).map_err(|e| ApiError::field("key", e.to_string()))
 }
 
+/// The key, rule and scopes of `/admin/keys`, as a check names them.
+fn key_request(query: &mut Query, max_key_bytes: usize, tier: bool) -> Result<CheckRequest, ApiError> {
+    let mut request = CheckRequest::new(key_param(query, max_key_bytes)?, Cost::ONE);
+    request.endpoint = query.optional("endpoint");
+    if tier {
+        request.tier = query.optional("tier");
+    }
+    request.scopes = query.scopes(max_key_bytes)?;
+    Ok(request)
+}
+
 async fn inspect_key(State(state): Shared, QueryParams(params): QueryParams<HashMap<String, String>>) -> Reply {
     let mut query = Query::new(params);
-    let key = key_param(&mut query, state.ctx.limiter.max_key_bytes())?;
-    let endpoint = query.optional("endpoint");
-    let tier = query.optional("tier");
-    query.finish("key, endpoint, tier")?;
-    let v = state
-        .ctx
-        .limiter
-        .inspect(endpoint.as_deref(), tier.as_deref(), &key)
-        .await?;
-    Ok(Json(json!({
-        "key": key.as_str(),
+    let request = key_request(&mut query, state.ctx.limiter.max_key_bytes(), true)?;
+    query.finish("key, endpoint, tier, scopes.<name>")?;
+    let v = state.ctx.limiter.inspect(&request).await?;
+    let mut body = json!({
+        "key": request.key.as_str(),
         "rule": v.rule.as_ref(),
         "tier": v.tier.as_ref(),
         "algorithm": v.policy.algorithm().as_str(),
@@ -342,19 +349,48 @@ async fn inspect_key(State(state): Shared, QueryParams(params): QueryParams<Hash
         "remaining": v.decision.remaining,
         "reset_after_ms": v.decision.reset_after_us.div_ceil(1000),
         "overridden": !matches!(v.source, crate::limiter::overrides::PolicySource::Config),
-    })))
+    });
+    if let Some(name) = &v.limit_name {
+        body["limit_name"] = json!(name.as_ref());
+        body["retry_after_ms"] = json!(v.decision.retry_after_us.div_ceil(1000));
+        let limits: Vec<Value> = v
+            .limits
+            .iter()
+            .map(|limit| {
+                json!({
+                    "name": limit.name.as_ref(),
+                    "by": limit.by.as_str(),
+                    "value": match &limit.by {
+                        By::Key => request.key.as_str(),
+                        By::Scope(scope) => request.scope(scope).unwrap_or_default(),
+                    },
+                    "algorithm": limit.policy.algorithm().as_str(),
+                    "limit": limit.decision.limit,
+                    "window": format_duration(limit.policy.quota().window()),
+                    "remaining": limit.decision.remaining,
+                    "reset_after_ms": limit.decision.reset_after_us.div_ceil(1000),
+                    "retry_after_ms": limit.decision.retry_after_us.div_ceil(1000),
+                })
+            })
+            .collect();
+        body["limits"] = Value::Array(limits);
+    }
+    Ok(Json(body))
 }
 
 async fn reset_key(State(state): Shared, QueryParams(params): QueryParams<HashMap<String, String>>) -> Reply {
     let mut query = Query::new(params);
-    let key = key_param(&mut query, state.ctx.limiter.max_key_bytes())?;
-    let endpoint = query.optional("endpoint");
-    query.finish("key, endpoint")?;
-    let rule = state.ctx.limiter.reset(endpoint.as_deref(), &key).await?;
+    let request = key_request(&mut query, state.ctx.limiter.max_key_bytes(), false)?;
+    let name = query.optional("name");
+    query.finish("key, endpoint, name, scopes.<name>")?;
+    let (rule, limits) = state.ctx.limiter.reset(&request, name.as_deref()).await?;
     state.ctx.control.announce_reset().await;
     changed(&state, "key_reset");
-    tracing::info!(rule = %rule, "admin: key reset");
-    Ok(Json(json!({ "reset": key.as_str(), "rule": rule.as_ref() })))
+    let names: Vec<&str> = limits.iter().map(|name| name.as_ref()).collect();
+    tracing::info!(rule = %rule, limits = ?names, "admin: key reset");
+    Ok(Json(
+        json!({ "reset": request.key.as_str(), "rule": rule.as_ref(), "limits": names }),
+    ))
 }
 
 async fn stats(State(state): Shared, QueryParams(params): QueryParams<HashMap<String, String>>) -> Reply {

@@ -7,6 +7,8 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::http::ApiError;
+use crate::limiter::request::MAX_SCOPES;
+use crate::limiter::Key;
 use crate::settings::parse_duration;
 
 /// A JSON object body whose fields are taken one by one; whatever is left
@@ -88,6 +90,27 @@ impl Query {
     pub fn required(&mut self, name: &str) -> Result<String, ApiError> {
         self.optional(name)
             .ok_or_else(|| ApiError::field(name, format!("the query parameter {name} is required")))
+    }
+
+    /// Every `scopes.<name>=<value>` parameter, as a check's `scopes`: at
+    /// most [`MAX_SCOPES`], each value a valid key (errors name the
+    /// parameter).
+    pub fn scopes(&mut self, max_key_bytes: usize) -> Result<Vec<(String, Key)>, ApiError> {
+        let names: Vec<String> = self.0.keys().filter(|k| k.starts_with("scopes.")).cloned().collect();
+        if names.len() > MAX_SCOPES {
+            return Err(ApiError::field(
+                "scopes",
+                format!("at most {MAX_SCOPES} scopes.<name> parameters; got {}", names.len()),
+            ));
+        }
+        let mut scopes = Vec::with_capacity(names.len());
+        for field in names {
+            let value = self.0.remove(&field).unwrap_or_default();
+            let key = Key::parse(value, max_key_bytes)
+                .map_err(|e| ApiError::field(field.clone(), format!("{field}: {e}")))?;
+            scopes.push((field["scopes.".len()..].to_owned(), key));
+        }
+        Ok(scopes)
     }
 
     pub fn finish(self, known: &str) -> Result<(), ApiError> {

@@ -294,6 +294,22 @@ impl Store for RedisStore {
         self.delete_all(key).await
     }
 
+    /// One `DEL` of every name each counter may have, whatever algorithm
+    /// wrote it: all in the slot of `partition`, so it works on a cluster.
+    async fn reset_all(&self, partition: &str, counters: &[CounterKey<'_>]) -> Result<(), StoreError> {
+        let names: Vec<String> = counters
+            .iter()
+            .flat_map(|key| {
+                crate::core::Algorithm::ALL
+                    .into_iter()
+                    .flat_map(move |a| self.layout.counter_keys(partition, *key, a).to_vec())
+            })
+            .collect();
+        self.metrics.redis_operations.with_label_values(&["del"]).inc();
+        let _: i64 = self.pool.del(names).await.map_err(|e| self.failed(e))?;
+        Ok(())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         RedisStore::ping(self).await
     }
