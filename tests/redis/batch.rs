@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ratelimiter::core::{Algorithm, Cost, Policy};
-use ratelimiter::store::redis::scripts::Scripts;
-use ratelimiter::store::{Store, StoreKey};
+use ratelimiter::core::{Algorithm, Consume, Cost, Policy};
+use ratelimiter::store::redis::scripts::{multi_index, Scripts};
+use ratelimiter::store::{CounterKey, Store, StoreKey};
 
 use crate::common::{connect, standalone_settings, unique_prefix, Rng};
 use ratelimiter_testkit::redis::RedisServer;
@@ -82,6 +82,200 @@ async fn a_batched_script_decides_as_the_single_script_check_after_check() {
     }
     assert_eq!(batched_calls, 5 * 6 * 25);
     assert!(compared > batched_calls * 2, "rounds hold several checks: {compared}");
+}
+
+/// The arguments of one check of several limits in `lua/multi.lua`, and
+/// its keys: the counters `chosen` out of `counters` (each a policy and
+/// the names of its keys).
+fn several_args(
+    counters: &[(Policy, Vec<String>)],
+    chosen: &[usize],
+    cost: u64,
+    consume: bool,
+) -> (Vec<String>, Vec<String>) {
+    let mut args = vec![
+        cost.to_string(),
+        u8::from(consume).to_string(),
+        chosen.len().to_string(),
+    ];
+    let mut keys = Vec::new();
+    for &c in chosen {
+        let (policy, names) = &counters[c];
+        let quota = policy.quota();
+        let index = multi_index(policy.algorithm());
+        args.extend(
+            [
+                index,
+                quota.limit(),
+                quota.window_us(),
+                quota.emission_interval_us(),
+                names.len() as u64,
+            ]
+            .map(|v| v.to_string()),
+        );
+        keys.extend(names.iter().cloned());
+    }
+    (args, keys)
+}
+
+/// Random rounds of checks of several limits (random algorithms, counters
+/// shared between the checks of a round), each round one call of the
+/// batched script and the same checks one by one with the script of one
+/// check on a mirror set of keys, at the same time: every reply the same.
+#[tokio::test]
+async fn a_batch_of_checks_of_several_limits_decides_as_one_after_the_other() {
+    let server = RedisServer::start();
+    let store = connect(&standalone_settings(&server.url(), &unique_prefix("multibatch"))).await;
+    let client = store.pool().next().clone();
+    let scripts = Scripts::new();
+    let mut rng = Rng::new(11);
+    let mut compared = 0;
+    for sequence in 0..40 {
+        let counters_of = |rule: &str, rng: &mut Rng| -> Vec<(Policy, Vec<String>)> {
+            (0..4)
+                .map(|c| {
+                    let algorithm = Algorithm::ALL[rng.range(0, 4) as usize];
+                    let policy =
+                        Policy::new(algorithm, rng.range(1, 20), Duration::from_secs(rng.range(1, 600))).unwrap();
+                    let names = store.key_names(
+                        StoreKey {
+                            rule,
+                            key: &format!("s{sequence}-c{c}"),
+                        },
+                        &policy,
+                    );
+                    (policy, names)
+                })
+                .collect()
+        };
+        // The same policies on both sets: draw once, rename for the mirror.
+        let batched_set = counters_of("batched", &mut rng);
+        let single_set: Vec<(Policy, Vec<String>)> = batched_set
+            .iter()
+            .enumerate()
+            .map(|(c, (policy, _))| {
+                (
+                    *policy,
+                    store.key_names(
+                        StoreKey {
+                            rule: "single",
+                            key: &format!("s{sequence}-c{c}"),
+                        },
+                        policy,
+                    ),
+                )
+            })
+            .collect();
+        let mut now = START + rng.range(0, 600_000_000);
+        for _round in 0..15 {
+            now += rng.range(0, 30_000_000);
+            let checks: Vec<(Vec<usize>, u64, bool)> = (0..rng.range(1, 6))
+                .map(|_| {
+                    let first = rng.range(0, 3) as usize;
+                    let second = (first + 1 + rng.range(0, 2) as usize) % 4;
+                    let mut chosen = vec![first, second];
+                    let third = (second + 1) % 4;
+                    if rng.chance(30) && third != first {
+                        chosen.push(third);
+                    }
+                    (chosen, rng.range(1, 4), !rng.chance(20))
+                })
+                .collect();
+            let mut keys = Vec::new();
+            let mut args = vec![now.to_string()];
+            for (chosen, cost, consume) in &checks {
+                let (a, k) = several_args(&batched_set, chosen, *cost, *consume);
+                args.extend(a);
+                keys.extend(k);
+            }
+            let batched: Vec<Vec<Vec<i64>>> = scripts
+                .multi_batched()
+                .evalsha_with_reload(&client, keys, args)
+                .await
+                .expect("the batched script runs");
+            assert_eq!(batched.len(), checks.len());
+            for (i, (chosen, cost, consume)) in checks.iter().enumerate() {
+                let (a, keys) = several_args(&single_set, chosen, *cost, *consume);
+                let args: Vec<String> = std::iter::once(now.to_string()).chain(a).collect();
+                let one: Vec<Vec<i64>> = scripts
+                    .multi()
+                    .evalsha_with_reload(&client, keys, args)
+                    .await
+                    .expect("the script of one check runs");
+                assert_eq!(batched[i], one, "sequence {sequence}, check {i} of {checks:?} at {now}");
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared > 40 * 15 * 2, "rounds hold several checks: {compared}");
+}
+
+/// 400 concurrent checks of a user's and an org's limits through the
+/// store: batched (far fewer script calls than checks), and the org's
+/// limit admitted exactly once over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_checks_of_several_limits_are_batched_and_exact() {
+    let server = RedisServer::start();
+    let store = Arc::new(connect(&standalone_settings(&server.url(), &unique_prefix("multiconc"))).await);
+    let user = Policy::new(Algorithm::FixedWindow, 40, Duration::from_secs(3600)).unwrap();
+    let org = Policy::new(Algorithm::SlidingWindowLog, 100, Duration::from_secs(3600)).unwrap();
+    let checks = (0..400).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let user_name = format!("user{}", i % 4);
+            let counters = [
+                (
+                    CounterKey {
+                        rule: "conc",
+                        limit: Some("user"),
+                        value: &user_name,
+                    },
+                    &user,
+                ),
+                (
+                    CounterKey {
+                        rule: "conc",
+                        limit: Some("org"),
+                        value: "acme",
+                    },
+                    &org,
+                ),
+            ];
+            let (allowed, decisions) = store
+                .check_all("acme", &counters, Cost::ONE, Consume::IfAllAllow)
+                .await
+                .expect("redis answers");
+            (i % 4, allowed, decisions[1].remaining)
+        })
+    });
+    let decisions: Vec<(usize, bool, u64)> = futures_util::future::join_all(checks)
+        .await
+        .into_iter()
+        .map(|d| d.unwrap())
+        .collect();
+    let mut per_user = [0u64; 4];
+    let mut org_remaining: Vec<u64> = Vec::new();
+    for &(user, allowed, remaining) in &decisions {
+        if allowed {
+            per_user[user] += 1;
+            org_remaining.push(remaining);
+        }
+    }
+    org_remaining.sort_unstable();
+    assert_eq!(
+        org_remaining,
+        (0..100).collect::<Vec<_>>(),
+        "each of the org's 100 handed out once"
+    );
+    assert!(per_user.iter().all(|&n| n <= 40), "no user above 40: {per_user:?}");
+    let calls = store.metrics().redis_operations.with_label_values(&["evalsha"]).get();
+    assert!(calls < 400, "{calls} script calls for 400 checks: not batched");
+    assert_eq!(
+        store.metrics().redis_batch_size.get_sample_sum(),
+        400.0,
+        "every check in exactly one batch"
+    );
+    eprintln!("400 concurrent checks of two limits in {calls} script calls");
 }
 
 /// 400 concurrent checks of one key through the store: batched (far fewer

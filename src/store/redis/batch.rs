@@ -10,7 +10,9 @@
 //!
 //! How: one *lane* per pooled connection, a task that takes a check, then
 //! every check already queued behind it (up to [`MAX_BATCH`]), sends them
-//! grouped by algorithm — all groups at once — and answers each caller.
+//! grouped by script — one group per algorithm, and one for the checks of
+//! several limits (`lua/multi_batch.lua`) — all groups at once, and
+//! answers each caller.
 //! While a batch is in flight the next one queues, so batches grow with the
 //! load and a lone check goes out at once (on its own, with the single
 //! script): nothing waits for a batch to fill.
@@ -29,6 +31,7 @@ use std::sync::Arc;
 use fred::clients::Client;
 use fred::error::Error as FredError;
 use fred::prelude::ErrorKind;
+use fred::types::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use super::scripts::Scripts;
@@ -56,14 +59,33 @@ pub fn single_args(args: [u64; 4], now: String) -> Vec<String> {
 /// The most checks in one script call.
 pub const MAX_BATCH: usize = 128;
 
+/// What one waiting check asks.
+pub enum Work {
+    /// A check of one limit under `algorithm`: limit, window_us,
+    /// emission_interval_us, cost.
+    Single { algorithm: Algorithm, args: [u64; 4] },
+    /// A check of several limits: its `ARGV` in `lua/multi.lua` (cost,
+    /// consume, the number of limits, five per limit).
+    Several { args: Vec<String> },
+}
+
+impl Work {
+    /// What checks share one script call: one algorithm's, or those of
+    /// several limits.
+    fn script(&self) -> Option<Algorithm> {
+        match self {
+            Work::Single { algorithm, .. } => Some(*algorithm),
+            Work::Several { .. } => None,
+        }
+    }
+}
+
 /// One check waiting for its lane.
 pub struct Job {
-    pub algorithm: Algorithm,
-    /// The state keys of the check (one, or two for the sliding log).
-    pub keys: Vec<String>,
-    /// limit, window_us, emission_interval_us, cost.
-    pub args: [u64; 4],
-    reply: oneshot::Sender<Result<Vec<i64>, FredError>>,
+    work: Work,
+    /// The state keys of the check (one per limit, two for the sliding log).
+    keys: Vec<String>,
+    reply: oneshot::Sender<Result<Value, FredError>>,
 }
 
 /// The lanes, picked round-robin.
@@ -97,18 +119,22 @@ impl Batcher {
     /// Queues a check and waits for its reply (the caller bounds the wait):
     /// on the lane of the enclosing [`together`], or the next one.
     pub async fn check(&self, algorithm: Algorithm, keys: Vec<String>, args: [u64; 4]) -> Result<Vec<i64>, FredError> {
+        self.queue(Work::Single { algorithm, args }, keys).await?.convert()
+    }
+
+    /// Queues a check of several limits (`args` as [`Work::Several`]) and
+    /// waits for its replies, one per limit.
+    pub async fn check_several(&self, keys: Vec<String>, args: Vec<String>) -> Result<Vec<Vec<i64>>, FredError> {
+        self.queue(Work::Several { args }, keys).await?.convert()
+    }
+
+    async fn queue(&self, work: Work, keys: Vec<String>) -> Result<Value, FredError> {
         let (reply, answer) = oneshot::channel();
         let lane = match LANE.try_with(|lane| *lane) {
             Ok(Some(lane)) => lane % self.lanes.len(),
             _ => self.pick_lane(),
         };
-        let job = Job {
-            algorithm,
-            keys,
-            args,
-            reply,
-        };
-        if self.lanes[lane].send(job).is_err() {
+        if self.lanes[lane].send(Job { work, keys, reply }).is_err() {
             return Err(FredError::new(ErrorKind::Canceled, "the batching task stopped"));
         }
         answer.await.unwrap_or_else(|_| {
@@ -138,7 +164,7 @@ async fn lane(
         let now = time.argument();
         let mut groups: Vec<Vec<Job>> = Vec::new();
         for job in jobs {
-            match groups.iter_mut().find(|g| g[0].algorithm == job.algorithm) {
+            match groups.iter_mut().find(|g| g[0].work.script() == job.work.script()) {
                 Some(group) => group.push(job),
                 None => groups.push(vec![job]),
             }
@@ -150,38 +176,48 @@ async fn lane(
     }
 }
 
-/// Sends one algorithm's checks (one script call) and answers each.
+/// Sends one script's checks (one call) and answers each.
 async fn send(client: &Client, scripts: &Scripts, metrics: &Metrics, now: &str, group: Vec<Job>) {
     metrics.redis_operations.with_label_values(&["evalsha"]).inc();
     metrics.redis_batch_size.observe(group.len() as f64);
-    if group.len() == 1 {
-        let Some(job) = group.into_iter().next() else {
-            return;
-        };
-        let result = scripts
-            .get(job.algorithm)
-            .evalsha_with_reload::<Vec<i64>, _, _>(client, job.keys, single_args(job.args, now.to_owned()))
-            .await;
-        let _ = job.reply.send(result);
-        return;
-    }
-    let algorithm = group[0].algorithm;
-    let per = group[0].keys.len();
-    let mut keys = Vec::with_capacity(group.len() * per);
-    let mut args = Vec::with_capacity(2 + group.len() * 4);
-    args.push(per.to_string());
-    args.push(now.to_owned());
+    let script = group[0].work.script();
+    let one = group.len() == 1;
+    let mut keys = Vec::with_capacity(group.iter().map(|job| job.keys.len()).sum());
+    let mut args = Vec::new();
     let mut replies = Vec::with_capacity(group.len());
+    match script {
+        // A lone check runs the single script.
+        Some(_) if one => {}
+        Some(_) => {
+            args.reserve(2 + group.len() * 4);
+            args.push(group[0].keys.len().to_string());
+            args.push(now.to_owned());
+        }
+        None => args.push(now.to_owned()),
+    }
     for job in group {
         keys.extend(job.keys);
-        args.extend(job.args.iter().map(u64::to_string));
+        match job.work {
+            Work::Single { args: single, .. } if one => args = single_args(single, now.to_owned()),
+            Work::Single { args: single, .. } => args.extend(single.iter().map(u64::to_string)),
+            Work::Several { args: several } => args.extend(several),
+        }
         replies.push(job.reply);
     }
-    let result = scripts
-        .batched(algorithm)
-        .evalsha_with_reload::<Vec<Vec<i64>>, _, _>(client, keys, args)
-        .await;
-    match result {
+    let call = match script {
+        Some(algorithm) if one => scripts.get(algorithm),
+        Some(algorithm) => scripts.batched(algorithm),
+        None if one => scripts.multi(),
+        None => scripts.multi_batched(),
+    };
+    let result = call.evalsha_with_reload::<Value, _, _>(client, keys, args).await;
+    if one {
+        if let Some(reply) = replies.pop() {
+            let _ = reply.send(result);
+        }
+        return;
+    }
+    match result.and_then(|value| value.convert::<Vec<Value>>()) {
         Ok(decided) if decided.len() == replies.len() => {
             for (reply, decision) in replies.into_iter().zip(decided) {
                 let _ = reply.send(Ok(decision));

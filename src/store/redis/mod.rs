@@ -239,7 +239,8 @@ impl RedisStore {
 
 impl Store for RedisStore {
     /// One call of the multi-limit script (see `lua/multi.lua`), every key
-    /// in the slot of `partition`.
+    /// in the slot of `partition`; on a standalone Redis, batched with the
+    /// other checks waiting (`lua/multi_batch.lua`).
     async fn check_all(
         &self,
         partition: &str,
@@ -249,9 +250,9 @@ impl Store for RedisStore {
     ) -> Result<(bool, Vec<Decision>), StoreError> {
         let mut keys = Vec::with_capacity(counters.len() * 2);
         let mut args = Vec::with_capacity(3 + counters.len() * 5);
-        args.push(self.time.argument());
         args.push(cost.get().to_string());
         args.push(if consume == Consume::IfAllAllow { "1" } else { "0" }.to_owned());
+        args.push(counters.len().to_string());
         for (key, policy) in counters {
             let names = self.layout.counter_keys(partition, *key, policy.algorithm()).to_vec();
             let quota = policy.quota();
@@ -266,13 +267,21 @@ impl Store for RedisStore {
             }
             keys.extend(names);
         }
-        self.metrics.redis_operations.with_label_values(&["evalsha"]).inc();
-        let replies: Vec<Vec<i64>> = self
-            .scripts
-            .multi()
-            .evalsha_with_reload(self.pool.next(), keys, args)
-            .await
-            .map_err(|e| self.failed(e))?;
+        let replies: Vec<Vec<i64>> = match self.batcher() {
+            Some(batcher) => tokio::time::timeout(self.settings.command_timeout.0, batcher.check_several(keys, args))
+                .await
+                .unwrap_or_else(|_| Err(FredError::new(ErrorKind::Timeout, "Request timed out.")))
+                .map_err(|e| self.failed(e))?,
+            None => {
+                args.insert(0, self.time.argument());
+                self.metrics.redis_operations.with_label_values(&["evalsha"]).inc();
+                self.scripts
+                    .multi()
+                    .evalsha_with_reload(self.pool.next(), keys, args)
+                    .await
+                    .map_err(|e| self.failed(e))?
+            }
+        };
         if replies.len() != counters.len() {
             return Err(StoreError {
                 transient: false,

@@ -7,8 +7,10 @@
 //! algorithm in one call (`lua/batch_head.lua` and `lua/batch.lua` around
 //! the same algorithm text). One more script holds all five as functions
 //! and decides a check with several limits, all or nothing
-//! (`lua/multi.lua`); there an algorithm decides without writing
-//! (`write` false) until every limit has allowed.
+//! (`lua/multi.lua`, called by `lua/multi_one.lua`), and its batched form
+//! several such checks in a row (`lua/multi_batch.lua`); there an
+//! algorithm decides without writing (`write` false) until every limit has
+//! allowed.
 //!
 //! Scripts are called with EVALSHA; a `NOSCRIPT` reply (a new node, a
 //! promoted replica, `SCRIPT FLUSH`) loads the script on every primary and
@@ -49,24 +51,35 @@ pub const FIXED_WINDOW: &str = script!("fixed_window.lua");
 pub const SLIDING_WINDOW_COUNTER: &str = script!("sliding_window_counter.lua");
 pub const SLIDING_WINDOW_LOG: &str = script!("sliding_window_log.lua");
 
-/// The script of a check with several limits (`lua/multi.lua`): the five
+/// The text shared by the scripts of checks with several limits: the five
 /// algorithms as functions, each of its limit's keys and arguments and of
-/// whether to write.
-pub const MULTI: &str = concat!(
-    include_str!("lua/prelude.lua"),
-    "local function token_bucket(KEYS, limit, window, interval, cost, now, write)\n",
-    include_str!("lua/token_bucket.lua"),
-    "end\nlocal function gcra(KEYS, limit, window, interval, cost, now, write)\n",
-    include_str!("lua/gcra.lua"),
-    "end\nlocal function fixed_window(KEYS, limit, window, interval, cost, now, write)\n",
-    include_str!("lua/fixed_window.lua"),
-    "end\nlocal function sliding_window_counter(KEYS, limit, window, interval, cost, now, write)\n",
-    include_str!("lua/sliding_window_counter.lua"),
-    "end\nlocal function sliding_window_log(KEYS, limit, window, interval, cost, now, write)\n",
-    include_str!("lua/sliding_window_log.lua"),
-    "end\n",
-    include_str!("lua/multi.lua")
-);
+/// whether to write, and `check_limits` (`lua/multi.lua`).
+macro_rules! multi_script {
+    ($file:literal) => {
+        concat!(
+            include_str!("lua/prelude.lua"),
+            "local function token_bucket(KEYS, limit, window, interval, cost, now, write)\n",
+            include_str!("lua/token_bucket.lua"),
+            "end\nlocal function gcra(KEYS, limit, window, interval, cost, now, write)\n",
+            include_str!("lua/gcra.lua"),
+            "end\nlocal function fixed_window(KEYS, limit, window, interval, cost, now, write)\n",
+            include_str!("lua/fixed_window.lua"),
+            "end\nlocal function sliding_window_counter(KEYS, limit, window, interval, cost, now, write)\n",
+            include_str!("lua/sliding_window_counter.lua"),
+            "end\nlocal function sliding_window_log(KEYS, limit, window, interval, cost, now, write)\n",
+            include_str!("lua/sliding_window_log.lua"),
+            "end\n",
+            include_str!("lua/multi.lua"),
+            include_str!(concat!("lua/", $file))
+        )
+    };
+}
+
+/// The script of one check with several limits (`lua/multi_one.lua`).
+pub const MULTI: &str = multi_script!("multi_one.lua");
+
+/// The script of several such checks in a row (`lua/multi_batch.lua`).
+pub const MULTI_BATCH: &str = multi_script!("multi_batch.lua");
 
 /// An algorithm's number in `lua/multi.lua`'s arguments.
 pub fn multi_index(algorithm: Algorithm) -> u64 {
@@ -94,6 +107,7 @@ pub struct Scripts {
     sliding_window_log: Script,
     batched: [Script; 5],
     multi: Script,
+    multi_batched: Script,
 }
 
 impl Scripts {
@@ -112,6 +126,7 @@ impl Scripts {
                 Script::from_lua(SLIDING_WINDOW_LOG_BATCH),
             ],
             multi: Script::from_lua(MULTI),
+            multi_batched: Script::from_lua(MULTI_BATCH),
         }
     }
 
@@ -142,13 +157,18 @@ impl Scripts {
         &self.multi
     }
 
-    /// Every script: single, batched, and the one for several limits.
+    /// The script of several checks with several limits, in a row.
+    pub fn multi_batched(&self) -> &Script {
+        &self.multi_batched
+    }
+
+    /// Every script: single, batched, and the two for several limits.
     pub fn all(&self) -> impl Iterator<Item = &Script> {
         Algorithm::ALL
             .into_iter()
             .map(|a| self.get(a))
             .chain(self.batched.iter())
-            .chain(std::iter::once(&self.multi))
+            .chain([&self.multi, &self.multi_batched])
     }
 }
 
