@@ -22,13 +22,20 @@
 #   redis-denied      standalone Redis, one hot key far over its limit (429s)
 #   cluster1-allowed  1-master cluster, closed loop, every request allowed
 #   cluster3-allowed  3-master cluster, closed loop, every request allowed
+#   memory-three-limits  memory store, a rule of three limits (a user's burst
+#                     and daily quota, the org's shared bucket), all allowed
+#   redis-three-limits   the same rule on the standalone Redis
 #
-# with the ceiling measured again after each scenario (ceiling-2 ... -7):
+# with the ceiling measured again after each scenario (ceiling-2 ... -9):
 # each scenario's ratio is to the mean of the ceiling runs just before and
 # after it, so the machine's drift during the run moves both sides alike.
 #
 # and prints one table (req/s, p50, p99, p99.9, ratio to the ceiling,
-# over-admission), also written as Markdown with every loadgen report.
+# over-admission and, for every Redis scenario, Redis CPU µs and script
+# calls per decision: used_cpu_user + used_cpu_sys of INFO cpu and the
+# EVALSHA calls of INFO commandstats, before and after the run, summed over
+# the masters, divided by the decisions), also written as Markdown with
+# every loadgen report.
 # Everything it started is stopped on exit, also on failure or Ctrl-C.
 # Exit status: 0 when every scenario was answered (2xx/429 only) with no
 # over-admission (and, with --smoke, no request errors); 1 otherwise; 2 for
@@ -193,9 +200,10 @@ wait_for() {
 mkdir -p "$out/logs"
 rm -f -- "$out/results.md" "$out/results.json" "$out"/logs/redis-*.log "$out"/logs/replica-*.log \
     "$out/logs/ceiling.log" "$out/logs/cluster3-create.log"
-for name in ceiling ceiling-2 ceiling-3 ceiling-4 ceiling-5 ceiling-6 ceiling-7 memory-allowed redis-allowed \
-    redis-half-rate redis-denied cluster1-allowed cluster3-allowed; do
-    rm -f -- "$out/$name.json" "$out/$name.txt"
+for name in ceiling ceiling-2 ceiling-3 ceiling-4 ceiling-5 ceiling-6 ceiling-7 ceiling-8 ceiling-9 \
+    memory-allowed redis-allowed redis-half-rate redis-denied cluster1-allowed cluster3-allowed \
+    memory-three-limits redis-three-limits; do
+    rm -f -- "$out/$name.json" "$out/$name.txt" "$out/$name.redis.json"
 done
 
 # ---------------------------------------------------------------- redis
@@ -251,6 +259,9 @@ say "redis: standalone on $redis_port, 1-master cluster on $c1_port, 3-master cl
 # Every request of the allowed scenarios fits the default rule (a token
 # bucket of a billion per hour); the denied scenario sends one key to
 # "POST /hot", 100 per hour, so all but its first 100 requests are denied.
+# The three-limit scenarios send "POST /three" with the scope org=acme:
+# every key's burst and daily quota, and the one org's bucket they share,
+# each a billion.
 rules_toml='[log]
 level = "warn"
 [reload]
@@ -263,7 +274,14 @@ window = "1h"
 endpoint = "POST /hot"
 algorithm = "token_bucket"
 limit = 100
-window = "1h"'
+window = "1h"
+[[rules]]
+endpoint = "POST /three"
+limits = [
+  { name = "burst", algorithm = "token_bucket", limit = 1000000000, window = "1h" },
+  { name = "daily", algorithm = "fixed_window", limit = 1000000000, window = "1d" },
+  { name = "org", by = "org", algorithm = "sliding_window_counter", limit = 1000000000, window = "1h" },
+]'
 
 # A ratelimiter replica named $1 with the [store] section $2, on the next of
 # replica_ports; sets $replica_url.
@@ -305,11 +323,14 @@ say "replicas: memory $memory_url, redis $redis_url, cluster1 $cluster1_url, clu
 # ---------------------------------------------------------------- scenarios
 # loadgen's exit status per scenario, in run order.
 scenarios=()
+# run NAME URL [loadgen flags...]; with REDIS_PORTS set (the masters the
+# replica at URL decides on), the Redis cost of the run is measured too.
 run() {
     local name="$1" url="$2"
     shift 2
     say "$name: $*"
     local status=0
+    [[ -z "${REDIS_PORTS:-}" ]] || redis_probe >"$work/$name.redis-before"
     # In the background and waited for, so that a signal stops the run at
     # once (bash runs traps only between foreground commands).
     "$loadgen_bin" --target "$url" --connections "$connections" --duration "$duration" \
@@ -318,7 +339,29 @@ run() {
     wait "$loadgen_pid" || status=$?
     loadgen_pid=""
     ((status == 0)) || say "$name: loadgen exited with status $status (see $out/$name.txt)"
+    if [[ -n "${REDIS_PORTS:-}" ]]; then
+        redis_probe >"$work/$name.redis-after"
+        python3 - "$work/$name.redis-before" "$work/$name.redis-after" "$REDIS_PORTS" >"$out/$name.redis.json" <<'PY'
+import json, sys
+before, after = (json.load(open(p)) for p in sys.argv[1:3])
+print(json.dumps({"masters": sys.argv[3].split(),
+                  "cpu_s": after["cpu_s"] - before["cpu_s"],
+                  "evalsha_calls": after["evalsha_calls"] - before["evalsha_calls"]}))
+PY
+    fi
     scenarios+=("$name")
+}
+
+# CPU seconds (user + sys) and EVALSHA calls so far, summed over the
+# Redis servers on REDIS_PORTS, as JSON.
+redis_probe() {
+    local port cpu=0 calls=0 info
+    for port in $REDIS_PORTS; do
+        info="$(redis-cli -h 127.0.0.1 -p "$port" info cpu | tr -d '\r'; redis-cli -h 127.0.0.1 -p "$port" info commandstats | tr -d '\r')"
+        cpu="$(python3 -c 'import sys; print(float(sys.argv[1]) + sum(float(l.split(":")[1]) for l in sys.argv[2].splitlines() if l.startswith(("used_cpu_user:", "used_cpu_sys:"))))' "$cpu" "$info")"
+        calls="$(python3 -c 'import re, sys; m = re.search(r"cmdstat_evalsha:calls=(\d+)", sys.argv[2]); print(int(sys.argv[1]) + (int(m.group(1)) if m else 0))' "$calls" "$info")"
+    done
+    printf '{"cpu_s": %s, "evalsha_calls": %s}\n' "$cpu" "$calls"
 }
 
 throughput() {
@@ -339,16 +382,20 @@ ceiling_run() {
 ceiling_run
 run memory-allowed "$memory_url" --keys "$keys"
 ceiling_run
-run redis-allowed "$redis_url" --keys "$keys"
+REDIS_PORTS="$redis_port" run redis-allowed "$redis_url" --keys "$keys"
 ceiling_run
 half="$(python3 -c 'import sys; print(max(1.0, round(float(sys.argv[1]) / 2)))' "$(throughput "$out/redis-allowed.json")")"
-run redis-half-rate "$redis_url" --keys "$keys" --rate "$half"
+REDIS_PORTS="$redis_port" run redis-half-rate "$redis_url" --keys "$keys" --rate "$half"
 ceiling_run
-run redis-denied "$redis_url" --keys hot --endpoint "POST /hot"
+REDIS_PORTS="$redis_port" run redis-denied "$redis_url" --keys hot --endpoint "POST /hot"
 ceiling_run
-run cluster1-allowed "$cluster1_url" --keys "$keys"
+REDIS_PORTS="$c1_port" run cluster1-allowed "$cluster1_url" --keys "$keys"
 ceiling_run
-run cluster3-allowed "$cluster3_url" --keys "$keys"
+REDIS_PORTS="${c3_ports[*]}" run cluster3-allowed "$cluster3_url" --keys "$keys"
+ceiling_run
+run memory-three-limits "$memory_url" --keys "$keys" --endpoint "POST /three" --scope org=acme
+ceiling_run
+REDIS_PORTS="$redis_port" run redis-three-limits "$redis_url" --keys "$keys" --endpoint "POST /three" --scope org=acme
 ceiling_run
 
 # ---------------------------------------------------------------- report
@@ -377,6 +424,8 @@ about = {
     "redis-denied": ("Redis, one hot key over its limit", "≥ 0.9× ceiling"),
     "cluster1-allowed": ("Redis Cluster of 1 master, all allowed", "—"),
     "cluster3-allowed": ("Redis Cluster of 3 masters, all allowed", "above 1 master"),
+    "memory-three-limits": ("memory store, a rule of 3 limits, all allowed", "—"),
+    "redis-three-limits": ("Redis, a rule of 3 limits, all allowed", "≤ 1 script call per check"),
 }
 
 reports, problems = {}, []
@@ -420,7 +469,7 @@ for i, name in enumerate(names):
     if name in ceiling_runs and name != "ceiling":
         what, goal = about["ceiling"]
     if r is None:
-        rows.append([name, what, "—", "—", "—", "—", "—", "—", "no report", goal])
+        rows.append([name, what, "—", "—", "—", "—", "—", "—", "—", "no report", goal])
         continue
     rps = r.get("throughput_rps") or 0.0
     lat = r.get("latency_ms") or {}
@@ -445,6 +494,18 @@ for i, name in enumerate(names):
     if others:
         problems.append(f"{name}: unexpected answers {others} (first: {r.get('first_unexpected_answer')})")
     errors = (r.get("errors") or {}).get("total", 0)
+    redis_cost = None
+    try:
+        with open(os.path.join(out, name + ".redis.json")) as f:
+            probe = json.load(f)
+        if decided:
+            redis_cost = {"cpu_us_per_decision": probe["cpu_s"] * 1e6 / decided,
+                          "script_calls_per_decision": probe["evalsha_calls"] / decided,
+                          "masters": len(probe["masters"])}
+    except (OSError, ValueError, KeyError):
+        pass
+    redis_text = "—" if redis_cost is None else (
+        f"{redis_cost['cpu_us_per_decision']:.1f} µs, {redis_cost['script_calls_per_decision']:.2f} calls")
     if errors and smoke:
         problems.append(f"{name}: {errors} request errors ({(r.get('errors') or {}).get('first')})")
     if name == "redis-denied" and not status.get("429"):
@@ -462,20 +523,21 @@ for i, name in enumerate(names):
         ratio = rps / base if base else None
     rows.append([
         name, f"{what}, {load}", f"{rps:,.0f}", ms(lat.get("p50")), ms(lat.get("p99")), ms(lat.get("p99_9")),
-        "—" if ratio is None else f"{ratio:.2f}×", over_text, answers + (f"; errors: {errors}" if errors else ""),
-        goal,
+        "—" if ratio is None else f"{ratio:.2f}×", over_text, redis_text,
+        answers + (f"; errors: {errors}" if errors else ""), goal,
     ])
     summary.append({
         "scenario": name, "load": load, "throughput_rps": rps, "latency_ms": lat,
         "ratio_to_ceiling": ratio, "over_admission": over, "status": status, "errors": errors,
+        "redis": redis_cost,
     })
 
 c1 = reports.get("cluster1-allowed", {}).get("throughput_rps")
 c3 = reports.get("cluster3-allowed", {}).get("throughput_rps")
 
 header = ["scenario", "what", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "× ceiling", "over-admission",
-          "answers", "goal"]
-lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 6 + ["---"] * 2) + "|"]
+          "Redis per decision (CPU, script calls)", "answers", "goal"]
+lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 7 + ["---"] * 2) + "|"]
 lines += ["| " + " | ".join(row) + " |" for row in rows]
 now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 mode = "smoke (checks the pipeline, not speed)" if smoke else "full"

@@ -87,6 +87,12 @@ pub struct Cli {
     #[arg(long, value_name = "TIER")]
     pub tier: Option<String>,
 
+    /// A scope of every request, NAME=VALUE (repeatable): the `scopes`
+    /// field, for rules with several limits counted per scope (e.g.
+    /// --scope org=acme).
+    #[arg(long = "scope", value_name = "NAME=VALUE", value_parser = parse_scope)]
+    pub scopes: Vec<(String, String)>,
+
     /// The `cost` field of every request. [default: not sent, i.e. 1]
     #[arg(long, value_name = "N")]
     pub cost: Option<NonZeroU64>,
@@ -269,6 +275,8 @@ pub struct Settings {
     pub key_prefix: String,
     pub endpoint: Option<String>,
     pub tier: Option<String>,
+    /// The `scopes` of every request.
+    pub scopes: Vec<(String, String)>,
     pub cost: Option<NonZeroU64>,
     pub timeout: Duration,
     pub seed: Option<u64>,
@@ -299,6 +307,7 @@ impl Settings {
             key_prefix: random_prefix(),
             endpoint: None,
             tier: None,
+            scopes: Vec::new(),
             cost: None,
             timeout: Duration::from_secs(2),
             seed: None,
@@ -412,6 +421,7 @@ impl Cli {
             key_prefix: self.key_prefix.unwrap_or_else(random_prefix),
             endpoint: self.endpoint,
             tier: self.tier,
+            scopes: self.scopes,
             cost: self.cost,
             timeout: self.timeout,
             seed: self.seed,
@@ -465,6 +475,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"));
     }
     humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (e.g. 10s, 500ms, 2m)"))
+}
+
+/// `NAME=VALUE`, both non-empty.
+fn parse_scope(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() && !value.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!("{text:?} is not NAME=VALUE (e.g. org=acme)")),
+    }
 }
 
 #[cfg(test)]

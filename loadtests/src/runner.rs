@@ -300,6 +300,8 @@ struct CheckBody<'a> {
     tier: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     cost: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scopes: Option<&'a BTreeMap<String, String>>,
 }
 
 /// What all tasks share.
@@ -310,6 +312,7 @@ struct Shared {
     key_prefix: String,
     endpoint: Option<String>,
     tier: Option<String>,
+    scopes: Option<BTreeMap<String, String>>,
     cost: Option<u64>,
     timeout: Duration,
     start: Instant,
@@ -338,6 +341,7 @@ pub async fn run(settings: &Settings, client: HttpClient) -> RunData {
         key_prefix: settings.key_prefix.clone(),
         endpoint: settings.endpoint.clone(),
         tier: settings.tier.clone(),
+        scopes: (!settings.scopes.is_empty()).then(|| settings.scopes.iter().cloned().collect()),
         cost: settings.cost.map(|c| c.get()),
         timeout: settings.timeout,
         start,
@@ -540,6 +544,7 @@ async fn task(shared: Arc<Shared>, mut rng: SmallRng, mut ticks: Option<Ticks>) 
             endpoint: shared.endpoint.as_deref(),
             tier: shared.tier.as_deref(),
             cost: shared.cost,
+            scopes: shared.scopes.as_ref(),
         })
         .expect("a check body serializes");
         let request = Request::post(uri.clone())
@@ -659,19 +664,25 @@ mod tests {
 
     #[test]
     fn check_bodies_leave_out_what_is_not_set() {
-        let body = |endpoint, tier, cost| {
+        let scopes: BTreeMap<String, String> = [("org".to_owned(), "acme".to_owned())].into();
+        let body = |endpoint, tier, cost, scopes| {
             serde_json::to_string(&CheckBody {
                 key: "k\"1",
                 endpoint,
                 tier,
                 cost,
+                scopes,
             })
             .unwrap()
         };
-        assert_eq!(body(None, None, None), r#"{"key":"k\"1"}"#);
+        assert_eq!(body(None, None, None, None), r#"{"key":"k\"1"}"#);
         assert_eq!(
-            body(Some("POST /login"), Some("pro"), Some(2)),
+            body(Some("POST /login"), Some("pro"), Some(2), None),
             r#"{"key":"k\"1","endpoint":"POST /login","tier":"pro","cost":2}"#
+        );
+        assert_eq!(
+            body(Some("POST /chat"), None, None, Some(&scopes)),
+            r#"{"key":"k\"1","endpoint":"POST /chat","scopes":{"org":"acme"}}"#
         );
     }
 }
