@@ -2,7 +2,8 @@
 //!
 //! The script starts the ceiling server, four service replicas (memory,
 //! Redis, a 1-master and a 3-master Redis Cluster) and five redis-server
-//! processes on free loopback ports, runs every scenario for about a second
+//! processes on free loopback ports, runs every scenario (single-limit and
+//! three-limit rules) for about a second
 //! with a few connections, and writes the table. This test gives it the
 //! binaries of this build (so nothing is built again: `loadgen` and
 //! `ceiling` are this package's, `ratelimiter` is found as `support`
@@ -18,7 +19,7 @@ use support::ratelimiter_binary;
 
 mod support;
 
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 9] = [
     "ceiling",
     "memory-allowed",
     "redis-allowed",
@@ -26,6 +27,18 @@ const SCENARIOS: [&str; 7] = [
     "redis-denied",
     "cluster1-allowed",
     "cluster3-allowed",
+    "memory-three-limits",
+    "redis-three-limits",
+];
+
+/// The scenarios on Redis, whose Redis cost per decision is reported.
+const ON_REDIS: [&str; 6] = [
+    "redis-allowed",
+    "redis-half-rate",
+    "redis-denied",
+    "cluster1-allowed",
+    "cluster3-allowed",
+    "redis-three-limits",
 ];
 
 #[test]
@@ -126,7 +139,7 @@ fn bench_script_smoke_run_produces_the_table_with_answers_and_no_over_admission(
     assert_eq!(summary["scenarios"][0]["ratio_to_ceiling"], 1.0);
     // The ceiling is measured again after every scenario; each run left its
     // report, and the ceiling row is their mean.
-    for run in 2..=7 {
+    for run in 2..=9 {
         assert!(
             out.path().join(format!("ceiling-{run}.json")).is_file(),
             "ceiling-{run}.json"
@@ -136,10 +149,31 @@ fn bench_script_smoke_run_produces_the_table_with_answers_and_no_over_admission(
         summary["scenarios"][0]["load"]
             .as_str()
             .unwrap()
-            .contains("mean of 7 runs"),
+            .contains("mean of 9 runs"),
         "{}",
         summary["scenarios"][0]["load"]
     );
+
+    // Every Redis scenario reports Redis's CPU and script calls per
+    // decision; every allowed decision took a script call (a denied one
+    // may have been answered from the deny cache).
+    for scenario in summary["scenarios"].as_array().unwrap() {
+        let name = scenario["scenario"].as_str().unwrap();
+        let redis = &scenario["redis"];
+        if !ON_REDIS.contains(&name) {
+            assert!(redis.is_null(), "{name}: {redis}");
+            continue;
+        }
+        let cpu = redis["cpu_us_per_decision"].as_f64().unwrap_or_else(|| panic!("{name}: {redis}"));
+        let calls = redis["script_calls_per_decision"].as_f64().unwrap();
+        assert!(cpu >= 0.0, "{name}: {redis}");
+        if name != "redis-denied" {
+            assert!(calls > 0.0 && calls <= 1.0, "{name}: {calls} script calls per decision");
+        }
+    }
+    // The rule of three limits was checked with its scope, every check allowed.
+    let three = read_json(&out.path().join("redis-three-limits.json"));
+    assert!(three["status"]["200"].as_u64().unwrap() > 0, "{}", three["status"]);
 }
 
 fn read_json(path: &Path) -> Value {
