@@ -164,7 +164,9 @@ fn bench_script_smoke_run_produces_the_table_with_answers_and_no_over_admission(
             assert!(redis.is_null(), "{name}: {redis}");
             continue;
         }
-        let cpu = redis["cpu_us_per_decision"].as_f64().unwrap_or_else(|| panic!("{name}: {redis}"));
+        let cpu = redis["cpu_us_per_decision"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{name}: {redis}"));
         let calls = redis["script_calls_per_decision"].as_f64().unwrap();
         assert!(cpu >= 0.0, "{name}: {redis}");
         if name != "redis-denied" {
