@@ -117,7 +117,7 @@ pub struct RedisSettings {
     /// Cluster seed nodes (`redis://host:port` or `host:port`); when set,
     /// `url` only contributes credentials.
     pub nodes: Vec<String>,
-    /// Connections in the pool (each speaks to every cluster node).
+    /// Connections in the pool; in a cluster, per master.
     pub pool_size: usize,
     /// Timeout to open a connection.
     pub connect_timeout: HumanDuration,
@@ -133,6 +133,10 @@ pub struct RedisSettings {
     /// Standalone only: send the checks waiting at a moment as one script
     /// call (see [`crate::store::redis::batch`]).
     pub batch: bool,
+    /// Cluster only: how often the slot map is read again when nothing
+    /// asks sooner (a failure or a redirection does; see
+    /// [`crate::store::redis::shards`]).
+    pub cluster_refresh_interval: HumanDuration,
 }
 
 impl Default for RedisSettings {
@@ -149,6 +153,7 @@ impl Default for RedisSettings {
             reconnect_max_delay: HumanDuration(Duration::from_secs(2)),
             reconnect_jitter: HumanDuration(Duration::from_millis(100)),
             batch: true,
+            cluster_refresh_interval: HumanDuration(Duration::from_secs(5)),
         }
     }
 }

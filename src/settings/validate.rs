@@ -86,6 +86,12 @@ impl Settings {
         if redis.connect_timeout.0.is_zero() {
             problems.push(Problem::new("store.redis.connect_timeout", "must be more than 0"));
         }
+        if redis.cluster_refresh_interval.0 < Duration::from_millis(100) {
+            problems.push(Problem::new(
+                "store.redis.cluster_refresh_interval",
+                "must be at least 100ms",
+            ));
+        }
         if redis.reconnect_min_delay.0.is_zero() || redis.reconnect_min_delay.0 > redis.reconnect_max_delay.0 {
             problems.push(Problem::new(
                 "store.redis.reconnect_min_delay",

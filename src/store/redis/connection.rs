@@ -87,6 +87,24 @@ impl Connector {
         }
     }
 
+    /// The cluster's nodes as configured, to ask for the slot map.
+    pub fn seeds(&self) -> Vec<(String, u16)> {
+        self.config
+            .server
+            .hosts()
+            .into_iter()
+            .map(|s| (s.host.to_string(), s.port))
+            .collect()
+    }
+
+    /// A pool of `pool_size` connections to one node (a master of the
+    /// cluster) alone, with the same policies; not yet connected.
+    pub fn node_pool(&self, host: &str, port: u16) -> Result<Pool, FredError> {
+        let mut config = self.config.clone();
+        config.server = ServerConfig::new_centralized(host, port);
+        builder(config, &self.settings).build_pool(self.settings.pool_size)
+    }
+
     /// A connected pub/sub client with the same servers and policies.
     pub async fn subscriber(&self) -> Result<SubscriberClient, FredError> {
         let client = builder(self.config.clone(), &self.settings).build_subscriber_client()?;

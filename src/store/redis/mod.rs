@@ -26,6 +26,7 @@ pub mod control;
 pub mod errors;
 pub mod keys;
 pub mod scripts;
+pub mod shards;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -36,6 +37,7 @@ use self::batch::Batcher;
 pub use self::connection::{ConnectError, Connector};
 use self::keys::KeyLayout;
 use self::scripts::Scripts;
+use self::shards::Shards;
 use super::{CounterKey, Store, StoreError, StoreKey};
 use crate::core::{Clock, Consume, Cost, Decision, Policy, Timestamp};
 use crate::metrics::Metrics;
@@ -74,6 +76,8 @@ pub struct RedisStore {
     /// Started on the first check, when batching applies (standalone,
     /// `batch = true`), so it sees the final clock and metrics.
     batcher: std::sync::OnceLock<Option<Batcher>>,
+    /// A cluster's checks, routed per master ([`shards`]).
+    shards: Option<Arc<Shards>>,
 }
 
 impl RedisStore {
@@ -82,6 +86,18 @@ impl RedisStore {
     pub async fn connect(settings: &RedisSettings) -> Result<RedisStore, ConnectError> {
         let connector = Connector::resolve(settings).await?;
         let pool = connector.pool().await?;
+        let shards = match connector.is_clustered() {
+            true => Some(
+                Shards::connect(
+                    connector.clone(),
+                    settings.connect_timeout.0,
+                    settings.command_timeout.0,
+                    settings.cluster_refresh_interval.0,
+                )
+                .await?,
+            ),
+            false => None,
+        };
         let store = RedisStore {
             pool,
             connector,
@@ -91,6 +107,7 @@ impl RedisStore {
             time: TimeSource::Server,
             metrics: Arc::new(Metrics::new()),
             batcher: std::sync::OnceLock::new(),
+            shards,
         };
         store.load_scripts().await.map_err(ConnectError::Scripts)?;
         let (target, clustered) = (store.connector.target(), store.is_clustered());
@@ -183,8 +200,11 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Closes the pool's connections.
+    /// Closes the pool's connections, and every master's on a cluster.
     pub async fn quit(&self) {
+        if let Some(shards) = &self.shards {
+            shards.quit().await;
+        }
         let _ = self.pool.quit().await;
     }
 
@@ -202,6 +222,21 @@ impl RedisStore {
                 })
             })
             .as_ref()
+    }
+
+    /// One script call, unbatched: on a cluster to the master of the keys'
+    /// slot ([`Shards::evalsha`]), else on the next pooled connection.
+    async fn evalsha<R: fred::types::FromValue>(
+        &self,
+        script: &fred::types::scripts::Script,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> Result<R, FredError> {
+        self.metrics.redis_operations.with_label_values(&["evalsha"]).inc();
+        match &self.shards {
+            Some(shards) => shards.evalsha(script, keys, args).await,
+            None => script.evalsha_with_reload(self.pool.next(), keys, args).await,
+        }
     }
 
     async fn run(&self, key: StoreKey<'_>, policy: &Policy, cost: Cost) -> Result<Decision, StoreError> {
@@ -226,11 +261,8 @@ impl RedisStore {
             return decision_from_reply(&reply);
         }
         let args = batch::single_args(args, self.time.argument());
-        self.metrics.redis_operations.with_label_values(&["evalsha"]).inc();
         let reply: Vec<i64> = self
-            .scripts
-            .get(policy.algorithm())
-            .evalsha_with_reload(self.pool.next(), keys, args)
+            .evalsha(self.scripts.get(policy.algorithm()), keys, args)
             .await
             .map_err(|e| self.failed(e))?;
         decision_from_reply(&reply)
@@ -274,10 +306,7 @@ impl Store for RedisStore {
                 .map_err(|e| self.failed(e))?,
             None => {
                 args.insert(0, self.time.argument());
-                self.metrics.redis_operations.with_label_values(&["evalsha"]).inc();
-                self.scripts
-                    .multi()
-                    .evalsha_with_reload(self.pool.next(), keys, args)
+                self.evalsha(self.scripts.multi(), keys, args)
                     .await
                     .map_err(|e| self.failed(e))?
             }
