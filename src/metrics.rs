@@ -66,8 +66,11 @@ pub struct Metrics {
     pub control_entries: IntGaugeVec,
     /// 1 while the replica accepts traffic, 0 while draining or not ready.
     pub ready: IntGauge,
-    /// The store's circuit breaker: 0 closed, 1 half-open, 2 open.
+    /// The store's circuit breaker: 0 closed, 1 half-open, 2 open; on a
+    /// cluster, the worst of the masters' breakers.
     pub breaker_state: IntGauge,
+    /// Circuit breakers open now (one per cluster master; one otherwise).
+    pub breakers_open: IntGauge,
     /// Checks denied from the deny cache, without a store round trip.
     pub deny_cache_hits: IntCounter,
     /// Denials held in the deny cache.
@@ -208,7 +211,12 @@ impl Metrics {
             breaker_state: gauge(
                 &registry,
                 "rate_limit_circuit_breaker_state",
-                "The store's circuit breaker: 0 closed, 1 half-open, 2 open.",
+                "The store's circuit breaker: 0 closed, 1 half-open, 2 open; on a Redis Cluster, the worst of its masters' breakers.",
+            ),
+            breakers_open: gauge(
+                &registry,
+                "rate_limit_circuit_breakers_open",
+                "Circuit breakers open now: one per Redis Cluster master, else one for the store.",
             ),
             deny_cache_hits: {
                 let metric = IntCounter::new(

@@ -168,7 +168,8 @@ impl<S: Store> Limiter<S> {
         };
         let counters = [(CounterKey::single(key), &plan.policy)];
         let peeked = || self.store.check_all("", &counters, Cost::ONE, Consume::Never);
-        match self.resilience.guard(peeked, &self.metrics).await {
+        let shard = self.store.shard(key.rule, key.key);
+        match self.resilience.guard(shard, peeked, &self.metrics).await {
             Ok((_, decisions)) => self.record(plan, request, decisions[0], Reason::Peek),
             Err(e) => {
                 let mode = plan.resolved.failure_mode;
@@ -413,6 +414,7 @@ impl<S: Store> Limiter<S> {
     /// Refreshes the store's gauges before a scrape.
     pub fn refresh_gauges(&self) {
         self.store.update_gauges(&self.metrics);
+        self.resilience.update_gauges(&self.metrics);
     }
 
     /// Closes the store's connections (at shutdown).

@@ -13,6 +13,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dashmap::DashMap;
+
 use super::breaker::{Breaker, BreakerState, Permit};
 use super::rules::FailureMode;
 use super::verdict::Reason;
@@ -41,10 +43,17 @@ impl Default for FailurePolicy {
     }
 }
 
-/// The breaker, the failure policy and the local fallback store.
+/// The breakers, the failure policy and the local fallback store.
 pub(super) struct Resilience {
     policy: FailurePolicy,
+    /// The breaker of shard 0: the whole store, where one place holds
+    /// every key (memory, a standalone Redis).
     breaker: Breaker,
+    /// One breaker per other shard (a cluster's master, see
+    /// [`Store::shard`]), made on its first call: one master failing opens
+    /// its own breaker only.
+    shards: DashMap<u32, Arc<Breaker>>,
+    clock: Arc<dyn Clock>,
     /// Decides `local`-mode checks while the store is unavailable.
     fallback: MemoryStore<Arc<dyn Clock>>,
 }
@@ -54,6 +63,8 @@ impl Resilience {
         Resilience {
             policy,
             breaker: Breaker::new(policy.breaker_failures, policy.breaker_open_for, clock.clone()),
+            shards: DashMap::new(),
+            clock: clock.clone(),
             fallback: MemoryStore::with_clock(clock),
         }
     }
@@ -63,8 +74,34 @@ impl Resilience {
         self.policy.mode
     }
 
+    /// The worst state of any breaker: open when one shard's is.
     pub(super) fn breaker_state(&self) -> BreakerState {
-        self.breaker.state()
+        let mut worst = self.breaker.state();
+        for breaker in self.shards.iter() {
+            let state = breaker.state();
+            if state.gauge() > worst.gauge() {
+                worst = state;
+            }
+        }
+        worst
+    }
+
+    /// How many breakers are open (of shard 0 and the others).
+    pub(super) fn breakers_open(&self) -> usize {
+        let others = self.shards.iter().filter(|b| b.state() == BreakerState::Open).count();
+        others + usize::from(self.breaker.state() == BreakerState::Open)
+    }
+
+    /// The breaker of `shard`.
+    fn breaker(&self, shard: u32) -> BreakerRef<'_> {
+        if shard == 0 {
+            return BreakerRef::Whole(&self.breaker);
+        }
+        if let Some(breaker) = self.shards.get(&shard) {
+            return BreakerRef::Shard(breaker.clone());
+        }
+        let made = Breaker::new(self.policy.breaker_failures, self.policy.breaker_open_for, self.clock.clone());
+        BreakerRef::Shard(self.shards.entry(shard).or_insert_with(|| Arc::new(made)).clone())
     }
 
     /// Drops fully restored keys of the local fallback store.
@@ -81,23 +118,34 @@ impl Resilience {
         cost: Cost,
         metrics: &Metrics,
     ) -> Result<Decision, StoreError> {
-        self.guard(|| store.check(key, policy, cost), metrics).await
+        let shard = store.shard(key.rule, key.key);
+        self.guard(shard, || store.check(key, policy, cost), metrics).await
     }
 
     /// One store call through the circuit breaker, timed as a check. The
     /// call's future is made here, once the breaker lets it through, and
     /// awaited where it is made (a future passed in would be held twice in
     /// this one's state).
-    pub(super) async fn guard<T, F>(&self, call: impl FnOnce() -> F, metrics: &Metrics) -> Result<T, StoreError>
+    /// `shard` is the store's for the call's keys ([`Store::shard`]).
+    pub(super) async fn guard<T, F>(
+        &self,
+        shard: u32,
+        call: impl FnOnce() -> F,
+        metrics: &Metrics,
+    ) -> Result<T, StoreError>
     where
         F: Future<Output = Result<T, StoreError>>,
     {
-        let permit = self.breaker.permit();
+        let breaker = self.breaker(shard);
+        let permit = breaker.permit();
         if permit == Permit::Reject {
-            metrics.breaker_state.set(self.breaker.state().gauge());
+            self.publish(shard, &breaker, metrics);
             return Err(StoreError {
                 transient: true,
-                message: "circuit breaker open: the store failed repeatedly".to_owned(),
+                message: match shard {
+                    0 => "circuit breaker open: the store failed repeatedly".to_owned(),
+                    _ => "circuit breaker open: this key's shard of the store failed repeatedly".to_owned(),
+                },
             });
         }
         // A probe abandoned mid-flight (its request cancelled) must free the
@@ -110,7 +158,7 @@ impl Resilience {
                 }
             }
         }
-        let mut guard = ProbeGuard((permit == Permit::Probe).then_some(&self.breaker));
+        let mut guard = ProbeGuard((permit == Permit::Probe).then_some(&*breaker));
         let started = Instant::now();
         let result = call().await;
         guard.0 = None;
@@ -119,11 +167,31 @@ impl Resilience {
             .with_label_values(&["check"])
             .observe(started.elapsed().as_secs_f64());
         match &result {
-            Err(e) if e.transient => self.breaker.on_failure(),
-            _ => self.breaker.on_success(),
+            Err(e) if e.transient => breaker.on_failure(),
+            _ => breaker.on_success(),
         }
-        metrics.breaker_state.set(self.breaker.state().gauge());
+        self.publish(shard, &breaker, metrics);
         result
+    }
+
+    /// Sets the breaker gauge: shard 0's state as it is; with shards, the
+    /// worst of them, recounted only when this one is not closed (the
+    /// scrape recounts too, see [`Resilience::update_gauges`]).
+    fn publish(&self, shard: u32, breaker: &Breaker, metrics: &Metrics) {
+        let state = breaker.state();
+        if shard == 0 {
+            metrics.breaker_state.set(state.gauge());
+        } else if state != BreakerState::Closed || metrics.breaker_state.get() != 0 {
+            self.update_gauges(metrics);
+        }
+    }
+
+    /// The breaker gauges: the worst state, and how many are open.
+    pub(super) fn update_gauges(&self, metrics: &Metrics) {
+        metrics.breaker_state.set(self.breaker_state().gauge());
+        metrics
+            .breakers_open
+            .set(i64::try_from(self.breakers_open()).unwrap_or(i64::MAX));
     }
 
     /// The answer to a peek the store could not make, by failure mode
@@ -242,6 +310,23 @@ impl Resilience {
                 };
                 (decision, reason)
             }
+        }
+    }
+}
+
+/// A shard's breaker: shard 0's by reference, another's shared.
+enum BreakerRef<'a> {
+    Whole(&'a Breaker),
+    Shard(Arc<Breaker>),
+}
+
+impl std::ops::Deref for BreakerRef<'_> {
+    type Target = Breaker;
+
+    fn deref(&self) -> &Breaker {
+        match self {
+            BreakerRef::Whole(breaker) => breaker,
+            BreakerRef::Shard(breaker) => breaker,
         }
     }
 }

@@ -129,6 +129,16 @@ pub trait Store: Send + Sync + 'static {
         }))
     }
 
+    /// Which part of the store decides the checks of `rule` whose keys are
+    /// tagged with `partition` (a single check's key, or the partition of
+    /// a check of several limits): a Redis Cluster's master, so that the
+    /// limiter keeps a circuit breaker per master. 0 where one place holds
+    /// every key.
+    fn shard(&self, rule: &str, partition: &str) -> u32 {
+        let _ = (rule, partition);
+        0
+    }
+
     /// Whether the store can decide now (readiness).
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
         std::future::ready(Ok(()))
@@ -201,6 +211,13 @@ impl Store for AnyStore {
                 Ok(())
             }
             AnyStore::Redis(store) => Box::pin(store.reset_all(partition, counters)).await,
+        }
+    }
+
+    fn shard(&self, rule: &str, partition: &str) -> u32 {
+        match self {
+            AnyStore::Memory(_) => 0,
+            AnyStore::Redis(store) => store.shard(rule, partition),
         }
     }
 

@@ -121,6 +121,18 @@ impl KeyLayout {
         with_suffix(base, algorithm)
     }
 
+    /// The cluster slot of every key tagged with `rule` and `value` (a
+    /// single check's key, or a check's partition).
+    pub fn slot(&self, rule: &str, value: &str) -> u16 {
+        let mut tag = String::with_capacity(rule.len() + value.len() + 8);
+        tag.push('{');
+        escape_into(&mut tag, rule, true);
+        tag.push(':');
+        escape_into(&mut tag, value, false);
+        tag.push('}');
+        fred::util::redis_keyslot(tag.as_bytes())
+    }
+
     /// The hash of the operators' overrides.
     pub fn overrides(&self) -> String {
         format!("{}:{{admin}}:overrides", self.prefix)
@@ -206,6 +218,23 @@ mod tests {
             ["rl:{GET /a:user:1}:swl", "rl:{GET /a:user:1}:swl:log"]
         );
         assert_eq!(keys("r:x", "k", Algorithm::Gcra), ["rl:{r%3Ax:k}:gcra"]);
+    }
+
+    #[test]
+    fn the_slot_of_a_tag_is_the_slot_of_its_keys() {
+        let layout = KeyLayout::new("rl");
+        for (rule, value) in [("default", "user:1"), ("POST /a{b}", "k}e{y"), ("r", "")] {
+            let single = layout.state_keys(StoreKey { rule, key: value }, Algorithm::SlidingWindowLog);
+            let counter = CounterKey {
+                rule,
+                limit: Some("org"),
+                value: "acme",
+            };
+            let named = layout.counter_keys(value, counter, Algorithm::TokenBucket);
+            for name in single.to_vec().into_iter().chain(named.to_vec()) {
+                assert_eq!(fred::util::redis_keyslot(name.as_bytes()), layout.slot(rule, value), "{name}");
+            }
+        }
     }
 
     #[test]

@@ -352,6 +352,14 @@ impl Store for RedisStore {
         RedisStore::ping(self).await
     }
 
+    /// On a cluster, the master of the slot of `{rule:partition}`.
+    fn shard(&self, rule: &str, partition: &str) -> u32 {
+        match &self.shards {
+            Some(shards) => shards.shard(self.layout.slot(rule, partition)),
+            None => 0,
+        }
+    }
+
     fn update_gauges(&self, metrics: &Metrics) {
         let (size, connected) = self.pool_state();
         metrics.redis_pool_size.set(i64::try_from(size).unwrap_or(i64::MAX));

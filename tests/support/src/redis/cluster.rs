@@ -15,7 +15,9 @@ const CLUSTER_TIMEOUT: Duration = Duration::from_secs(30);
 const CLUSTER_NODES: usize = 6;
 
 /// A 6-node Redis Cluster (3 masters with one replica each) on loopback, with
-/// `--cluster-node-timeout 1000` so failure detection takes about a second.
+/// `--cluster-node-timeout 1000` so failure detection takes about a second,
+/// and `--cluster-require-full-coverage no` so a failed master's slots do
+/// not stop the others.
 ///
 /// Methods that list nodes (`seed_urls`, `ports`, `masters`, `replicas`) only
 /// list nodes that have not been killed, and read roles live (they change with
@@ -387,6 +389,10 @@ fn start_node(dir: &Path, port: u16) -> Result<Child, String> {
         conf.to_str().expect("utf-8 temp dir"),
         "--cluster-node-timeout",
         "1000",
+        // The healthy masters keep serving while one master's slots are
+        // uncovered (as production clusters for the service should).
+        "--cluster-require-full-coverage",
+        "no",
         "--repl-diskless-sync-delay",
         "0",
     ];
