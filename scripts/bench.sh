@@ -238,6 +238,7 @@ start_cluster_node() {
     local port="$1" name="$2" bus="$3"
     start_redis "$port" "$name" --cluster-enabled yes --cluster-port "$bus" \
         --cluster-config-file "$work/$name/nodes.conf" --cluster-node-timeout 5000 \
+        --cluster-require-full-coverage no \
         --cluster-announce-ip 127.0.0.1
 }
 

@@ -216,6 +216,7 @@ cmd_start() {
             --cluster-enabled yes \
             --cluster-config-file "$DIR/$port/nodes.conf" \
             --cluster-node-timeout 1000 \
+            --cluster-require-full-coverage no \
             --repl-diskless-sync-delay 0 \
             --save '' \
             --appendonly no

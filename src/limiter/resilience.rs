@@ -100,7 +100,11 @@ impl Resilience {
         if let Some(breaker) = self.shards.get(&shard) {
             return BreakerRef::Shard(breaker.clone());
         }
-        let made = Breaker::new(self.policy.breaker_failures, self.policy.breaker_open_for, self.clock.clone());
+        let made = Breaker::new(
+            self.policy.breaker_failures,
+            self.policy.breaker_open_for,
+            self.clock.clone(),
+        );
         BreakerRef::Shard(self.shards.entry(shard).or_insert_with(|| Arc::new(made)).clone())
     }
 

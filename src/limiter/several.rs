@@ -95,7 +95,11 @@ impl<S: Store> Limiter<S> {
         let call = || self.store.check_all(partition, &counters, cost, consume);
         let (decisions, reason, store_error) = match cached {
             Err(denied) => (denied, Reason::Limited, None),
-            Ok(remember) => match self.resilience.guard(self.store.shard(resolved.rule, partition), call, &self.metrics).await {
+            Ok(remember) => match self
+                .resilience
+                .guard(self.store.shard(resolved.rule, partition), call, &self.metrics)
+                .await
+            {
                 Ok((allowed, decisions)) => {
                     if let Some((cache, ticket, signature)) = remember {
                         match allowed {

@@ -348,7 +348,10 @@ async fn a_cluster_master_lost_under_load() {
             on_it.len()
         );
         if *master == victim {
-            assert!(served_again.is_some(), "the failed master's keys are served by its replica");
+            assert!(
+                served_again.is_some(),
+                "the failed master's keys are served by its replica"
+            );
         } else {
             assert_eq!(degraded, 0, "master {master} is healthy: its keys keep Redis decisions");
             assert!(

@@ -232,7 +232,11 @@ mod tests {
             };
             let named = layout.counter_keys(value, counter, Algorithm::TokenBucket);
             for name in single.to_vec().into_iter().chain(named.to_vec()) {
-                assert_eq!(fred::util::redis_keyslot(name.as_bytes()), layout.slot(rule, value), "{name}");
+                assert_eq!(
+                    fred::util::redis_keyslot(name.as_bytes()),
+                    layout.slot(rule, value),
+                    "{name}"
+                );
             }
         }
     }

@@ -182,7 +182,12 @@ impl Shards {
 
     /// Runs `script` with `keys` (one slot, that of the first) and `args`
     /// on the slot's master, following one redirection.
-    pub async fn evalsha<R: FromValue>(&self, script: &Script, keys: Vec<String>, args: Vec<String>) -> Result<R, FredError> {
+    pub async fn evalsha<R: FromValue>(
+        &self,
+        script: &Script,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> Result<R, FredError> {
         let slot = keys.first().map_or(0, |k| fred::util::redis_keyslot(k.as_bytes()));
         let keys = MultipleKeys::from(keys);
         let args: MultipleValues = Value::Array(args.into_iter().map(Value::from).collect());
@@ -203,7 +208,8 @@ impl Shards {
         let redirect = (error.is_moved() || error.is_ask())
             .then(|| redirection(error.details()))
             .flatten();
-        let Some((to_slot, target)) = redirect.and_then(|(slot, host, port)| Some((slot, self.master_at(&host, port)?)))
+        let Some((to_slot, target)) =
+            redirect.and_then(|(slot, host, port)| Some((slot, self.master_at(&host, port)?)))
         else {
             // A timeout, a lost connection, CLUSTERDOWN: the map may be
             // stale (a failover); look again soon.
@@ -234,7 +240,8 @@ impl Shards {
                 return None;
             }
         };
-        let _ = pool.connect();
+        // Connecting in the background: calls wait for it (within their timeout).
+        drop(pool.connect_pool());
         let master = Arc::new(Master {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             host: host.to_owned(),
@@ -275,7 +282,10 @@ impl Shards {
         let mut asked = None;
         if !masters.is_empty() {
             let each = masters.iter().map(|m| Box::pin(ask(m.client().clone())));
-            asked = futures_util::future::select_ok(each).await.ok().map(|(ranges, _)| ranges);
+            asked = futures_util::future::select_ok(each)
+                .await
+                .ok()
+                .map(|(ranges, _)| ranges);
         }
         let ranges = match asked {
             Some(ranges) => ranges,
@@ -305,7 +315,9 @@ impl Shards {
             match result {
                 Ok(Ok(ranges)) => return Ok(ranges),
                 Ok(Err(e)) => last = e,
-                Err(_) => last = FredError::new(ErrorKind::Timeout, format!("CLUSTER SLOTS of {host}:{port} timed out")),
+                Err(_) => {
+                    last = FredError::new(ErrorKind::Timeout, format!("CLUSTER SLOTS of {host}:{port} timed out"))
+                }
             }
         }
         Err(last)
@@ -335,7 +347,10 @@ impl Shards {
         let before = self.topology.load();
         let changed = (0..SLOTS).any(|slot| {
             let was = before.master(slot as u16).map(|m| m.id);
-            let now = usize::try_from(slots[slot]).ok().and_then(|i| masters.get(i)).map(|m| m.id);
+            let now = usize::try_from(slots[slot])
+                .ok()
+                .and_then(|i| masters.get(i))
+                .map(|m| m.id);
             was != now
         });
         let ids: Vec<u32> = masters.iter().map(|m| m.id).collect();
@@ -401,7 +416,12 @@ async fn keep_fresh(shards: Weak<Shards>, every: Duration) {
 /// `ASKING` then the script, back to back on one connection (a slot being
 /// migrated: these keys are already on the target); `NOSCRIPT` loads the
 /// script on the target and sends both again, once.
-async fn asking<R: FromValue>(client: &Client, script: &Script, keys: MultipleKeys, args: MultipleValues) -> Result<R, FredError> {
+async fn asking<R: FromValue>(
+    client: &Client,
+    script: &Script,
+    keys: MultipleKeys,
+    args: MultipleValues,
+) -> Result<R, FredError> {
     let mut call: Vec<Value> = vec![Value::from(script.sha1().clone()), Value::from(keys.len() as i64)];
     call.extend(keys.into_values());
     match args {
@@ -477,20 +497,44 @@ mod tests {
 
     #[test]
     fn slot_ranges_parse_from_the_reply() {
-        let node = |host: &str, port: i64| Value::Array(vec![Value::from(host), Value::Integer(port), Value::from("id")]);
+        let node =
+            |host: &str, port: i64| Value::Array(vec![Value::from(host), Value::Integer(port), Value::from("id")]);
         let reply = Value::Array(vec![
-            Value::Array(vec![Value::Integer(0), Value::Integer(5460), node("10.0.0.1", 7000), node("10.0.0.4", 7003)]),
-            Value::Array(vec![Value::Integer(5461), Value::Integer(16383), node("10.0.0.2", 7001)]),
+            Value::Array(vec![
+                Value::Integer(0),
+                Value::Integer(5460),
+                node("10.0.0.1", 7000),
+                node("10.0.0.4", 7003),
+            ]),
+            Value::Array(vec![
+                Value::Integer(5461),
+                Value::Integer(16383),
+                node("10.0.0.2", 7001),
+            ]),
         ]);
         let ranges = parse_slots(reply).unwrap();
         assert_eq!(
             ranges,
             vec![
-                SlotRange { start: 0, end: 5460, host: "10.0.0.1".into(), port: 7000 },
-                SlotRange { start: 5461, end: 16383, host: "10.0.0.2".into(), port: 7001 },
+                SlotRange {
+                    start: 0,
+                    end: 5460,
+                    host: "10.0.0.1".into(),
+                    port: 7000
+                },
+                SlotRange {
+                    start: 5461,
+                    end: 16383,
+                    host: "10.0.0.2".into(),
+                    port: 7001
+                },
             ]
         );
-        let no_host = Value::Array(vec![Value::Array(vec![Value::Integer(0), Value::Integer(1), node("", 7000)])]);
+        let no_host = Value::Array(vec![Value::Array(vec![
+            Value::Integer(0),
+            Value::Integer(1),
+            node("", 7000),
+        ])]);
         assert!(parse_slots(no_host).is_err());
     }
 }
