@@ -58,10 +58,10 @@ end
 
 if write then
   if reset_after == 0 then
-    redis.call('DEL', KEYS[1])
+    put(write, 'DEL', KEYS[1])
   else
-    redis.call('HSET', KEYS[1], 'window_start', num(window_start), 'count', num(count))
-    redis.call('PEXPIRE', KEYS[1], num(idiv(reset_after + 999, 1000) + 1))
+    put(write, 'HSET', KEYS[1], 'window_start', num(window_start), 'count', num(count))
+    put(write, 'PEXPIRE', KEYS[1], num(idiv(reset_after + 999, 1000) + 1))
   end
 end
 

@@ -54,10 +54,10 @@ local reset_after = ahead
 
 if write then
   if reset_after == 0 then
-    redis.call('DEL', KEYS[1])
+    put(write, 'DEL', KEYS[1])
   else
-    redis.call('HSET', KEYS[1], 'tat', num(tat))
-    redis.call('PEXPIRE', KEYS[1], num(idiv(reset_after + 999, 1000) + 1))
+    put(write, 'HSET', KEYS[1], 'tat', num(tat))
+    put(write, 'PEXPIRE', KEYS[1], num(idiv(reset_after + 999, 1000) + 1))
   end
 end
 

@@ -1,9 +1,11 @@
 -- multi.lua: checks with several limits, all or nothing, after prelude.lua
 -- and the five algorithms as functions (see src/store/redis/scripts.rs).
--- It mirrors src/core/multi.rs (`check_all`): every limit is decided
--- without writing; only when every one allows, and the caller asked to
--- consume, is each decided again and written — the same decision, since
--- nothing changed in between. multi_one.lua calls it for one check,
+-- It mirrors src/core/multi.rs (`check_all`): every limit is decided once,
+-- its writes kept rather than done (`write` is a table, see `put` in
+-- prelude.lua); only when every one allows, and the caller asked to
+-- consume, are the kept writes done, limit after limit. No two limits of a
+-- check share a key, so each limit's writes are exactly those it would
+-- have done alone. multi_one.lua calls it for one check,
 -- multi_batch.lua for several in a row.
 --
 -- One check's ARGV, from `a`: cost (>= 1); 1 to consume when every limit
@@ -47,16 +49,20 @@ local function check_limits(a, k, now)
   end
 
   local replies = {}
+  local writes = {}
   local all = true
   for i, l in ipairs(limits) do
-    replies[i] = l.decide(l.keys, l.limit, l.window, l.interval, cost, now, false)
+    writes[i] = consume and {} or false
+    replies[i] = l.decide(l.keys, l.limit, l.window, l.interval, cost, now, writes[i])
     if replies[i][1] ~= 1 then
       all = false
     end
   end
   if all and consume then
-    for i, l in ipairs(limits) do
-      replies[i] = l.decide(l.keys, l.limit, l.window, l.interval, cost, now, true)
+    for i = 1, #limits do
+      for _, command in ipairs(writes[i]) do
+        redis.call(unpack(command))
+      end
     end
   else
     for i, l in ipairs(limits) do

@@ -46,3 +46,14 @@ local function time_now(arg)
   end
   return tonumber(arg)
 end
+
+-- A write of an algorithm: done now when `write` is true, or kept in the
+-- table `write` (a check of several limits, see multi.lua: its writes are
+-- done once every limit has allowed, without deciding again). The
+-- algorithms guard every write with `if write then`.
+local function put(write, ...)
+  if write == true then
+    return redis.call(...)
+  end
+  write[#write + 1] = {...}
+end

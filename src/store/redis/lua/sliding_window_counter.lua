@@ -106,10 +106,10 @@ end
 
 if write then
   if reset_after == 0 then
-    redis.call('DEL', KEYS[1])
+    put(write, 'DEL', KEYS[1])
   else
-    redis.call('HSET', KEYS[1], 'window_start', num(start), 'previous', num(previous), 'current', num(current))
-    redis.call('PEXPIRE', KEYS[1], num(idiv(reset_after + 999, 1000) + 1))
+    put(write, 'HSET', KEYS[1], 'window_start', num(start), 'previous', num(previous), 'current', num(current))
+    put(write, 'PEXPIRE', KEYS[1], num(idiv(reset_after + 999, 1000) + 1))
   end
 end
 

@@ -51,8 +51,8 @@ latest = now_e
 
 -- Drop the entries that have slid out of (now - window, now]: those with
 -- time + window <= now_e, from the head.
--- Evicted entries are popped; without `write` they are only skipped, so
--- the list and `used` stay as they were.
+-- Evicted entries are popped; otherwise (no `write`, or writes kept for
+-- later) they are only skipped, so the list reads as it stands.
 local skip = 0
 while true do
   local chunk = redis.call('LRANGE', KEYS[2], skip, skip + CHUNK - 1)
@@ -66,10 +66,13 @@ while true do
     used = math.max(0, used - units)
   end
   if gone > 0 then
-    if write then
+    if write == true then
       redis.call('LPOP', KEYS[2], gone)
     else
       skip = skip + gone
+      if write then
+        put(write, 'LPOP', KEYS[2], gone)
+      end
     end
   end
   if gone < CHUNK then
@@ -83,7 +86,7 @@ local newest -- the time of the newest entry, if any
 if cost <= limit and used + cost <= limit then
   allowed = 1
   if write then
-    redis.call('RPUSH', KEYS[2], num(latest) .. ':' .. num(cost))
+    put(write, 'RPUSH', KEYS[2], num(latest) .. ':' .. num(cost))
   end
   used = used + cost
   retry_after = 0
@@ -128,12 +131,12 @@ end
 
 if write then
   if reset_after == 0 then
-    redis.call('DEL', KEYS[1], KEYS[2])
+    put(write, 'DEL', KEYS[1], KEYS[2])
   else
     local ttl = num(idiv(reset_after + 999, 1000) + 1)
-    redis.call('HSET', KEYS[1], 'used', num(used), 'latest', num(latest))
-    redis.call('PEXPIRE', KEYS[1], ttl)
-    redis.call('PEXPIRE', KEYS[2], ttl)
+    put(write, 'HSET', KEYS[1], 'used', num(used), 'latest', num(latest))
+    put(write, 'PEXPIRE', KEYS[1], ttl)
+    put(write, 'PEXPIRE', KEYS[2], ttl)
   end
 end
 

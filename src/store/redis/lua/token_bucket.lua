@@ -68,10 +68,10 @@ end
 
 if write then
   if reset_after == 0 then
-    redis.call('DEL', KEYS[1])
+    put(write, 'DEL', KEYS[1])
   else
-    redis.call('HSET', KEYS[1], 'used', num(used), 'updated', num(updated))
-    redis.call('PEXPIRE', KEYS[1], num(idiv(reset_after + 999, 1000) + 1))
+    put(write, 'HSET', KEYS[1], 'used', num(used), 'updated', num(updated))
+    put(write, 'PEXPIRE', KEYS[1], num(idiv(reset_after + 999, 1000) + 1))
   end
 end
 
