@@ -8,9 +8,9 @@
 //! the same algorithm text). One more script holds all five as functions
 //! and decides a check with several limits, all or nothing
 //! (`lua/multi.lua`, called by `lua/multi_one.lua`), and its batched form
-//! several such checks in a row (`lua/multi_batch.lua`); there an
-//! algorithm decides without writing (`write` false) until every limit has
-//! allowed.
+//! several such checks in a row (`lua/multi_batch.lua`); there each
+//! algorithm decides once and keeps its writes (`write` a table, see `put`
+//! in `lua/prelude.lua`), done only when every limit has allowed.
 //!
 //! Scripts are called with EVALSHA; a `NOSCRIPT` reply (a new node, a
 //! promoted replica, `SCRIPT FLUSH`) loads the script on every primary and
