@@ -9,8 +9,8 @@ use ratelimiter::core::{Algorithm, Consume, Cost, Policy};
 use ratelimiter::store::redis::scripts::{multi_index, Scripts};
 use ratelimiter::store::{CounterKey, Store, StoreKey};
 
-use crate::common::{connect, standalone_settings, unique_prefix, Rng};
-use ratelimiter_testkit::redis::RedisServer;
+use crate::common::{cluster_settings, connect, standalone_settings, unique_prefix, Rng};
+use ratelimiter_testkit::redis::{RedisCluster, RedisServer};
 
 const START: u64 = 1_700_000_000_123_456;
 
@@ -314,6 +314,60 @@ async fn concurrent_checks_are_batched_and_exact() {
     assert_eq!(sizes.get_sample_count(), calls, "one batch size per script call");
     assert_eq!(sizes.get_sample_sum(), 400.0, "every check in exactly one batch");
     eprintln!("400 concurrent checks in {calls} script calls");
+}
+
+/// On a cluster, a hot key batches with itself: 400 concurrent checks of
+/// one key go out in far fewer script calls, on the key's master, and
+/// exactly the limit is admitted; checks of keys on every master at once
+/// are exact too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_key_batches_on_a_cluster_too() {
+    let cluster = RedisCluster::start();
+    let settings = cluster_settings(&cluster.seed_urls(), &unique_prefix("clusterbatch"));
+    let store = Arc::new(connect(&settings).await);
+    let policy = Policy::new(Algorithm::TokenBucket, 100, Duration::from_secs(3600)).unwrap();
+    let checks = (0..400).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let hot = StoreKey {
+                rule: "hot",
+                key: "one",
+            };
+            let spread = format!("k{}", i % 40);
+            let other = StoreKey {
+                rule: "spread",
+                key: &spread,
+            };
+            let hot = store.check(hot, &policy, Cost::ONE).await.expect("redis answers");
+            let other = store.check(other, &policy, Cost::ONE).await.expect("redis answers");
+            (hot, other)
+        })
+    });
+    let decisions: Vec<_> = futures_util::future::join_all(checks)
+        .await
+        .into_iter()
+        .map(|d| d.unwrap())
+        .collect();
+    let mut remaining: Vec<u64> = decisions
+        .iter()
+        .filter(|(h, _)| h.allowed)
+        .map(|(h, _)| h.remaining)
+        .collect();
+    remaining.sort_unstable();
+    assert_eq!(
+        remaining,
+        (0..100).collect::<Vec<_>>(),
+        "each remaining from 99 to 0 handed out once"
+    );
+    assert!(
+        decisions.iter().all(|(_, o)| o.allowed),
+        "10 checks per spread key, all within 100"
+    );
+    let calls = store.metrics().redis_operations.with_label_values(&["evalsha"]).get();
+    let sizes = &store.metrics().redis_batch_size;
+    assert_eq!(sizes.get_sample_sum(), 800.0, "every check in exactly one call");
+    assert!(calls < 800, "{calls} script calls for 800 checks: not batched");
+    eprintln!("800 concurrent checks on a cluster in {calls} script calls");
 }
 
 /// After `SCRIPT FLUSH` (a restarted or replaced server) both the single

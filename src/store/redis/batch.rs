@@ -20,9 +20,10 @@
 //! A batch is one script call, hence atomic as a whole, and its checks are
 //! decided in queue order at one server time, each exactly as the single
 //! script would (the differential test holds the batched scripts to the
-//! single ones). Only a standalone Redis batches: in a cluster the keys of
-//! one script call must share a hash slot, and concurrent checks of
-//! different keys almost never do.
+//! single ones). On a cluster each master has its lanes, and a script
+//! call carries the checks of one slot only (the keys of one call must
+//! share a slot): a hot key batches with itself, while concurrent checks
+//! of different keys mostly go one per call, sent together.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -83,6 +84,9 @@ impl Work {
 /// One check waiting for its lane.
 pub struct Job {
     work: Work,
+    /// The cluster slot of its keys (0 on a standalone Redis): one script
+    /// call carries checks of one slot only.
+    slot: u16,
     /// The state keys of the check (one per limit, two for the sliding log).
     keys: Vec<String>,
     reply: oneshot::Sender<Result<Value, FredError>>,
@@ -92,11 +96,20 @@ pub struct Job {
 pub struct Batcher {
     lanes: Vec<mpsc::UnboundedSender<Job>>,
     next: AtomicUsize,
+    /// The lanes reach one master of a cluster: checks are grouped by slot.
+    clustered: bool,
 }
 
 impl Batcher {
-    /// Starts one lane per client.
-    pub fn start(clients: &[Client], scripts: Arc<Scripts>, time: TimeSource, metrics: Arc<Metrics>) -> Batcher {
+    /// Starts one lane per client: of a standalone Redis, or of one master
+    /// of a cluster (`clustered`, whose checks are grouped by slot).
+    pub fn start(
+        clients: &[Client],
+        scripts: Arc<Scripts>,
+        time: TimeSource,
+        metrics: Arc<Metrics>,
+        clustered: bool,
+    ) -> Batcher {
         let lanes = clients
             .iter()
             .map(|client| {
@@ -108,6 +121,7 @@ impl Batcher {
         Batcher {
             lanes,
             next: AtomicUsize::new(0),
+            clustered,
         }
     }
 
@@ -134,7 +148,19 @@ impl Batcher {
             Ok(Some(lane)) => lane % self.lanes.len(),
             _ => self.pick_lane(),
         };
-        if self.lanes[lane].send(Job { work, keys, reply }).is_err() {
+        let slot = match (self.clustered, keys.first()) {
+            (true, Some(key)) => fred::util::redis_keyslot(key.as_bytes()),
+            _ => 0,
+        };
+        if self.lanes[lane]
+            .send(Job {
+                work,
+                slot,
+                keys,
+                reply,
+            })
+            .is_err()
+        {
             return Err(FredError::new(ErrorKind::Canceled, "the batching task stopped"));
         }
         answer.await.unwrap_or_else(|_| {
@@ -164,7 +190,10 @@ async fn lane(
         let now = time.argument();
         let mut groups: Vec<Vec<Job>> = Vec::new();
         for job in jobs {
-            match groups.iter_mut().find(|g| g[0].work.script() == job.work.script()) {
+            match groups
+                .iter_mut()
+                .find(|g| g[0].slot == job.slot && g[0].work.script() == job.work.script())
+            {
                 Some(group) => group.push(job),
                 None => groups.push(vec![job]),
             }

@@ -218,6 +218,7 @@ impl RedisStore {
                         self.scripts.clone(),
                         self.time.clone(),
                         self.metrics.clone(),
+                        false,
                     )
                 })
             })
@@ -239,6 +240,55 @@ impl RedisStore {
         }
     }
 
+    /// The lanes a check waits in to be sent with others: a standalone
+    /// Redis's, or those of the master of its keys' slot on a cluster;
+    /// `None` when checks are not batched.
+    fn lanes(&self, first_key: &str) -> Option<Lanes<'_>> {
+        if !self.settings.batch {
+            return None;
+        }
+        let Some(shards) = &self.shards else {
+            return self.batcher().map(Lanes::Standalone);
+        };
+        let master = shards.master(fred::util::redis_keyslot(first_key.as_bytes()))?;
+        master.lanes(|clients| self.master_lanes(clients));
+        Some(Lanes::Master(master))
+    }
+
+    /// A cluster master's lanes, one per connection of its pool.
+    fn master_lanes(&self, clients: &[fred::clients::Client]) -> Batcher {
+        Batcher::start(
+            clients,
+            self.scripts.clone(),
+            self.time.clone(),
+            self.metrics.clone(),
+            true,
+        )
+    }
+
+    /// `call`, a check queued in its lanes, bounded by the command timeout
+    /// (the lane's command has fred's timeout; this bounds the wait in the
+    /// queue before it, too). `Ok(None)`: the slot was redirected before
+    /// the script ran, so the caller sends it again alone, redirected.
+    async fn queued<R>(&self, call: impl Future<Output = Result<R, FredError>>) -> Result<Option<R>, StoreError> {
+        match tokio::time::timeout(self.settings.command_timeout.0, call).await {
+            Ok(Ok(reply)) => Ok(Some(reply)),
+            Ok(Err(e)) if self.shards.is_some() && (e.is_moved() || e.is_ask()) => Ok(None),
+            Ok(Err(e)) => {
+                if let Some(shards) = &self.shards {
+                    shards.saw(&e);
+                }
+                Err(self.failed(e))
+            }
+            Err(_) => {
+                if let Some(shards) = &self.shards {
+                    shards.stale();
+                }
+                Err(self.failed(FredError::new(ErrorKind::Timeout, "Request timed out.")))
+            }
+        }
+    }
+
     async fn run(&self, key: StoreKey<'_>, policy: &Policy, cost: Cost) -> Result<Decision, StoreError> {
         let keys = self.layout.state_keys(key, policy.algorithm()).to_vec();
         let quota = policy.quota();
@@ -248,24 +298,58 @@ impl RedisStore {
             quota.emission_interval_us(),
             cost.get(),
         ];
-        if let Some(batcher) = self.batcher() {
-            // The lane's command has fred's timeout; this bounds the wait in
-            // the queue before it, too.
-            let reply = tokio::time::timeout(
-                self.settings.command_timeout.0,
-                batcher.check(policy.algorithm(), keys, args),
-            )
-            .await
-            .unwrap_or_else(|_| Err(FredError::new(ErrorKind::Timeout, "Request timed out.")))
-            .map_err(|e| self.failed(e))?;
-            return decision_from_reply(&reply);
-        }
+        let keys = match self.lanes(&keys[0]) {
+            Some(lanes) => match self
+                .queued(
+                    lanes
+                        .get(|c| self.master_lanes(c))
+                        .check(policy.algorithm(), keys, args),
+                )
+                .await?
+            {
+                Some(reply) => return decision_from_reply(&reply),
+                None => self.layout.state_keys(key, policy.algorithm()).to_vec(),
+            },
+            None => keys,
+        };
         let args = batch::single_args(args, self.time.argument());
         let reply: Vec<i64> = self
             .evalsha(self.scripts.get(policy.algorithm()), keys, args)
             .await
             .map_err(|e| self.failed(e))?;
         decision_from_reply(&reply)
+    }
+}
+
+/// The decisions of a check of several limits, one reply per limit.
+fn several_decided(replies: Vec<Vec<i64>>, limits: usize) -> Result<(bool, Vec<Decision>), StoreError> {
+    if replies.len() != limits {
+        return Err(StoreError {
+            transient: false,
+            message: format!("{} replies for {limits} limits", replies.len()),
+        });
+    }
+    let decisions = replies
+        .iter()
+        .map(|reply| decision_from_reply(reply))
+        .collect::<Result<Vec<Decision>, StoreError>>()?;
+    Ok((decisions.iter().all(|d| d.allowed), decisions))
+}
+
+/// Where a check waits to be sent with others.
+enum Lanes<'a> {
+    Standalone(&'a Batcher),
+    Master(Arc<shards::Master>),
+}
+
+impl Lanes<'_> {
+    /// The lanes themselves (a master's were started by
+    /// [`RedisStore::lanes`]; `start` makes them only if they were not).
+    fn get(&self, start: impl FnOnce(&[fred::clients::Client]) -> Batcher) -> &Batcher {
+        match self {
+            Lanes::Standalone(batcher) => batcher,
+            Lanes::Master(master) => master.lanes(start),
+        }
     }
 }
 
@@ -280,50 +364,48 @@ impl Store for RedisStore {
         cost: Cost,
         consume: Consume,
     ) -> Result<(bool, Vec<Decision>), StoreError> {
-        let mut keys = Vec::with_capacity(counters.len() * 2);
-        let mut args = Vec::with_capacity(3 + counters.len() * 5);
-        args.push(cost.get().to_string());
-        args.push(if consume == Consume::IfAllAllow { "1" } else { "0" }.to_owned());
-        args.push(counters.len().to_string());
-        for (key, policy) in counters {
-            let names = self.layout.counter_keys(partition, *key, policy.algorithm()).to_vec();
-            let quota = policy.quota();
-            for value in [
-                scripts::multi_index(policy.algorithm()),
-                quota.limit(),
-                quota.window_us(),
-                quota.emission_interval_us(),
-                names.len() as u64,
-            ] {
-                args.push(value.to_string());
+        // The keys and the arguments of `lua/multi.lua`'s check (built
+        // again for a check sent alone after a redirection).
+        let call = || {
+            let mut keys = Vec::with_capacity(counters.len() * 2);
+            let mut args = Vec::with_capacity(4 + counters.len() * 5);
+            args.push(cost.get().to_string());
+            args.push(if consume == Consume::IfAllAllow { "1" } else { "0" }.to_owned());
+            args.push(counters.len().to_string());
+            for (key, policy) in counters {
+                let names = self.layout.counter_keys(partition, *key, policy.algorithm()).to_vec();
+                let quota = policy.quota();
+                for value in [
+                    scripts::multi_index(policy.algorithm()),
+                    quota.limit(),
+                    quota.window_us(),
+                    quota.emission_interval_us(),
+                    names.len() as u64,
+                ] {
+                    args.push(value.to_string());
+                }
+                keys.extend(names);
             }
-            keys.extend(names);
-        }
-        let replies: Vec<Vec<i64>> = match self.batcher() {
-            Some(batcher) => tokio::time::timeout(self.settings.command_timeout.0, batcher.check_several(keys, args))
-                .await
-                .unwrap_or_else(|_| Err(FredError::new(ErrorKind::Timeout, "Request timed out.")))
-                .map_err(|e| self.failed(e))?,
-            None => {
-                args.insert(0, self.time.argument());
-                self.evalsha(self.scripts.multi(), keys, args)
-                    .await
-                    .map_err(|e| self.failed(e))?
-            }
+            (keys, args)
         };
-        if replies.len() != counters.len() {
-            return Err(StoreError {
-                transient: false,
-                message: format!("{} replies for {} limits", replies.len(), counters.len()),
-            });
-        }
-        let decisions = replies
-            .iter()
-            .map(|reply| decision_from_reply(reply))
-            .collect::<Result<Vec<Decision>, StoreError>>()?;
-        Ok((decisions.iter().all(|d| d.allowed), decisions))
+        let (keys, args) = call();
+        let (keys, mut args) = match keys.first().and_then(|first| self.lanes(first)) {
+            Some(lanes) => {
+                let lanes = lanes.get(|c| self.master_lanes(c));
+                match self.queued(lanes.check_several(keys, args)).await? {
+                    Some(replies) => return several_decided(replies, counters.len()),
+                    None => call(),
+                }
+            }
+            None => (keys, args),
+        };
+        args.insert(0, self.time.argument());
+        let replies: Vec<Vec<i64>> = self
+            .evalsha(self.scripts.multi(), keys, args)
+            .await
+            .map_err(|e| self.failed(e))?;
+        several_decided(replies, counters.len())
     }
-
     async fn check(&self, key: StoreKey<'_>, policy: &Policy, cost: Cost) -> Result<Decision, StoreError> {
         self.run(key, policy, cost).await
     }

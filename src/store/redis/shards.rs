@@ -27,7 +27,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -38,6 +38,7 @@ use fred::types::scripts::Script;
 use fred::types::{CustomCommand, FromValue, MultipleKeys, MultipleValues, Value};
 use tokio::sync::Notify;
 
+use super::batch::Batcher;
 use super::connection::{ConnectError, Connector};
 
 /// Slots of a Redis Cluster.
@@ -57,6 +58,8 @@ pub struct Master {
     host: String,
     port: u16,
     pool: Pool,
+    /// The master's lanes of group commit, started on first use.
+    lanes: OnceLock<Batcher>,
 }
 
 impl Master {
@@ -75,6 +78,12 @@ impl Master {
 
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// The master's lanes (one per pooled connection), started by `start`
+    /// on first use.
+    pub fn lanes(&self, start: impl FnOnce(&[Client]) -> Batcher) -> &Batcher {
+        self.lanes.get_or_init(|| start(self.pool.clients()))
     }
 }
 
@@ -180,6 +189,15 @@ impl Shards {
         self.wake.notify_one();
     }
 
+    /// A call failed with `error`: a timeout, a lost connection or
+    /// `CLUSTERDOWN` may mean the map is stale (a failover), so it is read
+    /// again soon; a script's own error says nothing of the map.
+    pub fn saw(&self, error: &FredError) {
+        if !matches!(error.kind(), ErrorKind::Unknown | ErrorKind::Parse) {
+            self.stale();
+        }
+    }
+
     /// Runs `script` with `keys` (one slot, that of the first) and `args`
     /// on the slot's master, following one redirection.
     pub async fn evalsha<R: FromValue>(
@@ -247,6 +265,7 @@ impl Shards {
             host: host.to_owned(),
             port,
             pool,
+            lanes: OnceLock::new(),
         });
         tracing::info!(master = %master.address(), id = master.id, "cluster master: connecting");
         known.insert((host.to_owned(), port), master.clone());
