@@ -24,8 +24,17 @@ const ANSWER_FIELDS: [&str; 9] = [
 ];
 
 #[test]
+fn the_small_answer_is_allowed_and_nothing_else() {
+    let ceiling = Ceiling::start(&["--answer", "small"]);
+    let (status, body) = post(ceiling.addr, "application/json", r#"{"key":"user:1"}"#);
+    assert_eq!((status, body.as_str()), (200, r#"{"allowed":true}"#));
+    let (status, _) = post(ceiling.addr, "application/json", "not json");
+    assert!((400..500).contains(&status));
+}
+
+#[test]
 fn answers_check_bodies_like_the_service_and_refuses_others_with_json() {
-    let ceiling = Ceiling::start();
+    let ceiling = Ceiling::start(&[]);
 
     let (status, body) = post(
         ceiling.addr,
@@ -91,9 +100,10 @@ struct Ceiling {
 }
 
 impl Ceiling {
-    fn start() -> Ceiling {
+    fn start(args: &[&str]) -> Ceiling {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ceiling"))
             .args(["--listen", "127.0.0.1:0"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

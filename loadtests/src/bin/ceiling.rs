@@ -11,6 +11,11 @@
 //! so `scripts/bench.sh` reports the service's throughput as a ratio to it,
 //! measured in the same run.
 //!
+//! With `--answer small` it answers only `{"allowed":true}`: the ceiling of
+//! a service whose answer is as small as an answer can be (Limitador's,
+//! for one, is much smaller than this service's seven headers and JSON
+//! body), to show what the answer's size costs.
+//!
 //! It runs on tokio's multi-thread runtime with one worker per core, as the
 //! service does, and serves HTTP/1.1 with keep-alive like the service (and,
 //! like it, leaves Nagle's algorithm on: hyper writes each answer at once).
@@ -38,6 +43,24 @@ struct Cli {
     /// Address to listen on.
     #[arg(short, long, value_name = "ADDR", default_value = "127.0.0.1:8090")]
     listen: SocketAddr,
+
+    /// The answer: `full` (the service's body shape) or `small`
+    /// (`{"allowed":true}` only).
+    #[arg(long, value_enum, default_value = "full")]
+    answer: Answer,
+}
+
+/// How much the ceiling answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Answer {
+    Full,
+    Small,
+}
+
+/// The small answer.
+#[derive(Debug, Serialize)]
+struct SmallAnswer {
+    allowed: bool,
 }
 
 /// The `/check` body; unknown fields are ignored (the ceiling judges nothing).
@@ -96,10 +119,18 @@ async fn check(
     }))
 }
 
-fn app() -> Router {
-    Router::new()
-        .route("/check", post(check))
-        .route("/health", get(|| async { "ok" }))
+async fn check_small(
+    body: Result<Json<CheckBody>, JsonRejection>,
+) -> Result<Json<SmallAnswer>, (StatusCode, Json<ErrorAnswer>)> {
+    check(body).await.map(|_| Json(SmallAnswer { allowed: true }))
+}
+
+fn app(answer: Answer) -> Router {
+    let router = match answer {
+        Answer::Full => Router::new().route("/check", post(check)),
+        Answer::Small => Router::new().route("/check", post(check_small)),
+    };
+    router.route("/health", get(|| async { "ok" }))
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -117,7 +148,7 @@ async fn main() -> ExitCode {
         Err(e) => eprintln!("ceiling: listening (address unknown: {e})"),
     }
     // Stopped by a signal: there is nothing to drain or flush.
-    if let Err(e) = axum::serve(listener, app()).await {
+    if let Err(e) = axum::serve(listener, app(cli.answer)).await {
         eprintln!("ceiling: {e}");
         return ExitCode::FAILURE;
     }
