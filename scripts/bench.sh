@@ -6,6 +6,8 @@
 #   scripts/bench.sh            # full run: every scenario for BENCH_DURATION with BENCH_CONNECTIONS
 #   scripts/bench.sh --smoke    # about 1 s per scenario with 4 connections: checks that the
 #                               # pipeline works (answers, table, accuracy), not speed
+#   scripts/bench.sh --soak     # the soak only (below), instead of the scenarios: the Redis
+#                               # replica at half its maximum rate for BENCH_SOAK_DURATION
 #   scripts/bench.sh --help
 #
 # It builds the release binaries (ratelimiter, loadgen, ceiling), then starts,
@@ -25,37 +27,79 @@
 #   memory-three-limits  memory store, a rule of three limits (a user's burst
 #                     and daily quota, the org's shared bucket), all allowed
 #   redis-three-limits   the same rule on the standalone Redis
+#   redis-hot-allowed    standalone Redis, one hot key, every request allowed
+#                     (the default rule's billion per hour)
+#   cluster3-hot-allowed 3-master cluster, one hot key, every request allowed:
+#                     all the traffic on one slot, so on one master
 #
-# with the ceiling measured again after each scenario (ceiling-2 ... -9):
+# with the ceiling measured again after each scenario (ceiling-2 ... -11):
 # each scenario's ratio is to the mean of the ceiling runs just before and
 # after it, so the machine's drift during the run moves both sides alike.
 #
-# and prints one table (req/s, p50, p99, p99.9, ratio to the ceiling,
-# over-admission and, for every Redis scenario, Redis CPU µs and script
-# calls per decision: used_cpu_user + used_cpu_sys of INFO cpu and the
-# EVALSHA calls of INFO commandstats, before and after the run, summed over
-# the masters, divided by the decisions), also written as Markdown with
-# every loadgen report.
+# Each scenario and each ceiling run is measured a second time, right after
+# loadgen, with wrk when it is installed (Debian: apt-get install wrk): one
+# wrk thread, the same connections and duration (whole seconds, rounded
+# up), and a generated Lua script (<scenario>.wrk.lua) that POSTs the same
+# /check body as loadgen: the same key distribution under a fresh key
+# prefix, and the same endpoint and scopes. Its req/s is reported next to
+# loadgen's, with its ratio to the mean of the wrk ceiling runs just before
+# and after. wrk only runs closed loops, so redis-half-rate (a fixed rate)
+# has no wrk figures. Without wrk the wrk columns stay empty.
+#
+# It prints one table (req/s, p50, p99, p99.9, ratio to the ceiling, wrk's
+# req/s and ratio, over-admission and, for every Redis scenario, Redis CPU
+# µs and script calls per decision: used_cpu_user + used_cpu_sys of INFO cpu
+# and the EVALSHA calls of INFO commandstats, before and after loadgen's
+# run, summed over the masters, divided by the decisions), also written as
+# Markdown with every loadgen and wrk report.
+#
+# The soak (--soak or BENCH_SOAK=1) runs instead of the scenarios, with no
+# ceiling and no cluster: a standalone redis-server and a replica on it.
+# loadgen first measures the replica's maximum rate in a closed-loop run of
+# BENCH_SOAK_PROBE, then sends half that rate (--rate) with keys
+# zipf:1000000:1.0, while the replica's RSS (VmRSS of /proc/<pid>/status),
+# its open file descriptors (/proc/<pid>/fd) and Redis's used_memory (INFO
+# memory) are sampled before the load and at the end of every
+# BENCH_SOAK_EVERY of BENCH_SOAK_DURATION (the load goes on a second
+# longer, so that the last sample is taken under load too); each
+# interval's p99 is the highest per-second p99 of loadgen's timeline in it.
+# The first interval is the warm-up: the verdict is "flat" when, at the end,
+# RSS is within 10% and the descriptors within +5 of the sample taken at
+# the end of the first interval, "growing" otherwise. It writes soak.md and
+# soak.json.
+#
 # Everything it started is stopped on exit, also on failure or Ctrl-C.
-# Exit status: 0 when every scenario was answered (2xx/429 only) with no
-# over-admission (and, with --smoke, no request errors); 1 otherwise; 2 for
-# bad arguments.
+# Exit status: 0 when every scenario was answered (2xx/429 only; wrk,
+# which does not tell a 429 from a 500, 2xx only but in redis-denied) with
+# no over-admission (and, with --smoke, no request errors, loadgen's or
+# wrk's);
+# with --soak, 0 when the verdict is flat, every request was answered with a
+# 2xx or 429 and no over-admission was seen; 1 otherwise; 2 for bad arguments.
 #
 # Environment:
 #   BENCH_DURATION     per scenario, as loadgen reads it (default 10s; --smoke 1s)
-#   BENCH_CONNECTIONS  loadgen connections (default 64; --smoke 4)
+#   BENCH_CONNECTIONS  loadgen and wrk connections, also the soak's (default 64; --smoke 4)
 #   BENCH_KEYS         key distribution of the allowed scenarios (default uniform:10000)
 #   BENCH_POOL_SIZE    Redis connections per replica, store.redis.pool_size (default 4)
 #   BENCH_OUT          output directory (default target/bench): results.md, results.json,
-#                      <scenario>.json and <scenario>.txt (loadgen's reports), logs/
+#                      <scenario>.json and <scenario>.txt (loadgen's reports),
+#                      <scenario>.wrk.json, .wrk.txt and .wrk.lua (wrk's), logs/;
+#                      with --soak: soak.md, soak.json, soak-probe.* and soak-run.* (loadgen's)
 #   BENCH_PORT         first of 14 consecutive loopback ports to use (Redis cluster bus
 #                      ports included); default: free ports chosen by the OS
 #   BENCH_SMOKE=1      the same as --smoke
+#   BENCH_SOAK=1       the same as --soak
+#   BENCH_SOAK_DURATION  length of the soak (default 10m)
+#   BENCH_SOAK_EVERY   time between two samples of the soak (default 60s; shortened
+#                      when needed so that there are at least 3 intervals)
+#   BENCH_SOAK_PROBE   the closed-loop run that measures the maximum rate (default 5s)
 #   BENCH_PROFILE      cargo profile to build and run: release (default) or debug
 #   RATELIMITER_BIN, LOADGEN_BIN, CEILING_BIN
-#                      use these binaries instead; when all three are set nothing is built
+#                      use these binaries instead; when all three are set (with --soak:
+#                      the first two) nothing is built
 #
-# Needs redis-server and redis-cli (Debian: apt-get install redis-server) and python3.
+# Needs redis-server and redis-cli (Debian: apt-get install redis-server) and python3;
+# wrk is used when installed.
 set -euo pipefail
 
 usage() {
@@ -64,9 +108,11 @@ usage() {
 }
 
 smoke="${BENCH_SMOKE:-0}"
+soak="${BENCH_SOAK:-0}"
 for arg in "$@"; do
     case "$arg" in
     --smoke) smoke=1 ;;
+    --soak) soak=1 ;;
     -h | --help) usage 0 ;;
     *)
         echo "bench: unknown argument '$arg'" >&2
@@ -86,6 +132,8 @@ bad() {
 }
 
 [[ "$smoke" == 1 || "$smoke" == 0 ]] || bad "BENCH_SMOKE must be 0 or 1, not '$smoke'"
+[[ "$soak" == 1 || "$soak" == 0 ]] || bad "BENCH_SOAK must be 0 or 1, not '$soak'"
+[[ "$smoke" == 0 || "$soak" == 0 ]] || bad "--smoke and --soak do not go together"
 
 caller_dir="$PWD"
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -119,11 +167,58 @@ for tool in redis-server redis-cli python3; do
     command -v "$tool" >/dev/null || die "$tool is not installed (redis-server and redis-cli: apt-get install redis-server)"
 done
 
+# A duration as loadgen reads it (10s, 1500ms, 2m, 1m 30s; a bare number is
+# seconds), in whole microseconds; fails on anything else or on zero.
+micros_of() {
+    python3 - "$1" <<'PY'
+import re, sys
+text = sys.argv[1].strip()
+units = {"ns": 1e-3, "nsec": 1e-3, "us": 1, "usec": 1, "µs": 1, "ms": 1e3, "msec": 1e3,
+         "s": 1e6, "sec": 1e6, "secs": 1e6, "second": 1e6, "seconds": 1e6,
+         "m": 6e7, "min": 6e7, "mins": 6e7, "minute": 6e7, "minutes": 6e7,
+         "h": 3.6e9, "hr": 3.6e9, "hrs": 3.6e9, "hour": 3.6e9, "hours": 3.6e9,
+         "d": 8.64e10, "day": 8.64e10, "days": 8.64e10}
+try:
+    micros = float(text) * 1e6
+except ValueError:
+    parts = re.findall(r"(\d+)\s*([a-zµ]+)", text)
+    if not re.fullmatch(r"(\s*\d+\s*[a-zµ]+)+\s*", text) or any(u not in units for _, u in parts):
+        sys.exit(1)
+    micros = sum(int(n) * units[u] for n, u in parts)
+if not micros >= 1:
+    sys.exit(1)
+print(round(micros))
+PY
+}
+
+duration_us="$(micros_of "$duration")" || bad "BENCH_DURATION must be a duration such as 10s, 1500ms or 2m, not '$duration'"
+# wrk takes whole seconds.
+wrk_duration="$(((duration_us + 999999) / 1000000))s"
+wrk_bin=""
+wrk_version=""
+if [[ "$soak" == 1 ]]; then
+    soak_duration="${BENCH_SOAK_DURATION:-10m}"
+    soak_every="${BENCH_SOAK_EVERY:-60s}"
+    soak_probe="${BENCH_SOAK_PROBE:-5s}"
+    soak_duration_us="$(micros_of "$soak_duration")" || bad "BENCH_SOAK_DURATION must be a duration such as 10m, not '$soak_duration'"
+    soak_every_us="$(micros_of "$soak_every")" || bad "BENCH_SOAK_EVERY must be a duration such as 60s, not '$soak_every'"
+    micros_of "$soak_probe" >/dev/null || bad "BENCH_SOAK_PROBE must be a duration such as 5s, not '$soak_probe'"
+    # At least 3 intervals.
+    ((soak_every_us * 3 <= soak_duration_us)) || soak_every_us=$((soak_duration_us / 3))
+elif command -v wrk >/dev/null; then
+    wrk_bin="$(command -v wrk)"
+    wrk_version="$("$wrk_bin" -v 2>&1 | head -1 | cut -d' ' -f1-2)" || true
+    [[ "$wrk_version" == wrk* ]] || wrk_version=wrk
+else
+    say "wrk is not installed (apt-get install wrk): the scenarios run with loadgen only, the wrk columns stay empty"
+fi
+
 # ---------------------------------------------------------------- binaries
-if [[ -n "${RATELIMITER_BIN:-}" && -n "${LOADGEN_BIN:-}" && -n "${CEILING_BIN:-}" ]]; then
+# The soak needs no ceiling server.
+if [[ -n "${RATELIMITER_BIN:-}" && -n "${LOADGEN_BIN:-}" && (-n "${CEILING_BIN:-}" || "$soak" == 1) ]]; then
     ratelimiter_bin="$RATELIMITER_BIN"
     loadgen_bin="$LOADGEN_BIN"
-    ceiling_bin="$CEILING_BIN"
+    ceiling_bin="${CEILING_BIN:-}"
 else
     say "building the $profile binaries"
     profile_flag=()
@@ -135,7 +230,9 @@ else
     loadgen_bin="${LOADGEN_BIN:-$bin_dir/loadgen}"
     ceiling_bin="${CEILING_BIN:-$bin_dir/ceiling}"
 fi
-for bin in "$ratelimiter_bin" "$loadgen_bin" "$ceiling_bin"; do
+needed_bins=("$ratelimiter_bin" "$loadgen_bin")
+[[ "$soak" == 1 ]] || needed_bins+=("$ceiling_bin")
+for bin in "${needed_bins[@]}"; do
     [[ -x "$bin" ]] || die "no executable at $bin"
 done
 
@@ -198,13 +295,17 @@ wait_for() {
 
 # Only the files this script writes are replaced.
 mkdir -p "$out/logs"
-rm -f -- "$out/results.md" "$out/results.json" "$out"/logs/redis-*.log "$out"/logs/replica-*.log \
-    "$out/logs/ceiling.log" "$out/logs/cluster3-create.log"
-for name in ceiling ceiling-2 ceiling-3 ceiling-4 ceiling-5 ceiling-6 ceiling-7 ceiling-8 ceiling-9 \
-    memory-allowed redis-allowed redis-half-rate redis-denied cluster1-allowed cluster3-allowed \
-    memory-three-limits redis-three-limits; do
-    rm -f -- "$out/$name.json" "$out/$name.txt" "$out/$name.redis.json"
-done
+rm -f -- "$out"/logs/redis-*.log "$out"/logs/replica-*.log "$out/logs/ceiling.log" "$out/logs/cluster3-create.log"
+if [[ "$soak" == 1 ]]; then
+    rm -f -- "$out/soak.md" "$out/soak.json" "$out"/soak-probe.{json,txt} "$out"/soak-run.{json,txt}
+else
+    rm -f -- "$out/results.md" "$out/results.json"
+    for name in ceiling ceiling-{2..11} memory-allowed redis-allowed redis-half-rate redis-denied \
+        cluster1-allowed cluster3-allowed memory-three-limits redis-three-limits \
+        redis-hot-allowed cluster3-hot-allowed; do
+        rm -f -- "$out/$name".{json,txt,redis.json,wrk.json,wrk.txt,wrk.lua}
+    done
+fi
 
 # ---------------------------------------------------------------- redis
 # A redis-server on 127.0.0.1:$1 keeping nothing on disk; more flags follow.
@@ -244,17 +345,21 @@ start_cluster_node() {
 
 start_redis "$redis_port" redis
 
-start_cluster_node "$c1_port" cluster1 "${bus_ports[0]}"
-redis-cli -h 127.0.0.1 -p "$c1_port" cluster addslotsrange 0 16383 >/dev/null
-wait_for "1-master cluster" - cluster_ok "$c1_port"
+if [[ "$soak" == 1 ]]; then
+    say "redis: standalone on $redis_port"
+else
+    start_cluster_node "$c1_port" cluster1 "${bus_ports[0]}"
+    redis-cli -h 127.0.0.1 -p "$c1_port" cluster addslotsrange 0 16383 >/dev/null
+    wait_for "1-master cluster" - cluster_ok "$c1_port"
 
-for i in 0 1 2; do
-    start_cluster_node "${c3_ports[$i]}" "cluster3-$i" "${bus_ports[$((i + 1))]}"
-done
-redis-cli --cluster create "${c3_ports[@]/#/127.0.0.1:}" --cluster-replicas 0 --cluster-yes \
-    >"$out/logs/cluster3-create.log" 2>&1 || die "creating the 3-master cluster failed: $(cat "$out/logs/cluster3-create.log")"
-wait_for "3-master cluster" - cluster_ok "${c3_ports[@]}"
-say "redis: standalone on $redis_port, 1-master cluster on $c1_port, 3-master cluster on ${c3_ports[*]}"
+    for i in 0 1 2; do
+        start_cluster_node "${c3_ports[$i]}" "cluster3-$i" "${bus_ports[$((i + 1))]}"
+    done
+    redis-cli --cluster create "${c3_ports[@]/#/127.0.0.1:}" --cluster-replicas 0 --cluster-yes \
+        >"$out/logs/cluster3-create.log" 2>&1 || die "creating the 3-master cluster failed: $(cat "$out/logs/cluster3-create.log")"
+    wait_for "3-master cluster" - cluster_ok "${c3_ports[@]}"
+    say "redis: standalone on $redis_port, 1-master cluster on $c1_port, 3-master cluster on ${c3_ports[*]}"
+fi
 
 # ---------------------------------------------------------------- services
 # Every request of the allowed scenarios fits the default rule (a token
@@ -285,41 +390,266 @@ limits = [
 ]'
 
 # A ratelimiter replica named $1 with the [store] section $2, on the next of
-# replica_ports; sets $replica_url.
+# replica_ports; sets $replica_url and $replica_pid.
 replica_url=""
+replica_pid=""
 start_replica() {
     local name="$1" store="$2" port="${replica_ports[0]}" config
     replica_ports=("${replica_ports[@]:1}")
     config="$work/$name.toml"
     printf '%s\n%s\n' "$rules_toml" "$store" >"$config"
     "$ratelimiter_bin" serve --config "$config" --listen "127.0.0.1:$port" >"$out/logs/replica-$name.log" 2>&1 &
-    pids+=($!)
+    replica_pid=$!
+    pids+=("$replica_pid")
     replica_url="http://127.0.0.1:$port"
-    wait_for "replica $name" $! http_ok "$replica_url/health/ready"
+    wait_for "replica $name" "$replica_pid" http_ok "$replica_url/health/ready"
 }
 
 redis_store() {
     printf '[store]\nbackend = "redis"\nfailure_mode = "closed"\n[store.redis]\npool_size = %s\n%s\n' "$pool_size" "$1"
 }
 
-"$ceiling_bin" --listen "127.0.0.1:$ceiling_port" >"$out/logs/ceiling.log" 2>&1 &
-pids+=($!)
-ceiling_url="http://127.0.0.1:$ceiling_port"
-wait_for "ceiling server" $! http_ok "$ceiling_url/health"
+if [[ "$soak" == 0 ]]; then
+    "$ceiling_bin" --listen "127.0.0.1:$ceiling_port" >"$out/logs/ceiling.log" 2>&1 &
+    pids+=($!)
+    ceiling_url="http://127.0.0.1:$ceiling_port"
+    wait_for "ceiling server" $! http_ok "$ceiling_url/health"
 
-start_replica memory '[store]
+    start_replica memory '[store]
 backend = "memory"'
-memory_url="$replica_url"
+    memory_url="$replica_url"
+fi
 start_replica redis "$(redis_store "mode = \"standalone\"
 url = \"redis://127.0.0.1:$redis_port\"")"
 redis_url="$replica_url"
-start_replica cluster1 "$(redis_store "mode = \"cluster\"
+redis_replica_pid="$replica_pid"
+if [[ "$soak" == 1 ]]; then
+    say "replica: redis $redis_url"
+else
+    start_replica cluster1 "$(redis_store "mode = \"cluster\"
 nodes = [\"127.0.0.1:$c1_port\"]")"
-cluster1_url="$replica_url"
-start_replica cluster3 "$(redis_store "mode = \"cluster\"
+    cluster1_url="$replica_url"
+    start_replica cluster3 "$(redis_store "mode = \"cluster\"
 nodes = [\"127.0.0.1:${c3_ports[0]}\", \"127.0.0.1:${c3_ports[1]}\", \"127.0.0.1:${c3_ports[2]}\"]")"
-cluster3_url="$replica_url"
-say "replicas: memory $memory_url, redis $redis_url, cluster1 $cluster1_url, cluster3 $cluster3_url; ceiling $ceiling_url"
+    cluster3_url="$replica_url"
+    say "replicas: memory $memory_url, redis $redis_url, cluster1 $cluster1_url, cluster3 $cluster3_url; ceiling $ceiling_url"
+fi
+
+throughput() {
+    python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["throughput_rps"])' "$1" 2>/dev/null || echo 0
+}
+
+commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if ! git diff --quiet HEAD 2>/dev/null; then commit="$commit (with local changes)"; fi
+cpu="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null | head -1)"
+machine="$(nproc) × ${cpu:-unknown CPU}"
+
+# ---------------------------------------------------------------- soak
+# Microseconds since the Unix epoch.
+now_us() {
+    echo "${EPOCHREALTIME//[!0-9]/}"
+}
+
+# One sample of the soak as a JSON line: $1 microseconds since the load
+# started, the Redis replica's RSS and open file descriptors, Redis's
+# used_memory.
+soak_sample() {
+    local rss mem fds
+    kill -0 "$redis_replica_pid" 2>/dev/null || die "soak: the replica exited (logs in $out/logs)"
+    rss="$(awk '/^VmRSS:/ { printf "%d", $2 * 1024 }' "/proc/$redis_replica_pid/status" 2>/dev/null)" || true
+    fds=("/proc/$redis_replica_pid/fd/"*)
+    mem="$(redis-cli -h 127.0.0.1 -p "$redis_port" info memory 2>/dev/null | tr -d '\r' | sed -n 's/^used_memory://p')" || true
+    printf '{"time_s": %d.%06d, "rss_bytes": %s, "fds": %s, "redis_used_memory": %s}\n' \
+        $(($1 / 1000000)) $(($1 % 1000000)) "${rss:-null}" "${#fds[@]}" "${mem:-null}"
+}
+
+# The soak: the replica's maximum rate (closed loop for BENCH_SOAK_PROBE),
+# then half of it for BENCH_SOAK_DURATION, sampled every BENCH_SOAK_EVERY;
+# writes soak.json and soak.md, prints the table and the verdict. Its exit
+# status is the script's.
+run_soak() {
+    local soak_keys="zipf:1000000:1.0" status=0 probe_rps rate t0 next k=1 ended=0
+    say "soak: the maximum rate, closed loop for $soak_probe (keys $soak_keys, $connections connections)"
+    "$loadgen_bin" --target "$redis_url" --connections "$connections" --duration "$soak_probe" \
+        --keys "$soak_keys" --json "$out/soak-probe.json" >"$out/soak-probe.txt" 2>&1 &
+    loadgen_pid=$!
+    wait "$loadgen_pid" || status=$?
+    loadgen_pid=""
+    ((status == 0)) || die "soak: loadgen's probe exited with status $status (see $out/soak-probe.txt)"
+    probe_rps="$(throughput "$out/soak-probe.json")"
+    rate="$(python3 -c 'import sys; print(max(1.0, round(float(sys.argv[1]) / 2)))' "$probe_rps")"
+    say "soak: $(printf '%.0f' "$probe_rps") req/s closed loop; now $rate req/s for $soak_duration," \
+        "a sample every $((soak_every_us / 1000000)).$((soak_every_us % 1000000 / 100000)) s"
+
+    soak_sample 0 >"$work/soak-samples" # before the load
+    # The load goes on a second past the last sample, so that every sample
+    # but the first is taken under load.
+    "$loadgen_bin" --target "$redis_url" --connections "$connections" --rate "$rate" \
+        --duration "$((soak_duration_us + 1000000))us" --keys "$soak_keys" --json "$out/soak-run.json" \
+        >"$out/soak-run.txt" 2>&1 &
+    loadgen_pid=$!
+    t0="$(now_us)"
+    while ((ended == 0)); do
+        next=$((k * soak_every_us))
+        ((next < soak_duration_us)) || next=$soak_duration_us
+        # Short sleeps: a signal is handled at once, and a loadgen that
+        # stopped early is noticed.
+        while (($(now_us) - t0 < next)); do
+            if ! kill -0 "$loadgen_pid" 2>/dev/null; then
+                ended=1
+                break
+            fi
+            sleep 0.1
+        done
+        ((ended == 1)) || soak_sample $(($(now_us) - t0)) >>"$work/soak-samples"
+        ((next < soak_duration_us)) || break
+        k=$((k + 1))
+    done
+    status=0
+    wait "$loadgen_pid" || status=$?
+    loadgen_pid=""
+    ((status == 0)) || say "soak: loadgen exited with status $status (see $out/soak-run.txt)"
+    local loadgen_status="$status"
+    status=0
+
+    python3 - "$out" "$work/soak-samples" "$t0" "$soak_every_us" "$soak_duration" "$soak_probe" \
+        "$connections" "$soak_keys" "$pool_size" "$profile" "$commit" "$machine" "$ended" "$loadgen_status" <<'PY' || status=$?
+"""Reads the samples and loadgen's reports; writes soak.json and soak.md, prints the verdict."""
+import datetime
+import json
+import os
+import sys
+
+(out, samples_path, t0_us, every_us, duration, probe_duration, connections, keys, pool, profile,
+ commit, machine, ended, loadgen_status) = sys.argv[1:15]
+every = int(every_us) / 1e6
+samples = [json.loads(line) for line in open(samples_path) if line.strip()]
+problems = []
+
+
+def load(name):
+    try:
+        with open(os.path.join(out, name)) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        problems.append(f"{name}: no report ({e})")
+        return None
+
+
+probe, run = load("soak-probe.json"), load("soak-run.json")
+if ended == "1":
+    problems.append("loadgen stopped before the end of the soak (see soak-run.txt)")
+if loadgen_status != "0":
+    problems.append(f"loadgen exited with status {loadgen_status} (see soak-run.txt)")
+
+# Answers other than decisions, over-admission and request errors, in the
+# probe and in the soak itself.
+statuses, errors, over = {}, 0, 0
+for name, r in (("probe", probe), ("soak", run)):
+    if r is None:
+        continue
+    for code, n in (r.get("status") or {}).items():
+        statuses[code] = statuses.get(code, 0) + n
+    others = {k: v for k, v in (r.get("status") or {}).items() if not (k.startswith("2") or k == "429")}
+    if others:
+        problems.append(f"{name}: answers other than 2xx/429 {others} (first: {r.get('first_unexpected_answer')})")
+    e = (r.get("errors") or {}).get("total", 0)
+    errors += e
+    if e:
+        problems.append(f"{name}: {e} requests without an answer ({(r.get('errors') or {}).get('first')})")
+    acc = r.get("accuracy")
+    if acc is None:
+        problems.append(f"{name}: accuracy unavailable ({r.get('accuracy_unavailable')})")
+    elif acc.get("total_over_admission"):
+        over += acc["total_over_admission"]
+        problems.append(f"{name}: over-admission {acc['total_over_admission']} ({acc.get('over_admitted_keys')} keys)")
+
+# Each interval's p99: the highest p99 of the seconds of loadgen's timeline
+# whose middle falls in it (the time of a sample is from the start of the
+# load as this script saw it; loadgen's own start is a little later).
+if run is not None:
+    offset = run.get("started_at_unix_ms", 0) / 1000 - int(t0_us) / 1e6
+    for i, s in enumerate(samples):
+        if i == 0:
+            s["p99_ms"] = None
+            continue
+        low, high = samples[i - 1]["time_s"], s["time_s"]
+        p99s = [sec["p99_ms"] for sec in run.get("timeline", [])
+                if sec.get("p99_ms") is not None and low <= offset + sec["second"] + 0.5 < high]
+        s["p99_ms"] = max(p99s) if p99s else None
+else:
+    for s in samples:
+        s["p99_ms"] = None
+
+# The verdict: the last sample against the first one after the warm-up
+# (the first interval).
+verdict, verdict_text, rss_growth, fds_growth = "unknown", "", None, None
+if len(samples) >= 3:
+    base, last = samples[1], samples[-1]
+    if base["rss_bytes"] and last["rss_bytes"] is not None:
+        rss_growth = last["rss_bytes"] / base["rss_bytes"] - 1
+        fds_growth = last["fds"] - base["fds"]
+        flat = rss_growth <= 0.10 and fds_growth <= 5
+        verdict = "flat" if flat else "growing"
+        mib = 1 << 20
+        verdict_text = (f"RSS {base['rss_bytes'] / mib:.1f} MiB → {last['rss_bytes'] / mib:.1f} MiB "
+                        f"({rss_growth:+.1%}), fds {base['fds']} → {last['fds']} ({fds_growth:+d}) "
+                        f"from {base['time_s']:.0f} s to {last['time_s']:.0f} s (flat: within +10% and +5 fds)")
+if verdict == "unknown":
+    problems.append(f"too few samples to judge ({len(samples)}, the one before the load included)")
+
+rate = (run or {}).get("rates", [None])[0] if run else None
+probe_rps = (probe or {}).get("throughput_rps")
+now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+summary = {
+    "when": now, "duration": duration, "every_s": every, "probe_duration": probe_duration,
+    "connections": int(connections), "keys": keys, "redis_pool_size": int(pool), "profile": profile,
+    "commit": commit, "machine": machine,
+    "probe_rps": probe_rps, "rate_rps": rate,
+    "throughput_rps": (run or {}).get("throughput_rps"), "latency_ms": (run or {}).get("latency_ms"),
+    "requests": (run or {}).get("requests"), "status": statuses, "errors": errors, "over_admission": over,
+    "warm_up_sample": 1, "samples": samples,
+    "verdict": verdict, "rss_growth": rss_growth, "fds_growth": fds_growth, "problems": problems,
+}
+with open(os.path.join(out, "soak.json"), "w") as f:
+    json.dump(summary, f, indent=2)
+
+
+def num(v, scale=1.0, fmt="{:,.1f}"):
+    return "—" if v is None else fmt.format(v / scale)
+
+
+mib = float(1 << 20)
+meta = (f"{now}; {duration} at {num(rate, fmt='{:,.0f}')} req/s, half of the "
+        f"{num(probe_rps, fmt='{:,.0f}')} req/s measured closed loop in {probe_duration}; {connections} connections, "
+        f"keys {keys}, Redis pool {pool}, {profile} build of {commit}; {machine}; load generator, "
+        f"service and Redis on the same machine")
+lines = ["| time s | replica RSS MiB | replica fds | Redis used_memory MiB | p99 ms |",
+         "|---:|---:|---:|---:|---:|"]
+for i, s in enumerate(samples):
+    when = f"{s['time_s']:.0f}" + (" (before the load)" if i == 0 else " (after the warm-up)" if i == 1 else "")
+    lines.append(f"| {when} | {num(s['rss_bytes'], mib)} | {s['fds']} | {num(s['redis_used_memory'], mib)} | "
+                 f"{num(s['p99_ms'], fmt='{:.3f}')} |")
+r = run or {}
+lat = r.get("latency_ms") or {}
+answers = ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items())) or "none"
+lines += ["", f"Requests (probe and soak): {answers}; without an answer: {errors}; over-admission: {over}. "
+          f"Soak: {num(r.get('throughput_rps'), fmt='{:,.0f}')} req/s, p50 {num(lat.get('p50'), fmt='{:.3f}')} ms, "
+          f"p99 {num(lat.get('p99'), fmt='{:.3f}')} ms, p99.9 {num(lat.get('p99_9'), fmt='{:.3f}')} ms."]
+md = "\n".join(["# ratelimiter soak", "", meta, ""] + lines) + "\n"
+if problems:
+    md += "\nProblems:\n" + "".join(f"- {p}\n" for p in problems)
+md += f"\nsoak: {verdict}" + (f": {verdict_text}" if verdict_text else "") + "\n"
+with open(os.path.join(out, "soak.md"), "w") as f:
+    f.write(md)
+print(md, end="")
+sys.exit(0 if verdict == "flat" and not problems else 1)
+PY
+    say "soak results in $out/soak.md and soak.json (loadgen's reports: $out/soak-probe.*, soak-run.*)"
+    exit "$status"
+}
+
+[[ "$soak" == 0 ]] || run_soak
 
 # ---------------------------------------------------------------- scenarios
 # loadgen's exit status per scenario, in run order.
@@ -350,7 +680,141 @@ print(json.dumps({"masters": sys.argv[3].split(),
                   "evalsha_calls": after["evalsha_calls"] - before["evalsha_calls"]}))
 PY
     fi
+    [[ -z "$wrk_bin" ]] || wrk_run "$name" "$url" "$@"
     scenarios+=("$name")
+}
+
+# wrk_run NAME URL [loadgen flags...]: the same load with wrk, closed loop,
+# from the same connections, duration, --keys, --endpoint and --scope;
+# writes NAME.wrk.lua (the script), NAME.wrk.txt (wrk's output) and
+# NAME.wrk.json. A fixed rate (--rate) is not run: wrk has none.
+wrk_run() {
+    local name="$1" url="$2" spec="uniform:1000" endpoint="" rate="" prefix status=0
+    local scopes=()
+    shift 2
+    while (($#)); do
+        case "$1" in
+        --keys) spec="$2" && shift ;;
+        --endpoint) endpoint="$2" && shift ;;
+        --scope) scopes+=("$2") && shift ;;
+        --rate) rate="$2" && shift ;;
+        esac
+        shift
+    done
+    if [[ -n "$rate" ]]; then
+        echo '{"skipped": "a fixed rate: wrk only runs closed loops"}' >"$out/$name.wrk.json"
+        return 0
+    fi
+    # A fresh key prefix: no counter of loadgen's run, or of another wrk run.
+    prefix="$(python3 -c 'import secrets; print(f"wrk-{secrets.token_hex(3)}:")')"
+    python3 - "$prefix" "$spec" "$endpoint" ${scopes[@]+"${scopes[@]}"} >"$out/$name.wrk.lua" <<'PY' || status=$?
+"""The wrk script: POST /check with loadgen's body, one key drawn per request."""
+import json, sys
+
+prefix, spec, endpoint = sys.argv[1:4]
+scopes = sys.argv[4:]
+
+
+def lua(text):
+    """A Lua string literal of text's UTF-8 bytes."""
+    return "'" + "".join(chr(b) if 32 <= b < 127 and b not in (39, 92) else "\\%03d" % b
+                         for b in text.encode()) + "'"
+
+
+extra = {}
+if endpoint:
+    extra["endpoint"] = endpoint
+if scopes:
+    extra["scopes"] = dict(scope.split("=", 1) for scope in scopes)
+before_key = '{"key":' + json.dumps(prefix)[:-1]
+after_key = '"' + ("," + json.dumps(extra, separators=(",", ":"))[1:] if extra else "}")
+parts = spec.split(":")
+print(f"-- POST /check as loadgen sends it: keys {spec}, key prefix {prefix}")
+print('wrk.method = "POST"')
+print('wrk.path = "/check"')
+print('wrk.headers["Content-Type"] = "application/json"')
+print(f"local before_key, after_key = {lua(before_key)}, {lua(after_key)}")
+if parts[0] == "hot":
+    print('wrk.body = before_key .. "0" .. after_key')
+    sys.exit(0)
+if parts[0] == "uniform" and len(parts) == 2:
+    print(f"local n = {int(parts[1])}")
+    print("local function draw() return math.random(0, n - 1) end")
+elif parts[0] == "zipf" and len(parts) == 3:
+    # The index of rank r (1-based) is r - 1, drawn with probability
+    # proportional to 1 / r^s, as loadgen draws it.
+    print(f"local n, s = {int(parts[1])}, {float(parts[2])!r}")
+    print("""local cdf, total = {}, 0
+for r = 1, n do
+  total = total + r ^ -s
+  cdf[r] = total
+end
+local function draw()
+  local u, lo, hi = math.random() * total, 1, n
+  while lo < hi do
+    local m = math.floor((lo + hi) / 2)
+    if cdf[m] < u then lo = m + 1 else hi = m end
+  end
+  return lo - 1
+end""")
+else:
+    sys.exit(f"wrk: key distribution {spec!r} is not hot, uniform:N or zipf:N:S")
+print("""math.randomseed(os.time())
+request = function()
+  return wrk.format(nil, nil, nil, before_key .. string.format("%d", draw()) .. after_key)
+end""")
+PY
+    if ((status != 0)); then
+        echo "{\"error\": \"no wrk script for keys $spec\"}" >"$out/$name.wrk.json"
+        return 0
+    fi
+    say "$name: wrk -c$connections -d$wrk_duration, keys $spec"
+    # In the background and waited for, as loadgen is (the cleanup stops it).
+    "$wrk_bin" -t1 "-c$connections" "-d$wrk_duration" --latency -s "$out/$name.wrk.lua" "$url/check" \
+        >"$out/$name.wrk.txt" 2>&1 &
+    loadgen_pid=$!
+    wait "$loadgen_pid" || status=$?
+    loadgen_pid=""
+    ((status == 0)) || say "$name: wrk exited with status $status (see $out/$name.wrk.txt)"
+    python3 - "$out/$name.wrk.txt" "$status" "$url/check" "$connections" "$wrk_duration" "$spec" "$prefix" \
+        "$endpoint" ${scopes[@]+"${scopes[@]}"} >"$out/$name.wrk.json" <<'PY'
+"""wrk's output as JSON."""
+import json, re, sys
+
+path, status, url, connections, duration, spec, prefix, endpoint = sys.argv[1:9]
+scopes = sys.argv[9:]
+text = open(path, errors="replace").read()
+
+
+def ms(value):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", value)
+    scale = {"us": 1e-3, "ms": 1, "s": 1e3, "m": 6e4, "h": 3.6e6}
+    return round(float(m.group(1)) * scale[m.group(2)], 6) if m else None
+
+
+def find(pattern, convert=float):
+    m = re.search(pattern, text, re.M)
+    return convert(m.group(1)) if m else None
+
+
+m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+socket = dict(zip(("connect", "read", "write", "timeout"), map(int, m.groups()) if m else (0, 0, 0, 0)))
+report = {
+    "url": url, "threads": 1, "connections": int(connections), "duration": duration, "keys": spec,
+    "key_prefix": prefix, "endpoint": endpoint or None,
+    "scopes": dict(s.split("=", 1) for s in scopes) or None,
+    "exit_status": int(status),
+    "throughput_rps": find(r"^Requests/sec:\s*([\d.]+)"),
+    "requests": find(r"^\s*(\d+) requests in ", int),
+    "latency_ms": {"p50": find(r"^\s*50(?:\.0+)?%\s+(\S+)", ms), "p99": find(r"^\s*99(?:\.0+)?%\s+(\S+)", ms)},
+    "non_2xx": find(r"^\s*Non-2xx or 3xx responses:\s*(\d+)", int) or 0,
+    "socket_errors": socket,
+    "errors": sum(socket.values()),
+}
+if report["throughput_rps"] is None or int(status) != 0:
+    report["error"] = (text.strip().splitlines() or [f"exit status {status}"])[-1]
+print(json.dumps(report, indent=2))
+PY
 }
 
 # CPU seconds (user + sys) and EVALSHA calls so far, summed over the
@@ -363,10 +827,6 @@ redis_probe() {
         calls="$(python3 -c 'import re, sys; m = re.search(r"cmdstat_evalsha:calls=(\d+)", sys.argv[2]); print(int(sys.argv[1]) + (int(m.group(1)) if m else 0))' "$calls" "$info")"
     done
     printf '{"cpu_s": %s, "evalsha_calls": %s}\n' "$cpu" "$calls"
-}
-
-throughput() {
-    python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["throughput_rps"])' "$1" 2>/dev/null || echo 0
 }
 
 # The ceiling is measured before the first scenario and after each one
@@ -398,22 +858,23 @@ run memory-three-limits "$memory_url" --keys "$keys" --endpoint "POST /three" --
 ceiling_run
 REDIS_PORTS="$redis_port" run redis-three-limits "$redis_url" --keys "$keys" --endpoint "POST /three" --scope org=acme
 ceiling_run
+REDIS_PORTS="$redis_port" run redis-hot-allowed "$redis_url" --keys hot
+ceiling_run
+REDIS_PORTS="${c3_ports[*]}" run cluster3-hot-allowed "$cluster3_url" --keys hot
+ceiling_run
 
 # ---------------------------------------------------------------- report
 status=0
-commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-if ! git diff --quiet HEAD 2>/dev/null; then commit="$commit (with local changes)"; fi
-cpu="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null | head -1)"
 python3 - "$out" "$smoke" "$duration" "$connections" "$keys" "$pool_size" "$profile" "$commit" \
-    "$(nproc) × ${cpu:-unknown CPU}" "${scenarios[@]}" <<'PY' || status=$?
-"""Reads loadgen's reports, prints the table, writes results.md and results.json, checks them."""
+    "$machine" "$wrk_version" "${scenarios[@]}" <<'PY' || status=$?
+"""Reads loadgen's and wrk's reports, prints the table, writes results.md and results.json, checks them."""
 import datetime
 import json
 import os
 import sys
 
-out, smoke, duration, connections, keys, pool, profile, commit, machine = sys.argv[1:10]
-names = sys.argv[10:]
+out, smoke, duration, connections, keys, pool, profile, commit, machine, wrk_version = sys.argv[1:11]
+names = sys.argv[11:]
 smoke = smoke == "1"
 
 # What each scenario is, and the goal it is reported against (not enforced).
@@ -427,15 +888,23 @@ about = {
     "cluster3-allowed": ("Redis Cluster of 3 masters, all allowed", "above 1 master"),
     "memory-three-limits": ("memory store, a rule of 3 limits, all allowed", "—"),
     "redis-three-limits": ("Redis, a rule of 3 limits, all allowed", "≤ 1 script call per check"),
+    "redis-hot-allowed": ("Redis, one hot key, all allowed", "≥ 0.5× ceiling"),
+    "cluster3-hot-allowed": ("Redis Cluster of 3 masters, one hot key (one slot), all allowed", "≥ 0.5× ceiling"),
 }
 
-reports, problems = {}, []
+reports, wrk, problems = {}, {}, []
 for name in names:
     try:
         with open(os.path.join(out, name + ".json")) as f:
             reports[name] = json.load(f)
     except (OSError, ValueError) as e:
         problems.append(f"{name}: no report ({e})")
+    if wrk_version:
+        try:
+            with open(os.path.join(out, name + ".wrk.json")) as f:
+                wrk[name] = json.load(f)
+        except (OSError, ValueError) as e:
+            problems.append(f"{name}: no wrk report ({e})")
 
 # The ceiling runs: before the first scenario and after each one.
 ceiling_runs = [n for n in names if n == "ceiling" or n.startswith("ceiling-")]
@@ -445,18 +914,24 @@ def rps_of(name):
     return (reports.get(name) or {}).get("throughput_rps") or 0.0
 
 
+def wrk_rps_of(name):
+    return (wrk.get(name) or {}).get("throughput_rps") or 0.0
+
+
 ceiling_values = [rps_of(n) for n in ceiling_runs if rps_of(n) > 0]
 ceiling = sum(ceiling_values) / len(ceiling_values) if ceiling_values else 0.0
+wrk_ceiling_values = [wrk_rps_of(n) for n in ceiling_runs if wrk_rps_of(n) > 0]
+wrk_ceiling = sum(wrk_ceiling_values) / len(wrk_ceiling_values) if wrk_ceiling_values else 0.0
 
 
-def baseline(i):
+def baseline(i, rps=rps_of, mean=None):
     """The mean of the ceiling runs just before and just after names[i]."""
     near = [
-        next((rps_of(names[j]) for j in range(i - 1, -1, -1) if names[j] in ceiling_runs), 0.0),
-        next((rps_of(names[j]) for j in range(i + 1, len(names)) if names[j] in ceiling_runs), 0.0),
+        next((rps(names[j]) for j in range(i - 1, -1, -1) if names[j] in ceiling_runs), 0.0),
+        next((rps(names[j]) for j in range(i + 1, len(names)) if names[j] in ceiling_runs), 0.0),
     ]
     near = [v for v in near if v > 0]
-    return sum(near) / len(near) if near else ceiling
+    return sum(near) / len(near) if near else (ceiling if mean is None else mean)
 
 
 def ms(v):
@@ -470,7 +945,7 @@ for i, name in enumerate(names):
     if name in ceiling_runs and name != "ceiling":
         what, goal = about["ceiling"]
     if r is None:
-        rows.append([name, what, "—", "—", "—", "—", "—", "—", "—", "no report", goal])
+        rows.append([name, what, "—", "—", "—", "—", "—", "—", "—", "—", "—", "no report", goal])
         continue
     rps = r.get("throughput_rps") or 0.0
     lat = r.get("latency_ms") or {}
@@ -511,6 +986,22 @@ for i, name in enumerate(names):
         problems.append(f"{name}: {errors} request errors ({(r.get('errors') or {}).get('first')})")
     if name == "redis-denied" and not status.get("429"):
         problems.append(f"{name}: no 429 answer")
+    # wrk: the same load, closed loop. It counts answers other than 2xx
+    # without telling 429 from the rest: every scenario but redis-denied
+    # should have none, and redis-denied some.
+    w = wrk.get(name)
+    wrk_answers = ""
+    if w is not None and "skipped" not in w:
+        if w.get("error") or not w.get("throughput_rps"):
+            problems.append(f"{name}: wrk failed ({w.get('error')})")
+        if w.get("errors") and smoke:
+            problems.append(f"{name}: wrk: {w['errors']} socket errors ({w.get('socket_errors')})")
+        if name == "redis-denied":
+            if not w.get("non_2xx"):
+                problems.append(f"{name}: wrk: no answer other than 2xx (429s expected)")
+        elif w.get("non_2xx"):
+            problems.append(f"{name}: wrk: {w['non_2xx']} answers other than 2xx (see {name}.wrk.txt)")
+        wrk_answers = f"; wrk: {w.get('non_2xx') or 0} non-2xx" + (f", {w['errors']} socket errors" if w.get("errors") else "")
     if name in ceiling_runs:
         # One row for all ceiling runs: their mean, and their spread.
         if name != "ceiling":
@@ -518,33 +1009,53 @@ for i, name in enumerate(names):
         rps = ceiling
         low, high = (min(ceiling_values), max(ceiling_values)) if ceiling_values else (0.0, 0.0)
         load = f"{load}; mean of {len(ceiling_values)} runs, one before and one after each scenario ({low:,.0f} to {high:,.0f})"
+        if wrk_ceiling_values:
+            load += f"; wrk {min(wrk_ceiling_values):,.0f} to {max(wrk_ceiling_values):,.0f}"
         ratio = 1.0 if ceiling else None
+        wrk_rps = wrk_ceiling
+        wrk_ratio = 1.0 if wrk_ceiling else None
     else:
         base = baseline(i)
         ratio = rps / base if base else None
+        wrk_rps = wrk_rps_of(name)
+        wrk_base = baseline(i, wrk_rps_of, wrk_ceiling)
+        wrk_ratio = wrk_rps / wrk_base if wrk_rps and wrk_base else None
+    if w is None:
+        wrk_cells = ["—", "—"]
+        wrk_summary = None
+    elif "skipped" in w:
+        wrk_cells = ["not run: a fixed rate (wrk runs closed loops only)", "—"]
+        wrk_summary = None
+    else:
+        wrk_cells = [f"{wrk_rps:,.0f}" if wrk_rps else "failed", "—" if wrk_ratio is None else f"{wrk_ratio:.2f}×"]
+        wrk_summary = {"throughput_rps": wrk_rps or None, "ratio_to_ceiling": wrk_ratio,
+                       "latency_ms": w.get("latency_ms") or {"p50": None, "p99": None},
+                       "non_2xx": w.get("non_2xx"), "errors": w.get("errors")}
     rows.append([
         name, f"{what}, {load}", f"{rps:,.0f}", ms(lat.get("p50")), ms(lat.get("p99")), ms(lat.get("p99_9")),
-        "—" if ratio is None else f"{ratio:.2f}×", over_text, redis_text,
-        answers + (f"; errors: {errors}" if errors else ""), goal,
+        "—" if ratio is None else f"{ratio:.2f}×", *wrk_cells, over_text, redis_text,
+        answers + (f"; errors: {errors}" if errors else "") + wrk_answers, goal,
     ])
     summary.append({
         "scenario": name, "load": load, "throughput_rps": rps, "latency_ms": lat,
         "ratio_to_ceiling": ratio, "over_admission": over, "status": status, "errors": errors,
-        "redis": redis_cost,
+        "redis": redis_cost, "wrk": wrk_summary,
     })
 
 c1 = reports.get("cluster1-allowed", {}).get("throughput_rps")
 c3 = reports.get("cluster3-allowed", {}).get("throughput_rps")
 
-header = ["scenario", "what", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "× ceiling", "over-admission",
-          "Redis per decision (CPU, script calls)", "answers", "goal"]
-lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 7 + ["---"] * 2) + "|"]
+header = ["scenario", "what", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "× ceiling", "wrk req/s", "wrk × ceiling",
+          "over-admission", "Redis per decision (CPU, script calls)", "answers", "goal"]
+lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 9 + ["---"] * 2) + "|"]
 lines += ["| " + " | ".join(row) + " |" for row in rows]
 now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 mode = "smoke (checks the pipeline, not speed)" if smoke else "full"
 meta = (f"{now}, {mode}; {duration} per scenario, {connections} connections, keys {keys}, "
         f"Redis pool {pool}, {profile} build of {commit}; {machine}; load generator, service and Redis "
-        f"on the same machine")
+        f"on the same machine; ")
+meta += (f"then {wrk_version}, 1 thread, the same connections and body for the same duration in whole seconds"
+         if wrk_version else "wrk not installed: no wrk figures")
 if c1 and c3:
     meta += f". 3 masters / 1 master: {c3 / c1:.2f}×"
 md = "\n".join(["# ratelimiter benchmark", "", meta, ""] + lines) + "\n"
@@ -556,9 +1067,10 @@ with open(os.path.join(out, "results.json"), "w") as f:
     json.dump({"when": now, "mode": "smoke" if smoke else "full", "duration": duration,
                "connections": int(connections), "keys": keys, "redis_pool_size": int(pool),
                "profile": profile, "commit": commit, "machine": machine,
-               "ceiling_rps": ceiling, "scenarios": summary, "problems": problems}, f, indent=2)
+               "ceiling_rps": ceiling, "wrk": wrk_version or None, "wrk_ceiling_rps": wrk_ceiling or None,
+               "scenarios": summary, "problems": problems}, f, indent=2)
 print(md, end="")
 sys.exit(1 if problems else 0)
 PY
-say "results in $out/results.md (loadgen reports: $out/<scenario>.json, .txt)"
+say "results in $out/results.md (loadgen reports: $out/<scenario>.json, .txt${wrk_bin:+; wrk reports: <scenario>.wrk.json, .wrk.txt})"
 exit "$status"

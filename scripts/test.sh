@@ -9,12 +9,14 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests run for real: redis-server (standalone and
 # cluster tests), prometheus (promtool, and a server that scrapes a
 # replica), nginx (the auth_request gateway configuration, and the load
-# balancer of scripts/cluster-demo.sh) and python3-venv
+# balancer of scripts/cluster-demo.sh), wrk (the second load generator of
+# scripts/bench.sh, which the benchmark's smoke test runs) and python3-venv
 # (for schemathesis, below).
 missing=()
 command -v redis-server >/dev/null && command -v redis-cli >/dev/null || missing+=(redis-server)
 command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
 command -v nginx >/dev/null || missing+=(nginx)
+command -v wrk >/dev/null || missing+=(wrk)
 SCHEMATHESIS_VERSION=4.32.5
 have_schemathesis() { target/venv/bin/schemathesis --version 2>/dev/null | grep -qF "$SCHEMATHESIS_VERSION"; }
 if ! have_schemathesis; then

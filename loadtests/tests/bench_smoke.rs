@@ -2,14 +2,16 @@
 //!
 //! The script starts the ceiling server, four service replicas (memory,
 //! Redis, a 1-master and a 3-master Redis Cluster) and five redis-server
-//! processes on free loopback ports, runs every scenario (single-limit and
-//! three-limit rules) for about a second
-//! with a few connections, and writes the table. This test gives it the
-//! binaries of this build (so nothing is built again: `loadgen` and
-//! `ceiling` are this package's, `ratelimiter` is found as `support`
-//! explains) and checks what it produced — never how fast anything was.
-//! It needs `redis-server`, `redis-cli` and `python3`, as the script
-//! does.
+//! processes on free loopback ports, runs every scenario (single-limit,
+//! three-limit and hot-key rules) for about a second with a few
+//! connections, with loadgen and then with wrk, and writes the table. This
+//! test gives it the binaries of this build (so nothing is built again:
+//! `loadgen` and `ceiling` are this package's, `ratelimiter` is found as
+//! `support` explains) and checks what it produced — never how fast
+//! anything was. It needs `redis-server`, `redis-cli` and `python3`, as the
+//! script does. When `wrk` is on the `PATH` (`scripts/test.sh` installs it)
+//! every scenario but the fixed-rate one must have wrk figures; without it,
+//! none.
 
 use std::path::Path;
 use std::process::Command;
@@ -19,7 +21,7 @@ use support::ratelimiter_binary;
 
 mod support;
 
-const SCENARIOS: [&str; 9] = [
+const SCENARIOS: [&str; 11] = [
     "ceiling",
     "memory-allowed",
     "redis-allowed",
@@ -29,17 +31,28 @@ const SCENARIOS: [&str; 9] = [
     "cluster3-allowed",
     "memory-three-limits",
     "redis-three-limits",
+    "redis-hot-allowed",
+    "cluster3-hot-allowed",
 ];
 
 /// The scenarios on Redis, whose Redis cost per decision is reported.
-const ON_REDIS: [&str; 6] = [
+const ON_REDIS: [&str; 8] = [
     "redis-allowed",
     "redis-half-rate",
     "redis-denied",
     "cluster1-allowed",
     "cluster3-allowed",
     "redis-three-limits",
+    "redis-hot-allowed",
+    "cluster3-hot-allowed",
 ];
+
+/// The scenario at a fixed rate, which wrk (closed loop only) does not run.
+const FIXED_RATE: &str = "redis-half-rate";
+
+/// How many times the ceiling is measured: before the first scenario and
+/// after each one.
+const CEILING_RUNS: usize = SCENARIOS.len();
 
 #[test]
 fn bench_script_smoke_run_produces_the_table_with_answers_and_no_over_admission() {
@@ -58,6 +71,8 @@ fn bench_script_smoke_run_produces_the_table_with_answers_and_no_over_admission(
         .env_remove("BENCH_DURATION")
         .env_remove("BENCH_CONNECTIONS")
         .env_remove("BENCH_KEYS")
+        .env_remove("BENCH_SMOKE")
+        .env_remove("BENCH_SOAK")
         .output()
         .expect("run scripts/bench.sh");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -115,6 +130,14 @@ fn bench_script_smoke_run_produces_the_table_with_answers_and_no_over_admission(
         denied["accuracy"]["total_allowed"].as_u64().unwrap() <= 100,
         "at most the hot rule's limit was allowed"
     );
+    // The hot-key scenarios: one key, every request allowed.
+    for name in ["redis-hot-allowed", "cluster3-hot-allowed"] {
+        let hot = read_json(&out.path().join(format!("{name}.json")));
+        assert_eq!(hot["keys"], "hot", "{name}");
+        assert_eq!(hot["accuracy"]["keys"], 1, "{name}: {}", hot["accuracy"]);
+        assert!(hot["status"]["429"].is_null(), "{name}: {}", hot["status"]);
+        assert_eq!(hot["status"]["200"], hot["answered"], "{name}: {}", hot["status"]);
+    }
     let half = read_json(&out.path().join("redis-half-rate.json"));
     assert_eq!(half["mode"], "fixed_rate");
     let full = read_json(&out.path().join("redis-allowed.json"));
@@ -139,7 +162,7 @@ fn bench_script_smoke_run_produces_the_table_with_answers_and_no_over_admission(
     assert_eq!(summary["scenarios"][0]["ratio_to_ceiling"], 1.0);
     // The ceiling is measured again after every scenario; each run left its
     // report, and the ceiling row is their mean.
-    for run in 2..=9 {
+    for run in 2..=CEILING_RUNS {
         assert!(
             out.path().join(format!("ceiling-{run}.json")).is_file(),
             "ceiling-{run}.json"
@@ -149,7 +172,7 @@ fn bench_script_smoke_run_produces_the_table_with_answers_and_no_over_admission(
         summary["scenarios"][0]["load"]
             .as_str()
             .unwrap()
-            .contains("mean of 9 runs"),
+            .contains(&format!("mean of {CEILING_RUNS} runs")),
         "{}",
         summary["scenarios"][0]["load"]
     );
@@ -176,6 +199,51 @@ fn bench_script_smoke_run_produces_the_table_with_answers_and_no_over_admission(
     // The rule of three limits was checked with its scope, every check allowed.
     let three = read_json(&out.path().join("redis-three-limits.json"));
     assert!(three["status"]["200"].as_u64().unwrap() > 0, "{}", three["status"]);
+
+    // wrk: every scenario but the fixed-rate one, and every ceiling run,
+    // measured again with wrk when it is installed; nothing otherwise.
+    let wrk_installed = on_path("wrk");
+    println!("wrk on PATH: {wrk_installed}");
+    assert_eq!(summary["wrk"].is_string(), wrk_installed, "{}", summary["wrk"]);
+    for scenario in summary["scenarios"].as_array().unwrap() {
+        let name = scenario["scenario"].as_str().unwrap();
+        let wrk = &scenario["wrk"];
+        if !wrk_installed || name == FIXED_RATE {
+            assert!(wrk.is_null(), "{name}: {wrk}");
+            continue;
+        }
+        let positive = |field: &Value| field.as_f64().is_some_and(|v| v > 0.0);
+        assert!(positive(&wrk["throughput_rps"]), "{name}: {wrk}");
+        assert!(positive(&wrk["ratio_to_ceiling"]), "{name}: {wrk}");
+        assert!(positive(&wrk["latency_ms"]["p50"]), "{name}: {wrk}");
+        assert!(positive(&wrk["latency_ms"]["p99"]), "{name}: {wrk}");
+        assert_eq!(wrk["errors"], 0, "{name}: {wrk}");
+        // wrk counts 429s among its non-2xx answers: only the denied
+        // scenario has any.
+        let non_2xx = wrk["non_2xx"].as_u64().unwrap_or_else(|| panic!("{name}: {wrk}"));
+        if name == "redis-denied" {
+            assert!(non_2xx > 0, "{name}: {wrk}");
+        } else {
+            assert_eq!(non_2xx, 0, "{name}: {wrk}");
+        }
+    }
+    if wrk_installed {
+        assert!(summary["wrk_ceiling_rps"].as_f64().unwrap() > 0.0);
+        for run in std::iter::once("ceiling".to_owned()).chain((2..=CEILING_RUNS).map(|r| format!("ceiling-{r}"))) {
+            let report = read_json(&out.path().join(format!("{run}.wrk.json")));
+            assert!(report["throughput_rps"].as_f64().unwrap() > 0.0, "{run}: {report}");
+        }
+        let half = read_json(&out.path().join(format!("{FIXED_RATE}.wrk.json")));
+        assert!(half["skipped"].is_string(), "{half}");
+        assert!(markdown.contains("not run"), "{markdown}");
+    } else {
+        assert!(summary["wrk_ceiling_rps"].is_null());
+    }
+}
+
+/// Whether an executable named `program` is in a directory of `PATH`.
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
 fn read_json(path: &Path) -> Value {
