@@ -47,11 +47,13 @@
 # has no wrk figures. Without wrk the wrk columns stay empty.
 #
 # It prints one table (req/s, p50, p99, p99.9, ratio to the ceiling, wrk's
-# req/s and ratio, over-admission and, for every Redis scenario, Redis CPU
-# µs and script calls per decision: used_cpu_user + used_cpu_sys of INFO cpu
-# and the EVALSHA calls of INFO commandstats, before and after loadgen's
-# run, summed over the masters, divided by the decisions), also written as
-# Markdown with every loadgen and wrk report.
+# req/s and ratio, over-admission, the server's CPU µs per decision (the
+# ceiling's or the replica's user + sys time from /proc, over loadgen's run)
+# and, for every Redis scenario, Redis CPU µs and script calls per
+# decision: used_cpu_user + used_cpu_sys of INFO cpu and the EVALSHA calls
+# of INFO commandstats, before and after loadgen's run, summed over the
+# masters, divided by the decisions), also written as Markdown with every
+# loadgen and wrk report.
 #
 # The soak (--soak or BENCH_SOAK=1) runs instead of the scenarios, with no
 # ceiling and no cluster: a standalone redis-server and a replica on it.
@@ -393,6 +395,8 @@ limits = [
 # replica_ports; sets $replica_url and $replica_pid.
 replica_url=""
 replica_pid=""
+# The process serving each URL, for its CPU time per run.
+declare -A pid_of=()
 start_replica() {
     local name="$1" store="$2" port="${replica_ports[0]}" config
     replica_ports=("${replica_ports[@]:1}")
@@ -402,6 +406,7 @@ start_replica() {
     replica_pid=$!
     pids+=("$replica_pid")
     replica_url="http://127.0.0.1:$port"
+    pid_of["$replica_url"]="$replica_pid"
     wait_for "replica $name" "$replica_pid" http_ok "$replica_url/health/ready"
 }
 
@@ -413,6 +418,7 @@ if [[ "$soak" == 0 ]]; then
     "$ceiling_bin" --listen "127.0.0.1:$ceiling_port" >"$out/logs/ceiling.log" 2>&1 &
     pids+=($!)
     ceiling_url="http://127.0.0.1:$ceiling_port"
+    pid_of["$ceiling_url"]=$!
     wait_for "ceiling server" $! http_ok "$ceiling_url/health"
 
     start_replica memory '[store]
@@ -660,8 +666,9 @@ run() {
     local name="$1" url="$2"
     shift 2
     say "$name: $*"
-    local status=0
+    local status=0 pid="${pid_of[$url]:-}" cpu_before=""
     [[ -z "${REDIS_PORTS:-}" ]] || redis_probe >"$work/$name.redis-before"
+    [[ -z "$pid" ]] || cpu_before="$(process_cpu "$pid")"
     # In the background and waited for, so that a signal stops the run at
     # once (bash runs traps only between foreground commands).
     "$loadgen_bin" --target "$url" --connections "$connections" --duration "$duration" \
@@ -670,6 +677,10 @@ run() {
     wait "$loadgen_pid" || status=$?
     loadgen_pid=""
     ((status == 0)) || say "$name: loadgen exited with status $status (see $out/$name.txt)"
+    if [[ -n "$cpu_before" ]]; then
+        printf '{"cpu_s": %s}\n' "$(python3 -c 'import sys; print(float(sys.argv[2]) - float(sys.argv[1]))' \
+            "$cpu_before" "$(process_cpu "$pid")")" >"$out/$name.service.json"
+    fi
     if [[ -n "${REDIS_PORTS:-}" ]]; then
         redis_probe >"$work/$name.redis-after"
         python3 - "$work/$name.redis-before" "$work/$name.redis-after" "$REDIS_PORTS" >"$out/$name.redis.json" <<'PY'
@@ -817,6 +828,13 @@ print(json.dumps(report, indent=2))
 PY
 }
 
+# CPU seconds (user + sys) process $1 has used so far.
+process_cpu() {
+    python3 -c 'import os, sys
+fields = open(f"/proc/{sys.argv[1]}/stat").read().rsplit(")", 1)[1].split()
+print((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))' "$1" 2>/dev/null || echo 0
+}
+
 # CPU seconds (user + sys) and EVALSHA calls so far, summed over the
 # Redis servers on REDIS_PORTS, as JSON.
 redis_probe() {
@@ -945,7 +963,7 @@ for i, name in enumerate(names):
     if name in ceiling_runs and name != "ceiling":
         what, goal = about["ceiling"]
     if r is None:
-        rows.append([name, what, "—", "—", "—", "—", "—", "—", "—", "—", "—", "no report", goal])
+        rows.append([name, what, "—", "—", "—", "—", "—", "—", "—", "—", "—", "—", "no report", goal])
         continue
     rps = r.get("throughput_rps") or 0.0
     lat = r.get("latency_ms") or {}
@@ -982,6 +1000,16 @@ for i, name in enumerate(names):
         pass
     redis_text = "—" if redis_cost is None else (
         f"{redis_cost['cpu_us_per_decision']:.1f} µs, {redis_cost['script_calls_per_decision']:.2f} calls")
+    # The server's own CPU time per answer (the ceiling's, or the replica's),
+    # loadgen's run only.
+    service_cpu = None
+    try:
+        with open(os.path.join(out, name + ".service.json")) as f:
+            if decided:
+                service_cpu = json.load(f)["cpu_s"] * 1e6 / decided
+    except (OSError, ValueError, KeyError):
+        pass
+    service_text = "—" if service_cpu is None else f"{service_cpu:.1f} µs"
     if errors and smoke:
         problems.append(f"{name}: {errors} request errors ({(r.get('errors') or {}).get('first')})")
     if name == "redis-denied" and not status.get("429"):
@@ -1033,21 +1061,21 @@ for i, name in enumerate(names):
                        "non_2xx": w.get("non_2xx"), "errors": w.get("errors")}
     rows.append([
         name, f"{what}, {load}", f"{rps:,.0f}", ms(lat.get("p50")), ms(lat.get("p99")), ms(lat.get("p99_9")),
-        "—" if ratio is None else f"{ratio:.2f}×", *wrk_cells, over_text, redis_text,
+        "—" if ratio is None else f"{ratio:.2f}×", *wrk_cells, over_text, service_text, redis_text,
         answers + (f"; errors: {errors}" if errors else "") + wrk_answers, goal,
     ])
     summary.append({
         "scenario": name, "load": load, "throughput_rps": rps, "latency_ms": lat,
         "ratio_to_ceiling": ratio, "over_admission": over, "status": status, "errors": errors,
-        "redis": redis_cost, "wrk": wrk_summary,
+        "redis": redis_cost, "wrk": wrk_summary, "server_cpu_us_per_decision": service_cpu,
     })
 
 c1 = reports.get("cluster1-allowed", {}).get("throughput_rps")
 c3 = reports.get("cluster3-allowed", {}).get("throughput_rps")
 
 header = ["scenario", "what", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "× ceiling", "wrk req/s", "wrk × ceiling",
-          "over-admission", "Redis per decision (CPU, script calls)", "answers", "goal"]
-lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 9 + ["---"] * 2) + "|"]
+          "over-admission", "server CPU per decision", "Redis per decision (CPU, script calls)", "answers", "goal"]
+lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 10 + ["---"] * 2) + "|"]
 lines += ["| " + " | ".join(row) + " |" for row in rows]
 now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 mode = "smoke (checks the pipeline, not speed)" if smoke else "full"

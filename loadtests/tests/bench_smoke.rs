@@ -182,6 +182,9 @@ fn bench_script_smoke_run_produces_the_table_with_answers_and_no_over_admission(
     // may have been answered from the deny cache).
     for scenario in summary["scenarios"].as_array().unwrap() {
         let name = scenario["scenario"].as_str().unwrap();
+        // The server's own CPU per decision, for every scenario.
+        let server_cpu = scenario["server_cpu_us_per_decision"].as_f64();
+        assert!(server_cpu.is_some_and(|us| us > 0.0), "{name}: {scenario}");
         let redis = &scenario["redis"];
         if !ON_REDIS.contains(&name) {
             assert!(redis.is_null(), "{name}: {redis}");
