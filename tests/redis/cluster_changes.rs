@@ -113,3 +113,98 @@ fn sha1_of_log_script() -> String {
         .sha1()
         .to_string()
 }
+
+/// Twenty counters in one slot, hammered while the slot moves to another
+/// master (`MIGRATING`/`IMPORTING`, keys moved in batches, `ASK` and
+/// `TRYAGAIN` while it lasts, then `MOVED`): every counter admits exactly
+/// its limit, no more and no less. Checks refused while a counter's keys
+/// are split between the masters are retried until decided.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_stay_exact_while_their_slot_migrates() {
+    const COUNTERS: usize = 20;
+    const LIMIT: u64 = 50;
+    const ATTEMPTS: usize = 80;
+    let cluster = std::sync::Arc::new(std::sync::Mutex::new(RedisCluster::start()));
+    let seeds = cluster.lock().unwrap().seed_urls();
+    let store = std::sync::Arc::new(connect(&cluster_settings(&seeds, &unique_prefix("migrating"))).await);
+    // Twenty keys whose counters share the slot of the first.
+    let layout = ratelimiter::store::redis::keys::KeyLayout::new("any");
+    let slot = layout.slot("moving", "k0");
+    let keys: Vec<String> = (0..)
+        .map(|i| format!("k{i}"))
+        .filter(|k| layout.slot("moving", k) == slot)
+        .take(COUNTERS)
+        .collect();
+    let policy = Policy::new(Algorithm::SlidingWindowLog, LIMIT, Duration::from_secs(3600)).unwrap();
+    let (from, to) = {
+        let cluster = cluster.lock().unwrap();
+        let from = cluster.master_of_slot(slot);
+        (from, *cluster.masters().iter().find(|&&m| m != from).unwrap())
+    };
+    // The checks run until the migration is over, and at least ATTEMPTS
+    // per counter.
+    let moved = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let migration = {
+        let (cluster, moved) = (cluster.clone(), moved.clone());
+        tokio::task::spawn_blocking(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            cluster.lock().unwrap().migrate_slot(slot, to);
+            moved.store(true, std::sync::atomic::Ordering::SeqCst);
+        })
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..8 {
+        let (store, keys, moved) = (store.clone(), keys.clone(), moved.clone());
+        tasks.spawn(async move {
+            let mut allowed = vec![0u64; COUNTERS];
+            let mut refused = 0u64;
+            let mut n = 0;
+            while n < COUNTERS * ATTEMPTS / 8 || !moved.load(std::sync::atomic::Ordering::SeqCst) {
+                n += 1;
+                let index = (worker + n * 8) % COUNTERS;
+                let key = StoreKey {
+                    rule: "moving",
+                    key: &keys[index],
+                };
+                let deadline = Instant::now() + Duration::from_secs(20);
+                loop {
+                    match store.check(key, &policy, Cost::ONE).await {
+                        Ok(decision) => {
+                            allowed[index] += u64::from(decision.allowed);
+                            break;
+                        }
+                        Err(_) if Instant::now() < deadline => {
+                            refused += 1;
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        Err(e) => panic!("still failing after 20 s: {e}"),
+                    }
+                }
+            }
+            (allowed, refused, n)
+        });
+    }
+    let mut allowed = vec![0u64; COUNTERS];
+    let (mut refused, mut checks) = (0, 0);
+    while let Some(result) = tasks.join_next().await {
+        let (counts, r, n) = result.unwrap();
+        refused += r;
+        checks += n;
+        for (total, n) in allowed.iter_mut().zip(counts) {
+            *total += n;
+        }
+    }
+    migration.await.unwrap();
+    assert_eq!(cluster.lock().unwrap().master_of_slot(slot), to, "the slot moved");
+    eprintln!("slot {slot} moved from {from} to {to} under {checks} checks; {refused} refused and retried meanwhile");
+    assert_eq!(
+        allowed,
+        vec![LIMIT; COUNTERS],
+        "every counter admitted exactly its limit"
+    );
+    // Afterwards the counters live on the new master and stay full.
+    for key in &keys {
+        let key = StoreKey { rule: "moving", key };
+        assert!(!store.check(key, &policy, Cost::ONE).await.unwrap().allowed);
+    }
+}
