@@ -13,12 +13,11 @@
 //! every scenario but the fixed-rate one must have wrk figures; without it,
 //! none.
 
-use std::path::Path;
-use std::process::Command;
 
+use bench_run::{bench, read_json};
 use serde_json::Value;
-use support::ratelimiter_binary;
 
+mod bench_run;
 mod support;
 
 const SCENARIOS: [&str; 11] = [
@@ -56,29 +55,8 @@ const CEILING_RUNS: usize = SCENARIOS.len();
 
 #[test]
 fn bench_script_smoke_run_produces_the_table_with_answers_and_no_over_admission() {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace root");
-    let out = tempfile::tempdir().expect("temp dir");
-    let output = Command::new("bash")
-        .arg(workspace.join("scripts/bench.sh"))
-        .arg("--smoke")
-        .env("RATELIMITER_BIN", ratelimiter_binary())
-        .env("LOADGEN_BIN", env!("CARGO_BIN_EXE_loadgen"))
-        .env("CEILING_BIN", env!("CARGO_BIN_EXE_ceiling"))
-        .env("BENCH_OUT", out.path())
-        .env_remove("BENCH_PORT")
-        .env_remove("BENCH_DURATION")
-        .env_remove("BENCH_CONNECTIONS")
-        .env_remove("BENCH_KEYS")
-        .env_remove("BENCH_SMOKE")
-        .env_remove("BENCH_SOAK")
-        .output()
-        .expect("run scripts/bench.sh");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}\n--- stderr\n{stderr}");
-    assert!(output.status.success(), "bench.sh --smoke failed: {:?}", output.status);
+    let run = bench("--smoke", &[]);
+    let (out, stdout) = (&run.out, &run.stdout);
 
     // The table: printed, and written as Markdown, one row per scenario.
     let markdown = std::fs::read_to_string(out.path().join("results.md")).expect("results.md");
@@ -247,9 +225,4 @@ fn bench_script_smoke_run_produces_the_table_with_answers_and_no_over_admission(
 /// Whether an executable named `program` is in a directory of `PATH`.
 fn on_path(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
-}
-
-fn read_json(path: &Path) -> Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

@@ -11,40 +11,25 @@
 //! verdict, the samples and the answers — never how fast anything was. It
 //! needs `redis-server`, `redis-cli` and `python3`, as the script does.
 
-use std::path::Path;
-use std::process::Command;
 
+use bench_run::{bench, read_json};
 use serde_json::Value;
-use support::ratelimiter_binary;
 
+mod bench_run;
 mod support;
 
 #[test]
 fn bench_script_short_soak_is_flat_with_every_request_decided() {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace root");
-    let out = tempfile::tempdir().expect("temp dir");
-    let output = Command::new("bash")
-        .arg(workspace.join("scripts/bench.sh"))
-        .arg("--soak")
-        .env("RATELIMITER_BIN", ratelimiter_binary())
-        .env("LOADGEN_BIN", env!("CARGO_BIN_EXE_loadgen"))
-        .env("CEILING_BIN", env!("CARGO_BIN_EXE_ceiling"))
-        .env("BENCH_OUT", out.path())
-        .env("BENCH_SOAK_DURATION", "30s")
-        .env("BENCH_SOAK_EVERY", "5s")
-        .env("BENCH_SOAK_PROBE", "2s")
-        .env("BENCH_CONNECTIONS", "4")
-        .env_remove("BENCH_PORT")
-        .env_remove("BENCH_SMOKE")
-        .env_remove("BENCH_SOAK")
-        .output()
-        .expect("run scripts/bench.sh --soak");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}\n--- stderr\n{stderr}");
-    assert!(output.status.success(), "bench.sh --soak failed: {:?}", output.status);
+    let run = bench(
+        "--soak",
+        &[
+            ("BENCH_SOAK_DURATION", "30s"),
+            ("BENCH_SOAK_EVERY", "5s"),
+            ("BENCH_SOAK_PROBE", "2s"),
+            ("BENCH_CONNECTIONS", "4"),
+        ],
+    );
+    let (out, stdout) = (&run.out, &run.stdout);
 
     // The report: printed, and written as Markdown, ending with the verdict.
     let markdown = std::fs::read_to_string(out.path().join("soak.md")).expect("soak.md");
@@ -104,9 +89,4 @@ fn bench_script_short_soak_is_flat_with_every_request_decided() {
     let run = read_json(&out.path().join("soak-run.json"));
     assert_eq!(run["mode"], "fixed_rate");
     assert_eq!(run["accuracy"]["total_over_admission"], 0, "{}", run["accuracy"]);
-}
-
-fn read_json(path: &Path) -> Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

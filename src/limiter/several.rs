@@ -15,7 +15,7 @@ use super::rules::{By, NamedLimit, Resolved};
 use super::snapshot::Plan;
 use super::verdict::{binding, LimitOutcome};
 use super::{CheckRequest, Limiter, LimiterError, Reason, Verdict};
-use crate::core::{Consume, Cost, Policy, Timestamp};
+use crate::core::{Consume, Cost, Decision, Policy, Timestamp};
 use crate::store::{CounterKey, Store};
 
 /// The value `by` counts per in `request`: its key, or the value of one of
@@ -28,6 +28,22 @@ pub(super) fn value_of<'r>(by: &By, request: &'r CheckRequest, rule: &Arc<str>) 
             rule: rule.clone(),
         }),
     }
+}
+
+/// Every limit's part of a verdict, in configuration order.
+fn outcomes(resolved: &Resolved<'_>, policies: Vec<Policy>, decisions: Vec<Decision>) -> Vec<LimitOutcome> {
+    resolved
+        .limits
+        .iter()
+        .zip(policies)
+        .zip(decisions)
+        .map(|((limit, policy), decision)| LimitOutcome {
+            name: limit.name().clone(),
+            by: limit.by().clone(),
+            policy,
+            decision,
+        })
+        .collect()
 }
 
 /// The counter of `limit` for the values `request` names.
@@ -116,18 +132,7 @@ impl<S: Store> Limiter<S> {
                 }
             },
         };
-        let limits: Vec<LimitOutcome> = resolved
-            .limits
-            .iter()
-            .zip(policies)
-            .zip(decisions)
-            .map(|((limit, policy), decision)| LimitOutcome {
-                name: limit.name().clone(),
-                by: limit.by().clone(),
-                policy,
-                decision,
-            })
-            .collect();
+        let limits = outcomes(resolved, policies, decisions);
         let allowed = limits.iter().all(|limit| limit.decision.allowed);
         let bound = &limits[binding(&limits, allowed)];
         let reason = if request.peek { Reason::Peek } else { reason };
@@ -161,18 +166,7 @@ impl<S: Store> Limiter<S> {
             .store
             .check_all(partition, &counters, Cost::ONE, Consume::Never)
             .await?;
-        let limits: Vec<LimitOutcome> = resolved
-            .limits
-            .iter()
-            .zip(policies)
-            .zip(decisions)
-            .map(|((limit, policy), decision)| LimitOutcome {
-                name: limit.name().clone(),
-                by: limit.by().clone(),
-                policy,
-                decision,
-            })
-            .collect();
+        let limits = outcomes(resolved, policies, decisions);
         let bound = &limits[binding(&limits, allowed)];
         Ok(Verdict {
             rule: resolved.rule.clone(),
