@@ -13,7 +13,6 @@
 //! every scenario but the fixed-rate one must have wrk figures; without it,
 //! none.
 
-
 use bench_run::{bench, read_json};
 use serde_json::Value;
 

@@ -11,7 +11,6 @@
 //! verdict, the samples and the answers — never how fast anything was. It
 //! needs `redis-server`, `redis-cli` and `python3`, as the script does.
 
-
 use bench_run::{bench, read_json};
 use serde_json::Value;
 
