@@ -124,7 +124,10 @@ pub struct Shards {
     known: Mutex<HashMap<(String, u16), Arc<Master>>>,
     next_id: AtomicU32,
     wake: Notify,
+    /// Bounds one `CLUSTER SLOTS` of a known master.
     command_timeout: Duration,
+    /// Bounds a configured node's connection and its `CLUSTER SLOTS`.
+    connect_timeout: Duration,
 }
 
 impl Shards {
@@ -144,13 +147,19 @@ impl Shards {
             next_id: AtomicU32::new(1),
             wake: Notify::new(),
             command_timeout,
+            connect_timeout,
         });
         let target = shards.connector.target();
         let first = async {
             shards.refresh().await?;
             let masters = shards.topology.load().masters.clone();
-            for master in masters {
-                master.pool.wait_for_connect().await?;
+            // Polled: fred's `wait_for_connect` can miss a connection made
+            // between its look at the state and its subscription.
+            while !masters
+                .iter()
+                .all(|m| m.pool.clients().iter().all(|c| c.is_connected()))
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
             Ok::<(), FredError>(())
         };
@@ -329,7 +338,7 @@ impl Shards {
                 let reply: Value = pool.next().cluster_slots().await?;
                 parse_slots(reply)
             };
-            let result = tokio::time::timeout(self.command_timeout, asked).await;
+            let result = tokio::time::timeout(self.connect_timeout, asked).await;
             let _ = pool.quit().await;
             match result {
                 Ok(Ok(ranges)) => return Ok(ranges),
