@@ -56,3 +56,56 @@ async fn bytes_per_key_are_small_and_bounded() {
         }
     }
 }
+
+/// A state an older release wrote as a hash (`HSET` of the algorithm's
+/// fields) is read as such, and the next check rewrites it as one string:
+/// the count goes on where it was.
+#[tokio::test]
+async fn a_state_kept_as_a_hash_is_read_and_rewritten_as_a_string() {
+    let server = RedisServer::start();
+    let store = connect(&standalone_settings(&server.url(), &unique_prefix("oldstate"))).await;
+    let now_us = || {
+        let t = server.cli(&["TIME"]);
+        let mut parts = t.lines();
+        let secs: u64 = parts.next().unwrap().trim().parse().unwrap();
+        let micros: u64 = parts.next().unwrap().trim().parse().unwrap();
+        secs * 1_000_000 + micros
+    };
+    let cases: [(Algorithm, fn(u64) -> Vec<(&'static str, u64)>); 4] = [
+        (Algorithm::TokenBucket, |now| vec![("used", 3), ("updated", now)]),
+        (Algorithm::FixedWindow, |now| {
+            vec![("window_start", now - now % 3_600_000_000), ("count", 3)]
+        }),
+        (Algorithm::SlidingWindowCounter, |now| {
+            vec![
+                ("window_start", now - now % 3_600_000_000),
+                ("previous", 0),
+                ("current", 3),
+            ]
+        }),
+        (Algorithm::Gcra, |now| vec![("tat", now + 3 * 360_000_000)]),
+    ];
+    for (algorithm, fields) in cases {
+        let policy = Policy::new(algorithm, 10, Duration::from_secs(3600)).unwrap();
+        let key = StoreKey {
+            rule: algorithm.as_str(),
+            key: "old",
+        };
+        let name = store.key_names(key, &policy)[0].clone();
+        let mut args: Vec<String> = vec!["HSET".into(), name.clone()];
+        for (field, value) in fields(now_us()) {
+            args.push(field.into());
+            args.push(value.to_string());
+        }
+        server.cli(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let decision = store.check(key, &policy, Cost::ONE).await.unwrap();
+        assert!(decision.allowed, "{algorithm}");
+        assert_eq!(decision.remaining, 6, "{algorithm}: three used before, one now");
+        assert_eq!(server.cli(&["TYPE", &name]).trim(), "string", "{algorithm}: rewritten");
+        assert_eq!(
+            store.check(key, &policy, Cost::ONE).await.unwrap().remaining,
+            5,
+            "{algorithm}"
+        );
+    }
+}

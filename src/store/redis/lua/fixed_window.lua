@@ -3,7 +3,9 @@
 -- EVALSHA. It must make exactly the decisions of the Rust function: same
 -- `allowed`, `remaining`, `reset_after_us`, `retry_after_us`, same state.
 --
--- KEYS[1]  the key's state, a HASH:
+-- KEYS[1]  the key's state, a STRING `window_start:count` (see `load` in
+--          prelude.lua; an older release's HASH of the same fields is read
+--          too):
 --            window_start  start (µs) of the window `count` belongs to, a
 --                          multiple of window_us
 --            count         the cost admitted in that window
@@ -27,9 +29,9 @@
 -- integer division and remainder through `divmod`, never a bare `/` or `%`.
 
 
-local stored = redis.call('HMGET', KEYS[1], 'window_start', 'count')
-local window_start = tonumber(stored[1]) or 0
-local count = tonumber(stored[2]) or 0
+local stored = load(KEYS[1], {'window_start', 'count'}) or {0, 0}
+local window_start = stored[1]
+local count = stored[2]
 
 -- A clock stepping back stays in the stored window.
 local _, into = divmod(now, window)
@@ -60,8 +62,7 @@ if write then
   if reset_after == 0 then
     put(write, 'DEL', KEYS[1])
   else
-    put(write, 'HSET', KEYS[1], 'window_start', num(window_start), 'count', num(count))
-    put(write, 'PEXPIRE', KEYS[1], num(idiv(reset_after + 999, 1000) + 1))
+    put(write, 'SET', KEYS[1], num(window_start) .. ':' .. num(count), 'PX', num(idiv(reset_after + 999, 1000) + 1))
   end
 end
 

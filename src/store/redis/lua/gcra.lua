@@ -3,9 +3,10 @@
 -- make exactly the decisions of the Rust function: same `allowed`,
 -- `remaining`, `reset_after_us`, `retry_after_us`, same state.
 --
--- KEYS[1]  the key's state, a HASH:
+-- KEYS[1]  the key's state, a STRING `tat` (see `load` in prelude.lua; an
+--          older release's HASH of the same field is read too):
 --            tat  the theoretical arrival time (µs)
---          A missing key or field is the Rust `State::default()` (0).
+--          A missing key is the Rust `State::default()` (0).
 --
 -- ARGV[1]  limit
 -- ARGV[2]  window_us (unused: burst = limit * ARGV[3])
@@ -30,7 +31,7 @@ local burst = limit * interval
 
 -- A `tat` in the past counts as `now`; storing max(tat, now) remembers the
 -- latest time even when nothing is admitted.
-local tat = math.max(tonumber(redis.call('HGET', KEYS[1], 'tat')) or 0, now)
+local tat = math.max((load(KEYS[1], {'tat'}) or {0})[1], now)
 
 local allowed = 0
 local ahead
@@ -56,8 +57,7 @@ if write then
   if reset_after == 0 then
     put(write, 'DEL', KEYS[1])
   else
-    put(write, 'HSET', KEYS[1], 'tat', num(tat))
-    put(write, 'PEXPIRE', KEYS[1], num(idiv(reset_after + 999, 1000) + 1))
+    put(write, 'SET', KEYS[1], num(tat), 'PX', num(idiv(reset_after + 999, 1000) + 1))
   end
 end
 

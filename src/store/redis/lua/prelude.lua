@@ -47,6 +47,36 @@ local function time_now(arg)
   return tonumber(arg)
 end
 
+-- A state's numbers, kept as one string `a:b:c` (one `GET`, and one `SET`
+-- with its TTL, instead of a hash's `HMGET`, `HSET` and `PEXPIRE`): a table
+-- of numbers, or nil for a missing key. A state written by an older release
+-- as a hash is read from its `fields` (WRONGTYPE for `GET`); the next write
+-- replaces it with a string.
+local function load(key, fields)
+  local value = redis.pcall('GET', key)
+  if type(value) == 'table' and value.err then
+    local stored = redis.call('HMGET', key, unpack(fields))
+    local out = {}
+    for i = 1, #fields do
+      out[i] = tonumber(stored[i]) or 0
+    end
+    return out
+  end
+  if not value then
+    return nil
+  end
+  local out, start = {}, 1
+  while true do
+    local sep = string.find(value, ':', start, true)
+    if not sep then
+      out[#out + 1] = tonumber(string.sub(value, start))
+      return out
+    end
+    out[#out + 1] = tonumber(string.sub(value, start, sep - 1))
+    start = sep + 1
+  end
+end
+
 -- A write of an algorithm: done now when `write` is true, or kept in the
 -- table `write` (a check of several limits, see multi.lua: its writes are
 -- done once every limit has allowed, without deciding again). The

@@ -4,7 +4,9 @@
 -- function: same `allowed`, `remaining`, `reset_after_us`,
 -- `retry_after_us`, same state.
 --
--- KEYS[1]  the key's state, a HASH:
+-- KEYS[1]  the key's state, a STRING `window_start:previous:current`
+--          (see `load` in prelude.lua; an older release's HASH of the same
+--          fields is read too):
 --            window_start  start (µs) of the current window, a multiple of
 --                          window_us
 --            previous      the cost admitted in the window before it
@@ -34,10 +36,10 @@
 
 local window_ms = idiv(window, 1000)
 
-local state = redis.call('HMGET', KEYS[1], 'window_start', 'previous', 'current')
-local stored = tonumber(state[1]) or 0
-local stored_previous = tonumber(state[2]) or 0
-local stored_current = tonumber(state[3]) or 0
+local state = load(KEYS[1], {'window_start', 'previous', 'current'}) or {0, 0, 0}
+local stored = state[1]
+local stored_previous = state[2]
+local stored_current = state[3]
 
 -- ceil(count × left_ms / window_ms): the previous window's count still
 -- inside the sliding window when `left_ms` of it remain covered.
@@ -108,8 +110,8 @@ if write then
   if reset_after == 0 then
     put(write, 'DEL', KEYS[1])
   else
-    put(write, 'HSET', KEYS[1], 'window_start', num(start), 'previous', num(previous), 'current', num(current))
-    put(write, 'PEXPIRE', KEYS[1], num(idiv(reset_after + 999, 1000) + 1))
+    put(write, 'SET', KEYS[1], num(start) .. ':' .. num(previous) .. ':' .. num(current), 'PX',
+      num(idiv(reset_after + 999, 1000) + 1))
   end
 end
 

@@ -3,10 +3,12 @@
 -- EVALSHA. It must make exactly the decisions of the Rust function: same
 -- `allowed`, `remaining`, `reset_after_us`, `retry_after_us`, same state.
 --
--- KEYS[1]  the key's state, a HASH:
+-- KEYS[1]  the key's state, a STRING `used:updated` (see `load` in
+--          prelude.lua; an older release's HASH of the same fields is read
+--          too):
 --            used     tokens taken and not yet earned back (0 = full bucket)
 --            updated  the time (µs) from which the next token is earned
---          A missing key or field is the Rust `State::default()` (0).
+--          A missing key is the Rust `State::default()` (0).
 --
 -- ARGV[1]  limit (tokens)
 -- ARGV[2]  window_us (unused: the refill rate is ARGV[3])
@@ -26,9 +28,9 @@
 -- integer division through `divmod`, never a bare `/`.
 
 
-local stored = redis.call('HMGET', KEYS[1], 'used', 'updated')
-local used = tonumber(stored[1]) or 0
-local updated = tonumber(stored[2]) or 0
+local stored = load(KEYS[1], {'used', 'updated'}) or {0, 0}
+local used = stored[1]
+local updated = stored[2]
 
 -- Refill. A `now` before `updated` (clock stepped back) counts as `updated`.
 local now_e = math.max(now, updated)
@@ -70,8 +72,7 @@ if write then
   if reset_after == 0 then
     put(write, 'DEL', KEYS[1])
   else
-    put(write, 'HSET', KEYS[1], 'used', num(used), 'updated', num(updated))
-    put(write, 'PEXPIRE', KEYS[1], num(idiv(reset_after + 999, 1000) + 1))
+    put(write, 'SET', KEYS[1], num(used) .. ':' .. num(updated), 'PX', num(idiv(reset_after + 999, 1000) + 1))
   end
 end
 
