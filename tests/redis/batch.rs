@@ -5,8 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ratelimiter::core::{Algorithm, Consume, Cost, Policy};
+use ratelimiter::core::{Algorithm, Consume, Cost, Decision, Policy};
 use ratelimiter::store::redis::scripts::{multi_index, Scripts};
+use ratelimiter::store::redis::RedisStore;
 use ratelimiter::store::{CounterKey, Store, StoreKey};
 
 use crate::common::{cluster_settings, connect, standalone_settings, unique_prefix, Rng};
@@ -295,24 +296,13 @@ async fn concurrent_checks_are_batched_and_exact() {
             store.check(key, &policy, Cost::ONE).await.expect("redis answers")
         })
     });
-    let decisions = futures_util::future::join_all(checks).await;
-    let mut remaining: Vec<u64> = decisions
+    let decisions: Vec<Decision> = futures_util::future::join_all(checks)
+        .await
         .into_iter()
         .map(|d| d.unwrap())
-        .filter(|d| d.allowed)
-        .map(|d| d.remaining)
         .collect();
-    remaining.sort_unstable();
-    assert_eq!(
-        remaining,
-        (0..100).collect::<Vec<_>>(),
-        "each remaining from 99 to 0 handed out once"
-    );
-    let calls = store.metrics().redis_operations.with_label_values(&["evalsha"]).get();
-    assert!(calls < 400, "{calls} script calls for 400 checks: not batched");
-    let sizes = &store.metrics().redis_batch_size;
-    assert_eq!(sizes.get_sample_count(), calls, "one batch size per script call");
-    assert_eq!(sizes.get_sample_sum(), 400.0, "every check in exactly one batch");
+    handed_out_once(decisions.iter(), 100);
+    let calls = batched(&store, 400);
     eprintln!("400 concurrent checks in {calls} script calls");
 }
 
@@ -348,26 +338,36 @@ async fn a_hot_key_batches_on_a_cluster_too() {
         .into_iter()
         .map(|d| d.unwrap())
         .collect();
-    let mut remaining: Vec<u64> = decisions
-        .iter()
-        .filter(|(h, _)| h.allowed)
-        .map(|(h, _)| h.remaining)
-        .collect();
-    remaining.sort_unstable();
-    assert_eq!(
-        remaining,
-        (0..100).collect::<Vec<_>>(),
-        "each remaining from 99 to 0 handed out once"
-    );
+    handed_out_once(decisions.iter().map(|(hot, _)| hot), 100);
     assert!(
         decisions.iter().all(|(_, o)| o.allowed),
         "10 checks per spread key, all within 100"
     );
+    let calls = batched(&store, 800);
+    eprintln!("800 concurrent checks on a cluster in {calls} script calls");
+}
+
+/// The allowed decisions of one key of capacity `limit`: every `remaining`
+/// from `limit - 1` to 0 handed out exactly once.
+fn handed_out_once<'a>(decisions: impl Iterator<Item = &'a Decision>, limit: u64) {
+    let mut remaining: Vec<u64> = decisions.filter(|d| d.allowed).map(|d| d.remaining).collect();
+    remaining.sort_unstable();
+    assert_eq!(
+        remaining,
+        (0..limit).collect::<Vec<_>>(),
+        "each remaining handed out once"
+    );
+}
+
+/// `checks` went out in fewer script calls than checks, each check in
+/// exactly one; returns the calls.
+fn batched(store: &RedisStore, checks: u64) -> u64 {
     let calls = store.metrics().redis_operations.with_label_values(&["evalsha"]).get();
     let sizes = &store.metrics().redis_batch_size;
-    assert_eq!(sizes.get_sample_sum(), 800.0, "every check in exactly one call");
-    assert!(calls < 800, "{calls} script calls for 800 checks: not batched");
-    eprintln!("800 concurrent checks on a cluster in {calls} script calls");
+    assert_eq!(sizes.get_sample_count(), calls, "one batch size per script call");
+    assert_eq!(sizes.get_sample_sum(), checks as f64, "every check in exactly one call");
+    assert!(calls < checks, "{calls} script calls for {checks} checks: not batched");
+    calls
 }
 
 /// After `SCRIPT FLUSH` (a restarted or replaced server) both the single

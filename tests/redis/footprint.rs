@@ -71,7 +71,9 @@ async fn a_state_kept_as_a_hash_is_read_and_rewritten_as_a_string() {
         let micros: u64 = parts.next().unwrap().trim().parse().unwrap();
         secs * 1_000_000 + micros
     };
-    let cases: [(Algorithm, fn(u64) -> Vec<(&'static str, u64)>); 4] = [
+    // Each algorithm's old hash fields at time `now`, holding 3 units.
+    type Fields = fn(u64) -> Vec<(&'static str, u64)>;
+    let cases: [(Algorithm, Fields); 4] = [
         (Algorithm::TokenBucket, |now| vec![("used", 3), ("updated", now)]),
         (Algorithm::FixedWindow, |now| {
             vec![("window_start", now - now % 3_600_000_000), ("count", 3)]
