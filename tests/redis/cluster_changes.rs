@@ -24,17 +24,7 @@ const KEY: StoreKey<'static> = StoreKey {
 
 /// Retries transient failures while the cluster settles (bounded).
 async fn check_eventually(store: &RedisStore) -> Decision {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match store.check(KEY, &policy(), Cost::ONE).await {
-            Ok(decision) => return decision,
-            Err(e) => {
-                assert!(e.transient, "only transient errors while the cluster changes: {e}");
-                assert!(Instant::now() < deadline, "checks did not recover: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    check_key_eventually(store, KEY, &policy()).await
 }
 
 fn slot_of(cluster: &RedisCluster, store: &RedisStore) -> u16 {
@@ -207,4 +197,73 @@ async fn counters_stay_exact_while_their_slot_migrates() {
         let key = StoreKey { rule: "moving", key };
         assert!(!store.check(key, &policy, Cost::ONE).await.unwrap().allowed);
     }
+}
+
+/// A counter first checked while its slot is being migrated (the source
+/// `MIGRATING`, the target `IMPORTING`, the counter on neither): the source
+/// answers `ASK`, the check goes to the target as `ASKING` + `EVALSHA` and
+/// its state is written there; once the slot is the target's, the count
+/// goes on from it. (A token bucket: a counter of two keys, the sliding
+/// log's, gets `TRYAGAIN` from Redis while its slot is split, and the
+/// failure mode decides until the slot has moved.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_asked_to_the_importing_master_counts_there() {
+    let cluster = RedisCluster::start();
+    let store = connect(&cluster_settings(&cluster.seed_urls(), &unique_prefix("asking"))).await;
+    let key = StoreKey {
+        rule: "asking",
+        key: "fresh",
+    };
+    let slot = slot_of_key(&cluster, &store, key);
+    let from = cluster.master_of_slot(slot);
+    let to = *cluster.masters().iter().find(|&&m| m != from).unwrap();
+    let (from_id, to_id) = (
+        cluster.cli(from, &["CLUSTER", "MYID"]),
+        cluster.cli(to, &["CLUSTER", "MYID"]),
+    );
+    let slot_s = slot.to_string();
+    cluster.cli(to, &["CLUSTER", "SETSLOT", &slot_s, "IMPORTING", from_id.trim()]);
+    cluster.cli(from, &["CLUSTER", "SETSLOT", &slot_s, "MIGRATING", to_id.trim()]);
+
+    let first = store
+        .check(key, &one_key(), Cost::ONE)
+        .await
+        .expect("asked and answered");
+    assert_eq!((first.allowed, first.remaining), (true, 9));
+    let second = store.check(key, &one_key(), Cost::ONE).await.expect("asked again");
+    assert_eq!(second.remaining, 8, "the state written on the importing master counts");
+
+    for master in [to, from] {
+        cluster.cli(master, &["CLUSTER", "SETSLOT", &slot_s, "NODE", to_id.trim()]);
+    }
+    for master in cluster.masters().into_iter().filter(|&m| m != to && m != from) {
+        cluster.cli(master, &["CLUSTER", "SETSLOT", &slot_s, "NODE", to_id.trim()]);
+    }
+    assert_eq!(
+        check_key_eventually(&store, key, &one_key()).await.remaining,
+        7,
+        "and goes on once the slot moved"
+    );
+}
+
+fn slot_of_key(cluster: &RedisCluster, store: &RedisStore, key: StoreKey<'_>) -> u16 {
+    cluster.key_slot(&store.key_names(key, &one_key())[0])
+}
+
+/// Retries transient failures of `key`'s check while the cluster settles
+/// (bounded).
+async fn check_key_eventually(store: &RedisStore, key: StoreKey<'_>, policy: &Policy) -> Decision {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match store.check(key, policy, Cost::ONE).await {
+            Ok(decision) => return decision,
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => panic!("no decision within 20 s: {e}"),
+        }
+    }
+}
+
+/// A policy whose state is one key.
+fn one_key() -> Policy {
+    Policy::new(Algorithm::TokenBucket, 10, Duration::from_secs(3600)).unwrap()
 }
