@@ -414,6 +414,7 @@ impl<S: Store> Limiter<S> {
     /// Refreshes the store's gauges before a scrape.
     pub fn refresh_gauges(&self) {
         self.store.update_gauges(&self.metrics);
+        self.resilience.retain_shards(|shard| self.store.has_shard(shard));
         self.resilience.update_gauges(&self.metrics);
     }
 
@@ -422,7 +423,9 @@ impl<S: Store> Limiter<S> {
         self.store.close().await;
     }
 
+    /// The worst state of the store's breakers (of the shards that exist).
     pub fn breaker_state(&self) -> BreakerState {
+        self.resilience.retain_shards(|shard| self.store.has_shard(shard));
         self.resilience.breaker_state()
     }
 

@@ -86,6 +86,13 @@ impl Resilience {
         worst
     }
 
+    /// Drops the breakers of shards that no longer exist (a master replaced
+    /// by its replica, or emptied by resharding): nothing calls them any
+    /// more, and one left half-open would be reported forever.
+    pub(super) fn retain_shards(&self, exists: impl Fn(u32) -> bool) {
+        self.shards.retain(|shard, _| exists(*shard));
+    }
+
     /// How many breakers are open (of shard 0 and the others).
     pub(super) fn breakers_open(&self) -> usize {
         let others = self.shards.iter().filter(|b| b.state() == BreakerState::Open).count();
@@ -332,5 +339,44 @@ impl std::ops::Deref for BreakerRef<'_> {
             BreakerRef::Whole(breaker) => breaker,
             BreakerRef::Shard(breaker) => breaker,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::ManualClock;
+
+    #[tokio::test]
+    async fn a_shard_breaker_opens_alone_and_goes_with_its_shard() {
+        let clock = Arc::new(ManualClock::new(Timestamp::from_micros(1_000_000)));
+        let resilience = Resilience::new(FailurePolicy::default(), clock.clone());
+        let metrics = Metrics::new();
+        let fail = || async {
+            Err::<(), StoreError>(StoreError {
+                transient: true,
+                message: "down".into(),
+            })
+        };
+        for _ in 0..FailurePolicy::default().breaker_failures {
+            let _ = resilience.guard(7, fail, &metrics).await;
+        }
+        assert_eq!(resilience.breaker_state(), BreakerState::Open);
+        assert_eq!(resilience.breakers_open(), 1);
+        let ok = || async { Ok::<(), StoreError>(()) };
+        assert!(
+            resilience.guard(8, ok, &metrics).await.is_ok(),
+            "another shard's calls go through"
+        );
+        assert!(
+            resilience.guard(7, ok, &metrics).await.is_err(),
+            "the open shard's are refused"
+        );
+        // The shard is gone; its breaker, half-open once nothing calls it,
+        // must not be reported.
+        clock.advance(Duration::from_secs(10));
+        assert_eq!(resilience.breaker_state(), BreakerState::HalfOpen);
+        resilience.retain_shards(|shard| shard != 7);
+        assert_eq!(resilience.breaker_state(), BreakerState::Closed);
     }
 }

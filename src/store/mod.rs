@@ -139,6 +139,11 @@ pub trait Store: Send + Sync + 'static {
         0
     }
 
+    /// Whether `shard` (see [`Store::shard`]) is still part of the store.
+    fn has_shard(&self, shard: u32) -> bool {
+        shard == 0
+    }
+
     /// Whether the store can decide now (readiness).
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
         std::future::ready(Ok(()))
@@ -218,6 +223,13 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(_) => 0,
             AnyStore::Redis(store) => store.shard(rule, partition),
+        }
+    }
+
+    fn has_shard(&self, shard: u32) -> bool {
+        match self {
+            AnyStore::Memory(_) => shard == 0,
+            AnyStore::Redis(store) => store.has_shard(shard),
         }
     }
 

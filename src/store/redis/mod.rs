@@ -355,8 +355,8 @@ impl Lanes<'_> {
 
 impl Store for RedisStore {
     /// One call of the multi-limit script (see `lua/multi.lua`), every key
-    /// in the slot of `partition`; on a standalone Redis, batched with the
-    /// other checks waiting (`lua/multi_batch.lua`).
+    /// in the slot of `partition`, batched with the other such checks
+    /// waiting (`lua/multi_batch.lua`; on a cluster, those of its slot).
     async fn check_all(
         &self,
         partition: &str,
@@ -432,6 +432,14 @@ impl Store for RedisStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         RedisStore::ping(self).await
+    }
+
+    /// On a cluster, a master still in the slot map.
+    fn has_shard(&self, shard: u32) -> bool {
+        match &self.shards {
+            Some(shards) => shards.masters().iter().any(|m| m.id() == shard),
+            None => shard == 0,
+        }
     }
 
     /// On a cluster, the master of the slot of `{rule:partition}`.
