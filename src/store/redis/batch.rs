@@ -60,6 +60,10 @@ pub fn single_args(args: [u64; 4], now: String) -> Vec<String> {
 /// The most checks in one script call.
 pub const MAX_BATCH: usize = 128;
 
+/// The numbers of one check's reply: allowed, limit, remaining,
+/// reset_after_us, retry_after_us, now_us.
+const REPLY_LEN: usize = 6;
+
 /// What one waiting check asks.
 pub enum Work {
     /// A check of one limit under `algorithm`: limit, window_us,
@@ -246,7 +250,21 @@ async fn send(client: &Client, scripts: &Scripts, metrics: &Metrics, now: &str, 
         }
         return;
     }
-    match result.and_then(|value| value.convert::<Vec<Value>>()) {
+    // A batch of one algorithm answers one flat array, six numbers per
+    // check (lua/batch_head.lua); a batch of checks of several limits, an
+    // array per check.
+    let flat = script.is_some();
+    let decided = result.and_then(|value| value.convert::<Vec<Value>>()).map(|decided| {
+        if flat && decided.len() == replies.len() * REPLY_LEN {
+            decided
+                .chunks(REPLY_LEN)
+                .map(|reply| Value::Array(reply.to_vec()))
+                .collect()
+        } else {
+            decided
+        }
+    });
+    match decided {
         Ok(decided) if decided.len() == replies.len() => {
             for (reply, decision) in replies.into_iter().zip(decided) {
                 let _ = reply.send(Ok(decision));

@@ -8,18 +8,18 @@ end
 --   ARGV[2] now_us ('' reads the server clock with TIME),
 --   then four per check: limit, window_us, emission_interval_us, cost.
 --   KEYS: the keys of every check, check after check.
--- Reply: an array with the single script's reply for each check, in order.
+-- Reply: one flat array, the six numbers of the single script's reply for
+-- each check, check after check (`reply` in batch_head.lua).
 local per = tonumber(ARGV[1])
 local now = time_now(ARGV[2])
-local replies = {}
 local checks = math.floor(#KEYS / per)
+local keys = {}
 for i = 0, checks - 1 do
-  local keys = {}
   for j = 1, per do
     keys[j] = KEYS[i * per + j]
   end
   local a = 2 + i * 4
-  replies[i + 1] = check(keys, tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]),
+  check(keys, tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]),
     tonumber(ARGV[a + 4]), now)
 end
 return replies

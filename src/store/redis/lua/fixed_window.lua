@@ -66,4 +66,4 @@ if write then
   end
 end
 
-return {allowed, limit, math.max(0, limit - count), reset_after, retry_after, now}
+return reply(allowed, limit, math.max(0, limit - count), reset_after, retry_after, now)

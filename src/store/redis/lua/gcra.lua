@@ -61,4 +61,4 @@ if write then
   end
 end
 
-return {allowed, limit, idiv(math.max(0, burst - ahead), interval), reset_after, retry_after, now}
+return reply(allowed, limit, idiv(math.max(0, burst - ahead), interval), reset_after, retry_after, now)

@@ -54,7 +54,10 @@ end
 -- replaces it with a string.
 local function load(key, fields)
   local value = redis.pcall('GET', key)
-  if type(value) == 'table' and value.err then
+  if not value then
+    return nil
+  end
+  if type(value) == 'table' then
     local stored = redis.call('HMGET', key, unpack(fields))
     local out = {}
     for i = 1, #fields do
@@ -62,19 +65,12 @@ local function load(key, fields)
     end
     return out
   end
-  if not value then
-    return nil
+  local out, n = {}, 0
+  for field in string.gmatch(value, '[^:]+') do
+    n = n + 1
+    out[n] = tonumber(field)
   end
-  local out, start = {}, 1
-  while true do
-    local sep = string.find(value, ':', start, true)
-    if not sep then
-      out[#out + 1] = tonumber(string.sub(value, start))
-      return out
-    end
-    out[#out + 1] = tonumber(string.sub(value, start, sep - 1))
-    start = sep + 1
-  end
+  return out
 end
 
 -- A write of an algorithm: done now when `write` is true, or kept in the
@@ -86,4 +82,11 @@ local function put(write, ...)
     return redis.call(...)
   end
   write[#write + 1] = {...}
+end
+
+-- An algorithm's answer: {allowed (1|0), limit, remaining, reset_after_us,
+-- retry_after_us (-1: never), now_us}, the reply of a single check.
+-- batch_head.lua replaces it to append to one flat reply instead.
+local function reply(allowed, limit, remaining, reset_after, retry_after, now)
+  return {allowed, limit, remaining, reset_after, retry_after, now}
 end

@@ -115,4 +115,4 @@ if write then
   end
 end
 
-return {allowed, limit, remaining, reset_after, retry_after, now}
+return reply(allowed, limit, remaining, reset_after, retry_after, now)

@@ -140,4 +140,4 @@ if write then
   end
 end
 
-return {allowed, limit, math.max(0, limit - used), reset_after, retry_after, now}
+return reply(allowed, limit, math.max(0, limit - used), reset_after, retry_after, now)

@@ -47,10 +47,8 @@ end
 local partial = now_e - updated
 local lag = now_e - now
 -- Microseconds from `now` until `units` more tokens have been earned
--- (units <= limit, so units * interval <= limit * interval < 2^53).
-local function wait_for(units)
-  return math.max(0, units * interval - partial) + lag
-end
+-- (units <= limit, so units * interval <= limit * interval < 2^53):
+-- math.max(0, units * interval - partial) + lag, written out twice below.
 
 local allowed = 0
 local retry_after
@@ -61,11 +59,11 @@ elseif used + cost <= limit then
   used = used + cost
   retry_after = 0
 else
-  retry_after = wait_for(used + cost - limit)
+  retry_after = math.max(0, (used + cost - limit) * interval - partial) + lag
 end
 local reset_after = 0
 if used > 0 then
-  reset_after = wait_for(used)
+  reset_after = math.max(0, used * interval - partial) + lag
 end
 
 if write then
@@ -76,4 +74,4 @@ if write then
   end
 end
 
-return {allowed, limit, math.max(0, limit - used), reset_after, retry_after, now}
+return reply(allowed, limit, math.max(0, limit - used), reset_after, retry_after, now)
