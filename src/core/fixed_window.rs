@@ -38,7 +38,7 @@
 //! integers), every intermediate value below 2^53, and the same order of
 //! operations.
 
-use super::{Cost, Decision, Quota, Timestamp};
+use super::{Cost, Decision, Quota, Timestamp, Units, MAX_DEBT};
 
 /// The window of one key. The default is an empty window.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -56,12 +56,7 @@ pub fn check(state: &mut State, quota: &Quota, now: Timestamp, cost: Cost) -> De
     let cost = cost.get();
     let now_us = now.as_micros();
 
-    // A clock stepping back stays in the stored window.
-    let start = (now_us - now_us % window).max(state.window_start.as_micros());
-    if start != state.window_start.as_micros() {
-        state.window_start = Timestamp::from_micros(start);
-        state.count = 0;
-    }
+    let start = roll(state, window, now_us);
     let until_end = start.saturating_add(window).saturating_sub(now_us);
 
     let allowed = state.count.saturating_add(cost) <= limit;
@@ -80,6 +75,29 @@ pub fn check(state: &mut State, quota: &Quota, now: Timestamp, cost: Cost) -> De
         reset_after_us: if state.count == 0 { 0 } else { until_end },
         retry_after_us,
         at: now,
+    }
+}
+
+/// Moves `state` to the window of `now_us`; returns its start. A clock
+/// stepping back stays in the stored window.
+fn roll(state: &mut State, window: u64, now_us: u64) -> u64 {
+    let start = (now_us - now_us % window).max(state.window_start.as_micros());
+    if start != state.window_start.as_micros() {
+        state.window_start = Timestamp::from_micros(start);
+        state.count = 0;
+    }
+    start
+}
+
+/// A report at `now`: counts `units` in the current window even past the
+/// limit (a debt until the window ends), or takes them off, never below 0.
+pub fn charge(state: &mut State, quota: &Quota, now: Timestamp, units: Units) {
+    roll(state, quota.window_us(), now.as_micros());
+    if units.is_refund() {
+        state.count = state.count.saturating_sub(units.magnitude());
+    } else {
+        let cap = quota.limit().max(MAX_DEBT).max(state.count);
+        state.count = state.count.saturating_add(units.magnitude()).min(cap);
     }
 }
 

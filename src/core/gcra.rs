@@ -46,7 +46,7 @@
 //!
 //! [`token_bucket`]: super::token_bucket
 
-use super::{Cost, Decision, Quota, Timestamp};
+use super::{token_bucket::debt_cap, Cost, Decision, Quota, Timestamp, Units};
 
 /// The theoretical arrival time of one key. The default is an idle key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -83,6 +83,23 @@ pub fn check(state: &mut State, quota: &Quota, now: Timestamp, cost: Cost) -> De
         retry_after_us,
         at: now,
     }
+}
+
+/// A report at `now`: moves the arrival time on by `units` intervals even
+/// past the burst (a debt), or back, never before `now` (full). The same
+/// numbers as the token bucket's [`charge`](super::token_bucket::charge).
+pub fn charge(state: &mut State, quota: &Quota, now: Timestamp, units: Units) {
+    let interval = quota.emission_interval_us();
+    let now_us = now.as_micros();
+    let ahead = state.tat.as_micros().max(now_us) - now_us;
+    let cap = debt_cap(quota.limit(), interval);
+    let moved = units.magnitude().min(cap) * interval;
+    let ahead = if units.is_refund() {
+        ahead.saturating_sub(moved)
+    } else {
+        ahead.saturating_add(moved).min((cap * interval).max(ahead))
+    };
+    state.tat = Timestamp::from_micros(now_us.saturating_add(ahead));
 }
 
 #[cfg(test)]

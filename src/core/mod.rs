@@ -21,6 +21,8 @@
 //! [`multi::check_all`] decides one cost against several limits at once,
 //! all or nothing: the reference for checks with several limits.
 
+#[cfg(test)]
+mod charge_tests;
 pub mod clock;
 pub mod fixed_window;
 pub mod gcra;
@@ -33,8 +35,8 @@ pub(crate) mod test_support;
 pub mod token_bucket;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
-pub use multi::{check_all, Consume};
-pub use policy::{Algorithm, Cost, Policy, PolicyError, Quota};
+pub use multi::{check_all, report_all, Consume};
+pub use policy::{Algorithm, Cost, Policy, PolicyError, Quota, Units, MAX_DEBT};
 
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +102,26 @@ pub fn check(policy: &Policy, state: &mut State, now: Timestamp, cost: Cost) -> 
         State::SlidingWindowCounter(s) => sliding_window_counter::check(s, quota, now, cost),
         State::FixedWindow(s) => fixed_window::check(s, quota, now, cost),
         State::Gcra(s) => gcra::check(s, quota, now, cost),
+    }
+}
+
+/// A report of `units` at `now` under `policy`: a charge taken even past
+/// the limit, or a refund, never beyond full (see each algorithm's
+/// `charge`). A state kept for another algorithm is replaced by a fresh
+/// one first, as [`check`] does. The sliding window log takes no reports
+/// ([`Algorithm::reports`]); callers refuse them before, and its state is
+/// left as it is.
+pub fn charge(policy: &Policy, state: &mut State, now: Timestamp, units: Units) {
+    if state.algorithm() != policy.algorithm() {
+        *state = State::new(policy.algorithm());
+    }
+    let quota = policy.quota();
+    match state {
+        State::TokenBucket(s) => token_bucket::charge(s, quota, now, units),
+        State::SlidingWindowCounter(s) => sliding_window_counter::charge(s, quota, now, units),
+        State::FixedWindow(s) => fixed_window::charge(s, quota, now, units),
+        State::Gcra(s) => gcra::charge(s, quota, now, units),
+        State::SlidingWindowLog(_) => {}
     }
 }
 

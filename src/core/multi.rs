@@ -13,7 +13,7 @@
 //! would have allowed reports `allowed` with the numbers of its state as
 //! it stands — its `remaining` before the cost, not after.
 
-use super::{check, Cost, Decision, Policy, State, Timestamp};
+use super::{charge, check, Cost, Decision, Policy, State, Timestamp, Units};
 
 /// Whether a multi-limit check may consume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +57,18 @@ pub fn check_all(
         }
     }
     (allowed, decisions)
+}
+
+/// A report of `units` at `now` on every `(policy, state)` pair: each is
+/// charged (or refunded) unconditionally, then read as a peek — whether a
+/// cost-1 check would be allowed now, and each limit's numbers as they
+/// stand (see [`check_all`] with [`Consume::Never`]). A denied limit's
+/// `retry_after_us` is when its debt is paid back enough for one unit.
+pub fn report_all(limits: &mut [(&Policy, &mut State)], now: Timestamp, units: Units) -> (bool, Vec<Decision>) {
+    for (policy, state) in limits.iter_mut() {
+        charge(policy, state, now, units);
+    }
+    check_all(limits, now, Cost::ONE, Consume::Never)
 }
 
 /// An allowing limit's decision when nothing was consumed: allowed, with

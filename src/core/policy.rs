@@ -40,6 +40,14 @@ impl Algorithm {
         Algorithm::Gcra,
     ];
 
+    /// Whether a report (a charge after the work, or a refund) can move
+    /// this algorithm's state. The sliding window log cannot: it keeps an
+    /// entry per admitted cost, so a debt would add entries without bound
+    /// and a refund would have to choose whose entries to give back.
+    pub const fn reports(self) -> bool {
+        !matches!(self, Algorithm::SlidingWindowLog)
+    }
+
     /// The name used in configuration files and API responses.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -225,6 +233,42 @@ impl Cost {
         self.0.get()
     }
 }
+
+/// Units a report charges after the work (positive: taken even past the
+/// limit, a debt) or gives back (negative: a refund, never beyond full):
+/// never 0, at most [`Units::MAX`] either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Units(i64);
+
+impl Units {
+    /// The largest charge or refund of one report: 2^31 units.
+    pub const MAX: u64 = 1 << 31;
+
+    pub const fn new(units: i64) -> Option<Units> {
+        if units == 0 || units.unsigned_abs() > Units::MAX {
+            return None;
+        }
+        Some(Units(units))
+    }
+
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+
+    /// How many units, charged or given back.
+    pub const fn magnitude(self) -> u64 {
+        self.0.unsigned_abs()
+    }
+
+    pub const fn is_refund(self) -> bool {
+        self.0 < 0
+    }
+}
+
+/// How far a report's debt can reach, in microseconds (or, for the window
+/// algorithms, in units): 2^50, about 35 years. Debt beyond it saturates,
+/// so that every number the Lua ports handle stays exact in a double.
+pub const MAX_DEBT: u64 = 1 << 50;
 
 #[cfg(test)]
 mod tests {

@@ -58,7 +58,7 @@
 //!
 //! [`MAX_COUNTER_PRODUCT`]: super::policy::MAX_COUNTER_PRODUCT
 
-use super::{Cost, Decision, Quota, Timestamp};
+use super::{Cost, Decision, Quota, Timestamp, Units, MAX_DEBT};
 
 /// The two windows of one key. The default is an idle key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -97,16 +97,7 @@ pub fn check(state: &mut State, quota: &Quota, now: Timestamp, cost: Cost) -> De
     let cost = cost.get();
     let now_us = now.as_micros();
 
-    // Roll the windows forward. A clock stepping back stays in the stored one.
-    let stored = state.window_start.as_micros();
-    let start = (now_us - now_us % window).max(stored);
-    let (previous, mut current) = if start == stored {
-        (state.previous, state.current)
-    } else if Some(start) == stored.checked_add(window) {
-        (state.current, 0)
-    } else {
-        (0, 0)
-    };
+    let (start, previous, mut current) = roll(state, window, now_us);
 
     // Whole milliseconds elapsed in the current window (0 before its start).
     let elapsed_ms = now_us.saturating_sub(start) / 1_000;
@@ -158,6 +149,43 @@ pub fn check(state: &mut State, quota: &Quota, now: Timestamp, cost: Cost) -> De
         retry_after_us,
         at: now,
     }
+}
+
+/// The windows of `state` rolled forward to `now_us`: the current
+/// window's start, and the counts of the previous and current windows. A
+/// clock stepping back stays in the stored one.
+fn roll(state: &State, window: u64, now_us: u64) -> (u64, u64, u64) {
+    let stored = state.window_start.as_micros();
+    let start = (now_us - now_us % window).max(stored);
+    if start == stored {
+        (start, state.previous, state.current)
+    } else if Some(start) == stored.checked_add(window) {
+        (start, state.current, 0)
+    } else {
+        (start, 0, 0)
+    }
+}
+
+/// A report at `now`: counts `units` in the current window even past the
+/// limit (a debt that weighs on the next window too), or takes them off
+/// the current window and then the previous one, never below 0.
+pub fn charge(state: &mut State, quota: &Quota, now: Timestamp, units: Units) {
+    let (start, mut previous, mut current) = roll(state, quota.window_us(), now.as_micros());
+    let n = units.magnitude();
+    if units.is_refund() {
+        let from_current = n.min(current);
+        current -= from_current;
+        previous = previous.saturating_sub(n - from_current);
+    } else {
+        // Every count times the window's milliseconds stays within 2^53.
+        let cap = quota.limit().max(MAX_DEBT / quota.window_ms().max(1)).max(current);
+        current = current.saturating_add(n).min(cap);
+    }
+    *state = State {
+        window_start: Timestamp::from_micros(start),
+        previous,
+        current,
+    };
 }
 
 #[cfg(test)]

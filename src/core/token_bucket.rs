@@ -48,7 +48,7 @@
 //!
 //! [`gcra`]: super::gcra
 
-use super::{Cost, Decision, Quota, Timestamp};
+use super::{Cost, Decision, Quota, Timestamp, Units, MAX_DEBT};
 
 /// The bucket of one key. The default is a full bucket.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -67,19 +67,7 @@ pub fn check(state: &mut State, quota: &Quota, now: Timestamp, cost: Cost) -> De
     let cost = cost.get();
     let now_us = now.as_micros();
 
-    // Refill. A `now` before `updated` (clock stepped back) counts as `updated`.
-    let updated = state.updated.as_micros();
-    let now_e = now_us.max(updated);
-    let earned = (now_e - updated) / interval;
-    if earned >= state.used {
-        // Full: the part of an interval already elapsed is dropped.
-        state.used = 0;
-        state.updated = Timestamp::from_micros(now_e);
-    } else {
-        // Not full: carry the part of an interval already elapsed.
-        state.used -= earned;
-        state.updated = Timestamp::from_micros(updated + earned * interval);
-    }
+    let now_e = refill(state, interval, now_us);
     // Progress towards the next token (< interval when used > 0).
     let partial = now_e - state.updated.as_micros();
     // How far `now` is behind the time the bucket was evaluated at.
@@ -109,6 +97,48 @@ pub fn check(state: &mut State, quota: &Quota, now: Timestamp, cost: Cost) -> De
         reset_after_us,
         retry_after_us,
         at: now,
+    }
+}
+
+/// Earns back the tokens due by `now_us`; returns the time the bucket is
+/// evaluated at. A `now` before `updated` (clock stepped back) counts as
+/// `updated`.
+fn refill(state: &mut State, interval: u64, now_us: u64) -> u64 {
+    let updated = state.updated.as_micros();
+    let now_e = now_us.max(updated);
+    let earned = (now_e - updated) / interval;
+    if earned >= state.used {
+        // Full: the part of an interval already elapsed is dropped.
+        state.used = 0;
+        state.updated = Timestamp::from_micros(now_e);
+    } else {
+        // Not full: carry the part of an interval already elapsed.
+        state.used -= earned;
+        state.updated = Timestamp::from_micros(updated + earned * interval);
+    }
+    now_e
+}
+
+/// The most tokens a report can leave owed: the limit, or [`MAX_DEBT`]
+/// microseconds' worth when that is more.
+pub(super) fn debt_cap(limit: u64, interval: u64) -> u64 {
+    limit.max(MAX_DEBT / interval)
+}
+
+/// A report at `now`: takes `units` tokens even past the limit (a debt,
+/// earned back like any other use), or gives them back, never beyond a
+/// full bucket.
+pub fn charge(state: &mut State, quota: &Quota, now: Timestamp, units: Units) {
+    let interval = quota.emission_interval_us();
+    let now_e = refill(state, interval, now.as_micros());
+    if units.is_refund() {
+        state.used = state.used.saturating_sub(units.magnitude());
+        if state.used == 0 {
+            state.updated = Timestamp::from_micros(now_e);
+        }
+    } else {
+        let cap = debt_cap(quota.limit(), interval).max(state.used);
+        state.used = state.used.saturating_add(units.magnitude()).min(cap);
     }
 }
 
