@@ -22,7 +22,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use dashmap::mapref::entry::Entry as MapEntry;
 use dashmap::DashMap;
 
-use super::{CounterKey, Store, StoreError, StoreKey};
+use super::{Applied, CounterKey, Once, Op, Store, StoreError, StoreKey};
 use crate::core::{self, Clock, Consume, Cost, Decision, Policy, State, SystemClock, Timestamp};
 
 /// Lock stripes of the checks with several limits: enough that unrelated
@@ -39,6 +39,8 @@ struct Entry {
 pub struct MemoryStore<C = SystemClock> {
     clock: C,
     entries: DashMap<String, Entry>,
+    /// The ids applied ([`MemoryStore::apply_now`]), each until it expires.
+    ids: DashMap<String, Timestamp>,
     /// Held by checks with several limits, one per counter's stripe.
     stripes: Box<[Mutex<()>]>,
     hasher: std::collections::hash_map::RandomState,
@@ -61,6 +63,7 @@ impl<C: Clock> MemoryStore<C> {
         MemoryStore {
             clock,
             entries: DashMap::new(),
+            ids: DashMap::new(),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             hasher: std::collections::hash_map::RandomState::new(),
         }
@@ -93,15 +96,137 @@ impl<C: Clock> MemoryStore<C> {
         let (allowed, decisions) = core::check_all(&mut limits, now, cost, consume);
         if allowed && consume == Consume::IfAllAllow {
             for ((name, state), decision) in names.into_iter().zip(states).zip(&decisions) {
-                if decision.reset_after_us == 0 {
-                    self.entries.remove(&name);
-                } else {
-                    let expires_at = decision.at.plus(decision.reset_after_us);
-                    self.entries.insert(name, Entry { state, expires_at });
-                }
+                self.keep(name, state, decision);
             }
         }
         (allowed, decisions)
+    }
+
+    /// A report on every counter, or a check of them, applied at most once
+    /// per id (see [`Store::apply`]). It holds the stripes of its counters
+    /// and of its id, so that no other call with them runs in between; a
+    /// rule's only, unnamed counter is also held by its map entry, as a
+    /// single-limit check holds it.
+    pub fn apply_now(
+        &self,
+        partition: &str,
+        counters: &[(CounterKey<'_>, &Policy)],
+        op: Op,
+        once: Option<Once<'_>>,
+    ) -> Applied {
+        let names: Vec<String> = counters.iter().map(|(key, _)| counter_map_key(*key)).collect();
+        let id = once.map(|once| {
+            let rule = counters.first().map_or("", |(key, _)| key.rule);
+            (id_map_key(rule, partition, once.id), once.ttl_us)
+        });
+        let mut held = names.clone();
+        held.extend(id.iter().map(|(name, _)| name.clone()));
+        let _held = self.hold(&held);
+        let now = self.clock.now();
+        let duplicate = id
+            .as_ref()
+            .is_some_and(|(name, _)| self.ids.get(name).is_some_and(|expires| *expires > now));
+        let single = counters.len() == 1 && counters[0].0.limit.is_none();
+        let decide = |states: &mut [State]| -> (bool, Vec<Decision>, bool) {
+            let mut limits: Vec<(&Policy, &mut State)> =
+                counters.iter().map(|(_, p)| *p).zip(states.iter_mut()).collect();
+            match op {
+                _ if duplicate => {
+                    let (allowed, decisions) = core::check_all(&mut limits, now, Cost::ONE, Consume::Never);
+                    (allowed, decisions, false)
+                }
+                Op::Check(cost) => {
+                    let (allowed, decisions) = core::check_all(&mut limits, now, cost, Consume::IfAllAllow);
+                    (allowed, decisions, allowed)
+                }
+                Op::Report(units) => {
+                    let (allowed, decisions) = core::report_all(&mut limits, now, units);
+                    (allowed, decisions, true)
+                }
+            }
+        };
+        let (allowed, decisions, applied) = if single {
+            self.decide_single(&names[0], counters[0].1, now, decide)
+        } else {
+            let mut states: Vec<State> = names
+                .iter()
+                .zip(counters)
+                .map(|(name, (_, policy))| match self.entries.get(name) {
+                    Some(entry) if entry.expires_at > now => entry.state.clone(),
+                    _ => State::new(policy.algorithm()),
+                })
+                .collect();
+            let (allowed, decisions, applied) = decide(&mut states);
+            if applied {
+                for ((name, state), decision) in names.into_iter().zip(states).zip(&decisions) {
+                    self.keep(name, state, decision);
+                }
+            }
+            (allowed, decisions, applied)
+        };
+        if let (true, Some((name, ttl_us))) = (applied, id) {
+            self.ids.insert(name, now.plus(ttl_us));
+        }
+        Applied {
+            duplicate,
+            allowed: allowed || duplicate && matches!(op, Op::Check(_)),
+            decisions,
+        }
+    }
+
+    /// Runs `decide` on the state of one single-limit counter under its map
+    /// entry, keeping the state it leaves when it says so.
+    fn decide_single(
+        &self,
+        name: &str,
+        policy: &Policy,
+        now: Timestamp,
+        decide: impl FnOnce(&mut [State]) -> (bool, Vec<Decision>, bool),
+    ) -> (bool, Vec<Decision>, bool) {
+        match self.entries.entry(name.to_owned()) {
+            MapEntry::Occupied(mut occupied) => {
+                let mut states = [match occupied.get().expires_at > now {
+                    true => occupied.get().state.clone(),
+                    false => State::new(policy.algorithm()),
+                }];
+                let outcome = decide(&mut states);
+                if outcome.2 {
+                    let [state] = states;
+                    match outcome.1[0].reset_after_us {
+                        0 => {
+                            occupied.remove();
+                        }
+                        reset => {
+                            let entry = occupied.get_mut();
+                            entry.state = state;
+                            entry.expires_at = outcome.1[0].at.plus(reset);
+                        }
+                    }
+                }
+                outcome
+            }
+            MapEntry::Vacant(vacant) => {
+                let mut states = [State::new(policy.algorithm())];
+                let outcome = decide(&mut states);
+                if outcome.2 && outcome.1[0].reset_after_us > 0 {
+                    let [state] = states;
+                    let expires_at = outcome.1[0].at.plus(outcome.1[0].reset_after_us);
+                    vacant.insert(Entry { state, expires_at });
+                }
+                outcome
+            }
+        }
+    }
+
+    /// Keeps `state` under `name` until it is fully restored, or drops it
+    /// when it already is.
+    fn keep(&self, name: String, state: State, decision: &Decision) {
+        if decision.reset_after_us == 0 {
+            self.entries.remove(&name);
+        } else {
+            let expires_at = decision.at.plus(decision.reset_after_us);
+            self.entries.insert(name, Entry { state, expires_at });
+        }
     }
 
     /// Forgets every counter's state under their stripes, so no check of
@@ -173,6 +298,7 @@ impl<C: Clock> MemoryStore<C> {
         let now = self.clock.now();
         let before = self.entries.len();
         self.entries.retain(|_, entry| entry.expires_at > now);
+        self.ids.retain(|_, expires| *expires > now);
         if self.entries.capacity() > 4096 && self.entries.len() < self.entries.capacity() / 4 {
             self.entries.shrink_to_fit();
         }
@@ -196,6 +322,19 @@ fn map_key(key: StoreKey<'_>) -> String {
     s.push_str(key.rule);
     s.push('\0');
     s.push_str(key.key);
+    s
+}
+
+/// An id applied by [`MemoryStore::apply_now`]: `STX rule NUL partition
+/// NUL id`, apart from every counter's name (and held in the ids' map).
+fn id_map_key(rule: &str, partition: &str, id: &str) -> String {
+    let mut s = String::with_capacity(3 + rule.len() + partition.len() + id.len());
+    s.push('\u{2}');
+    s.push_str(rule);
+    s.push('\0');
+    s.push_str(partition);
+    s.push('\0');
+    s.push_str(id);
     s
 }
 
@@ -243,6 +382,16 @@ impl<C: Clock> Store for MemoryStore<C> {
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         self.reset_all_now(counters);
         ready(Ok(()))
+    }
+
+    fn apply(
+        &self,
+        partition: &str,
+        counters: &[(CounterKey<'_>, &Policy)],
+        op: Op,
+        once: Option<Once<'_>>,
+    ) -> impl Future<Output = Result<Applied, StoreError>> + Send {
+        ready(Ok(self.apply_now(partition, counters, op, once)))
     }
 
     fn check_all(

@@ -26,7 +26,7 @@ use self::control::Control;
 use self::memory::MemoryStore;
 use self::redis::control::RedisControl;
 use self::redis::RedisStore;
-use crate::core::{Clock, Consume, Cost, Decision, Policy};
+use crate::core::{Clock, Consume, Cost, Decision, Policy, Units};
 use crate::metrics::Metrics;
 
 /// The identity of one counter: a rule and a caller's key.
@@ -77,6 +77,38 @@ pub struct StoreError {
     pub message: String,
 }
 
+/// What [`Store::apply`] does to a rule's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// A check of this cost, all or nothing, consuming when every counter
+    /// allows (as [`Store::check_all`] with [`Consume::IfAllAllow`]).
+    Check(Cost),
+    /// A report: every counter charged (or refunded) unconditionally, see
+    /// [`crate::core::report_all`].
+    Report(Units),
+}
+
+/// The id that makes a call idempotent: applied once while its record
+/// lives (`ttl_us`), in the slot of the call's partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Once<'a> {
+    pub id: &'a str,
+    pub ttl_us: u64,
+}
+
+/// What [`Store::apply`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The id was already applied: nothing changed, and `decisions` are a
+    /// peek (one unit, nothing consumed).
+    pub duplicate: bool,
+    /// Whether every counter allows: the check's outcome, or for a report
+    /// (and a duplicate) whether one more unit would be allowed now.
+    pub allowed: bool,
+    /// Each counter's decision, in order.
+    pub decisions: Vec<Decision>,
+}
+
 /// Atomic check-and-update of rate-limit state.
 pub trait Store: Send + Sync + 'static {
     /// Decides a request of `cost` on `key` under `policy`, consuming the
@@ -108,6 +140,28 @@ pub trait Store: Send + Sync + 'static {
         std::future::ready(Err(StoreError {
             transient: false,
             message: "this store cannot decide several limits at once".to_owned(),
+        }))
+    }
+
+    /// A report on every counter, or a check of them, applied at most once
+    /// per `once.id` while its record lives: atomically with the record,
+    /// so two calls with one id on two replicas apply once. A report's
+    /// id is kept whenever it is applied; a check's only when it consumed
+    /// (a denied check may be retried with its id). Counters are as for
+    /// [`Store::check_all`], except that a rule's only, unnamed limit may
+    /// be named (its counter is then consumed as [`Store::check`] would);
+    /// `partition` is the key of such a rule.
+    fn apply(
+        &self,
+        partition: &str,
+        counters: &[(CounterKey<'_>, &Policy)],
+        op: Op,
+        once: Option<Once<'_>>,
+    ) -> impl Future<Output = Result<Applied, StoreError>> + Send {
+        let _ = (partition, counters, op, once);
+        std::future::ready(Err(StoreError {
+            transient: false,
+            message: "this store cannot apply reports or ids".to_owned(),
         }))
     }
 
@@ -199,6 +253,19 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(store) => Ok(store.check_all_now(counters, cost, consume)),
             AnyStore::Redis(store) => Box::pin(store.check_all(partition, counters, cost, consume)).await,
+        }
+    }
+
+    async fn apply(
+        &self,
+        partition: &str,
+        counters: &[(CounterKey<'_>, &Policy)],
+        op: Op,
+        once: Option<Once<'_>>,
+    ) -> Result<Applied, StoreError> {
+        match self {
+            AnyStore::Memory(store) => Ok(store.apply_now(partition, counters, op, once)),
+            AnyStore::Redis(store) => Box::pin(store.apply(partition, counters, op, once)).await,
         }
     }
 

@@ -15,4 +15,5 @@ mod faults;
 mod footprint;
 mod observability;
 mod recovery;
+mod reports;
 mod support_selftest;

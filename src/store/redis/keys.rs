@@ -6,6 +6,7 @@
 //! <prefix>:{<rule>:<key>}:swl:log              sliding_window_log's entries (a list)
 //! <prefix>:{<rule>:<partition>}:<limit>:<value>:<algorithm>
 //!                                              a counter of a rule with several limits
+//! <prefix>:{<rule>:<partition>}:id:<id>       an id applied by a report or a check (a string)
 //! <prefix>:{admin}:overrides                   operators' overrides (a hash: id → JSON)
 //! <prefix>:{admin}:allow, <prefix>:{admin}:block   the lists (hashes: entry → JSON)
 //! <prefix>:admin:changed                       pub/sub channel; any message means "re-read"
@@ -119,6 +120,22 @@ impl KeyLayout {
         escape_into(&mut base, key.value, true);
         base.push(':');
         with_suffix(base, algorithm)
+    }
+
+    /// The record of an id applied by a report or a check of `rule`, in
+    /// the slot of `partition` (the key of a single-limit rule): `id`
+    /// after its tag, escaped with `:`, so it has two parts, the first
+    /// `id`, which no state's name has.
+    pub fn id_key(&self, rule: &str, partition: &str, id: &str) -> String {
+        let mut name = String::with_capacity(self.prefix.len() + rule.len() + partition.len() + id.len() + 16);
+        name.push_str(&self.prefix);
+        name.push_str(":{");
+        escape_into(&mut name, rule, true);
+        name.push(':');
+        escape_into(&mut name, partition, false);
+        name.push_str("}:id:");
+        escape_into(&mut name, id, true);
+        name
     }
 
     /// The cluster slot of every key tagged with `rule` and `value` (a

@@ -32,13 +32,14 @@ use std::future::Future;
 use std::sync::Arc;
 
 use fred::prelude::{ClientLike, Error as FredError, ErrorKind, KeysInterface, Pool};
+use fred::types::Value;
 
 use self::batch::Batcher;
 pub use self::connection::{ConnectError, Connector};
 use self::keys::KeyLayout;
 use self::scripts::Scripts;
 use self::shards::Shards;
-use super::{CounterKey, Store, StoreError, StoreKey};
+use super::{Applied, CounterKey, Once, Op, Store, StoreError, StoreKey};
 use crate::core::{Clock, Consume, Cost, Decision, Policy, Timestamp};
 use crate::metrics::Metrics;
 use crate::settings::RedisSettings;
@@ -321,6 +322,32 @@ impl RedisStore {
     }
 }
 
+/// `{duplicate, replies}` of `lua/once.lua`.
+fn applied_from_reply(reply: Value, limits: usize, op: Op) -> Result<Applied, StoreError> {
+    let unexpected = |what: &str| StoreError {
+        transient: false,
+        message: format!("unexpected reply of the once script: {what}"),
+    };
+    let Value::Array(mut parts) = reply else {
+        return Err(unexpected("not an array"));
+    };
+    if parts.len() != 2 {
+        return Err(unexpected("not two parts"));
+    }
+    let replies: Vec<Vec<i64>> = parts
+        .pop()
+        .unwrap_or(Value::Null)
+        .convert()
+        .map_err(|e| unexpected(&e.to_string()))?;
+    let duplicate = parts.pop().and_then(|v| v.as_i64()) == Some(1);
+    let (allowed, decisions) = several_decided(replies, limits)?;
+    Ok(Applied {
+        duplicate,
+        allowed: allowed || duplicate && matches!(op, Op::Check(_)),
+        decisions,
+    })
+}
+
 /// The decisions of a check of several limits, one reply per limit.
 fn several_decided(replies: Vec<Vec<i64>>, limits: usize) -> Result<(bool, Vec<Decision>), StoreError> {
     if replies.len() != limits {
@@ -408,6 +435,54 @@ impl Store for RedisStore {
     }
     async fn check(&self, key: StoreKey<'_>, policy: &Policy, cost: Cost) -> Result<Decision, StoreError> {
         self.run(key, policy, cost).await
+    }
+
+    /// One call of `lua/once.lua`, unbatched, every key (and the id's) in
+    /// the slot of `partition`.
+    async fn apply(
+        &self,
+        partition: &str,
+        counters: &[(CounterKey<'_>, &Policy)],
+        op: Op,
+        once: Option<Once<'_>>,
+    ) -> Result<Applied, StoreError> {
+        let mut keys = Vec::with_capacity(counters.len() * 2 + 1);
+        let mut args = Vec::with_capacity(7 + counters.len() * 5);
+        args.push(self.time.argument());
+        let (what, units, cost, consume) = match op {
+            Op::Check(cost) => ("c", 0, cost.get(), "1"),
+            Op::Report(units) => ("r", units.get(), 1, "0"),
+        };
+        args.push(what.to_owned());
+        args.push(units.to_string());
+        // The id's lifetime in whole milliseconds, at least one.
+        args.push(once.map_or(0, |once| once.ttl_us.div_ceil(1_000).max(1)).to_string());
+        args.push(cost.to_string());
+        args.push(consume.to_owned());
+        args.push(counters.len().to_string());
+        for (key, policy) in counters {
+            let names = self.layout.counter_keys(partition, *key, policy.algorithm()).to_vec();
+            let quota = policy.quota();
+            for value in [
+                scripts::multi_index(policy.algorithm()),
+                quota.limit(),
+                quota.window_us(),
+                quota.emission_interval_us(),
+                names.len() as u64,
+            ] {
+                args.push(value.to_string());
+            }
+            keys.extend(names);
+        }
+        if let Some(once) = once {
+            let rule = counters.first().map_or("", |(key, _)| key.rule);
+            keys.push(self.layout.id_key(rule, partition, once.id));
+        }
+        let reply: Value = self
+            .evalsha(self.scripts.once(), keys, args)
+            .await
+            .map_err(|e| self.failed(e))?;
+        applied_from_reply(reply, counters.len(), op)
     }
 
     async fn reset(&self, key: StoreKey<'_>) -> Result<(), StoreError> {

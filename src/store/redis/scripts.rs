@@ -81,6 +81,10 @@ pub const MULTI: &str = multi_script!("multi_one.lua");
 /// The script of several such checks in a row (`lua/multi_batch.lua`).
 pub const MULTI_BATCH: &str = multi_script!("multi_batch.lua");
 
+/// The script of a report, or of a check applied once per id
+/// (`lua/once.lua`).
+pub const ONCE: &str = multi_script!("once.lua");
+
 /// An algorithm's number in `lua/multi.lua`'s arguments.
 pub fn multi_index(algorithm: Algorithm) -> u64 {
     match algorithm {
@@ -108,6 +112,7 @@ pub struct Scripts {
     batched: [Script; 5],
     multi: Script,
     multi_batched: Script,
+    once: Script,
 }
 
 impl Scripts {
@@ -127,6 +132,7 @@ impl Scripts {
             ],
             multi: Script::from_lua(MULTI),
             multi_batched: Script::from_lua(MULTI_BATCH),
+            once: Script::from_lua(ONCE),
         }
     }
 
@@ -162,13 +168,19 @@ impl Scripts {
         &self.multi_batched
     }
 
-    /// Every script: single, batched, and the two for several limits.
+    /// The script of a report, or of a check with an id.
+    pub fn once(&self) -> &Script {
+        &self.once
+    }
+
+    /// Every script: single, batched, the two for several limits, and the
+    /// one for reports and checks with an id.
     pub fn all(&self) -> impl Iterator<Item = &Script> {
         Algorithm::ALL
             .into_iter()
             .map(|a| self.get(a))
             .chain(self.batched.iter())
-            .chain([&self.multi, &self.multi_batched])
+            .chain([&self.multi, &self.multi_batched, &self.once])
     }
 }
 

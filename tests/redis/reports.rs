@@ -1,0 +1,193 @@
+//! Reports and ids (`Store::apply`): the Redis script (`lua/once.lua`)
+//! against the memory store's `apply_now` on random sequences of checks,
+//! reports and refunds, with and without ids, at the same given times; and
+//! one id raced from two replicas applies once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ratelimiter::core::{Algorithm, Consume, Cost, ManualClock, Policy, Timestamp, Units};
+use ratelimiter::settings::RedisSettings;
+use ratelimiter::store::memory::MemoryStore;
+use ratelimiter::store::redis::RedisStore;
+use ratelimiter::store::{CounterKey, Once, Op, Store};
+
+use crate::common::{cluster_settings, connect, standalone_settings, unique_prefix, Rng};
+use ratelimiter_testkit::redis::{RedisCluster, RedisServer};
+
+const START: u64 = 1_700_000_000_123_456;
+/// Ids live 30 days: longer than any sequence's clock moves.
+const ID_TTL_US: u64 = 30 * 86_400 * 1_000_000;
+
+async fn compare(redis: RedisStore, clock: Arc<ManualClock>, seed: u64, sequences: u64) -> u64 {
+    const NAMES: [&str; 3] = ["burst", "daily", "org"];
+    let reporting: Vec<Algorithm> = Algorithm::ALL.into_iter().filter(|a| a.reports()).collect();
+    let memory = MemoryStore::with_clock(clock.clone());
+    let mut rng = Rng::new(seed);
+    let mut compared = 0;
+    for sequence in 0..sequences {
+        // Some sequences are a rule's only, unnamed limit.
+        let unnamed = rng.chance(4);
+        let count = if unnamed { 1 } else { rng.range(1, 3) as usize };
+        let policies: Vec<Policy> = (0..count)
+            .map(|_| {
+                let algorithm = reporting[rng.range(0, reporting.len() as u64 - 1) as usize];
+                let window_s = [60, 90, 600, 3600][rng.range(0, 3) as usize];
+                let limit = rng.range(1, 40.min(window_s));
+                Policy::new(algorithm, limit, Duration::from_secs(window_s)).unwrap()
+            })
+            .collect();
+        let smallest = policies.iter().map(Policy::limit).min().unwrap_or(1);
+        let shortest_us = policies
+            .iter()
+            .map(|p| p.quota().window_us())
+            .min()
+            .unwrap_or(60_000_000);
+        let values: Vec<String> = (0..count).map(|i| format!("r{seed}-{sequence}-{i}")).collect();
+        let counters: Vec<(CounterKey<'_>, &Policy)> = (0..count)
+            .map(|i| {
+                let key = CounterKey {
+                    rule: "reports",
+                    limit: if unnamed { None } else { Some(NAMES[i]) },
+                    value: &values[i],
+                };
+                (key, &policies[i])
+            })
+            .collect();
+        let partition = if unnamed {
+            values[0].clone()
+        } else {
+            format!("p{seed}-{sequence}")
+        };
+        let mut ids: Vec<String> = Vec::new();
+        let mut now = START + rng.range(0, shortest_us);
+        for step in 0..50 {
+            now = match rng.range(0, 6) {
+                0 => now,
+                1 => now + rng.range(shortest_us, 2 * shortest_us),
+                _ => now + rng.range(1, shortest_us / smallest.max(1)),
+            };
+            clock.set(Timestamp::from_micros(now));
+            let op = if rng.chance(2) {
+                let n = rng.range(1, 3 * smallest) as i64;
+                Op::Report(Units::new(if rng.chance(3) { -n } else { n }).unwrap())
+            } else {
+                Op::Check(Cost::new(rng.range(1, smallest)).unwrap())
+            };
+            let id = match rng.range(0, 3) {
+                0 => None,
+                1 if !ids.is_empty() => Some(ids[rng.range(0, ids.len() as u64 - 1) as usize].clone()),
+                _ => {
+                    ids.push(format!("id-{seed}-{sequence}-{step}:{{x}}"));
+                    ids.last().cloned()
+                }
+            };
+            let once = id.as_deref().map(|id| Once { id, ttl_us: ID_TTL_US });
+            let expected = memory.apply_now(&partition, &counters, op, once);
+            let actual = redis
+                .apply(&partition, &counters, op, once)
+                .await
+                .expect("redis answers");
+            let context = || {
+                format!(
+                    "seed {seed} sequence {sequence} step {step}: {op:?} id {id:?} now {now}, limits {:?}",
+                    policies
+                        .iter()
+                        .map(|p| (p.algorithm(), p.limit(), p.quota().window_us()))
+                        .collect::<Vec<_>>()
+                )
+            };
+            assert_eq!(actual, expected, "{}", context());
+            // The counters read alike afterwards too.
+            let peek_m = memory.check_all_now(&counters, Cost::ONE, Consume::Never);
+            let peek_r = redis
+                .check_all(&partition, &counters, Cost::ONE, Consume::Never)
+                .await
+                .unwrap();
+            assert_eq!(peek_r, peek_m, "peek after {}", context());
+            compared += 1;
+        }
+    }
+    compared
+}
+
+async fn agree(settings: RedisSettings, seed: u64, sequences: u64) {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_micros(START)));
+    let store = connect(&settings).await;
+    let compared = compare(store.with_clock(clock.clone()), clock, seed, sequences).await;
+    assert_eq!(compared, sequences * 50);
+}
+
+#[tokio::test]
+async fn reports_and_ids_apply_alike_in_lua_and_rust_on_redis() {
+    let server = RedisServer::start();
+    agree(standalone_settings(&server.url(), &unique_prefix("diffreport")), 5, 60).await;
+}
+
+#[tokio::test]
+async fn reports_and_ids_apply_alike_in_lua_and_rust_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    agree(
+        cluster_settings(&cluster.seed_urls(), &unique_prefix("diffreport")),
+        6,
+        20,
+    )
+    .await;
+}
+
+/// 2 replicas × 20 concurrent reports of 3 units, all with one id, and 40
+/// more without: the id is applied once, the others every time.
+async fn one_id_applies_once(settings: RedisSettings) {
+    let a = Arc::new(connect(&settings).await);
+    let b = Arc::new(connect(&settings).await);
+    let policy = Policy::new(Algorithm::FixedWindow, 1_000, Duration::from_secs(3600)).unwrap();
+    let key = format!("race-{}", unique_prefix("k"));
+    let mut tasks = Vec::new();
+    for i in 0..80 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let key = key.clone();
+        tasks.push(tokio::spawn(async move {
+            let counters = [(
+                CounterKey {
+                    rule: "race",
+                    limit: None,
+                    value: &key,
+                },
+                &policy,
+            )];
+            let once = (i < 40).then_some(Once {
+                id: "the-one",
+                ttl_us: 3_600_000_000,
+            });
+            let op = Op::Report(Units::new(3).unwrap());
+            store.apply(&key, &counters, op, once).await.expect("applied").duplicate
+        }));
+    }
+    let mut duplicates = 0;
+    for task in tasks {
+        duplicates += usize::from(task.await.unwrap());
+    }
+    assert_eq!(duplicates, 39, "one of the 40 with the id applied");
+    let counters = [(
+        CounterKey {
+            rule: "race",
+            limit: None,
+            value: &key,
+        },
+        &policy,
+    )];
+    let (_, decisions) = a.check_all(&key, &counters, Cost::ONE, Consume::Never).await.unwrap();
+    assert_eq!(decisions[0].remaining, 1_000 - 41 * 3);
+}
+
+#[tokio::test]
+async fn one_id_raced_from_two_replicas_applies_once_on_redis() {
+    let server = RedisServer::start();
+    one_id_applies_once(standalone_settings(&server.url(), &unique_prefix("race"))).await;
+}
+
+#[tokio::test]
+async fn one_id_raced_from_two_replicas_applies_once_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    one_id_applies_once(cluster_settings(&cluster.seed_urls(), &unique_prefix("race"))).await;
+}
