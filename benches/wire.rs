@@ -58,6 +58,7 @@ fn verdict(allowed: bool) -> Verdict {
         store_error: None,
         limits: Vec::new(),
         limit_name: None,
+        duplicate: false,
     }
 }
 

@@ -44,7 +44,9 @@ pub(super) fn status_of(reason: Reason, denied: StatusCode) -> StatusCode {
         | Reason::FailOpen
         | Reason::LocalAllowed
         | Reason::Peek
-        | Reason::ShadowLimited => StatusCode::OK,
+        | Reason::ShadowLimited
+        | Reason::Reported
+        | Reason::Refunded => StatusCode::OK,
         Reason::Limited | Reason::LocalLimited => denied,
         Reason::Blocked => StatusCode::FORBIDDEN,
         Reason::FailClosed => StatusCode::SERVICE_UNAVAILABLE,

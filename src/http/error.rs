@@ -84,6 +84,7 @@ impl From<LimiterError> for ApiError {
                 LimiterError::MissingScope { scope, rule }.to_string(),
             ),
             e @ LimiterError::UnknownLimit { .. } => ApiError::field("name", e.to_string()),
+            e @ LimiterError::ReportUnsupported { .. } => ApiError::field("cost", e.to_string()),
             LimiterError::Store(e) => {
                 tracing::error!(error = %e, transient = e.transient, "store failed");
                 ApiError::store_unavailable()

@@ -102,6 +102,7 @@ pub fn parse_forwarded(
             .map(str::to_owned),
         cost: Cost::ONE,
         peek: false,
+        id: None,
         client_ip,
         scopes: forwarded_scopes(headers, settings, max_key_bytes)?,
     })

@@ -29,6 +29,7 @@ pub mod forward;
 pub mod headers;
 pub mod log;
 pub mod ops;
+pub mod report;
 pub mod request_id;
 pub mod wire;
 
@@ -96,6 +97,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/check", post(check::check))
         .route("/check/batch", post(batch::check_batch))
         .route("/check/forward", on(any_standard_method, forward::check_forwarded))
+        .route("/report", post(report::report))
         .route_layer(MapFutureLayer::new(move |future| {
             timed(metrics.clone(), Instant::now(), future)
         }));

@@ -16,11 +16,11 @@ use super::error::ApiError;
 pub use super::headers::{
     rate_limit_headers, RATELIMIT, RATELIMIT_POLICY, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET,
 };
-use crate::core::Cost;
+use crate::core::{Cost, Units};
 use crate::limiter::request::MAX_SCOPES;
-use crate::limiter::{CheckRequest, Key, KeyError, Verdict};
+use crate::limiter::{CheckRequest, Key, KeyError, Verdict, MAX_ID_BYTES};
 
-const FIELDS: &str = "key, endpoint, tier, cost, client_ip, scopes";
+const FIELDS: &str = "key, endpoint, tier, cost, client_ip, scopes, id";
 
 /// The most checks one `/check/batch` request may carry.
 pub const MAX_BATCH: usize = 100;
@@ -42,6 +42,8 @@ struct Borrowed<'a> {
     client_ip: Option<Cow<'a, str>>,
     #[serde(default)]
     scopes: Option<BTreeMap<String, String>>,
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
 }
 
 /// Parses a `/check` body.
@@ -72,8 +74,13 @@ pub fn parse_check(body: &[u8], max_key_bytes: usize) -> Result<CheckRequest, Ap
             None => Some(Vec::new()),
             Some(map) => valid_scopes(map, max_key_bytes),
         };
-        if let (Some(key), Some(cost), Some(client_ip), Some(scopes)) = (key, cost, client_ip, scopes) {
+        let id = match fast.id {
+            None => Some(None),
+            Some(id) => valid_id(&id).then(|| Some(id.into_owned())),
+        };
+        if let (Some(key), Some(cost), Some(client_ip), Some(scopes), Some(id)) = (key, cost, client_ip, scopes, id) {
             return Ok(CheckRequest {
+                id,
                 key,
                 endpoint: fast.endpoint.map(Cow::into_owned),
                 tier: fast.tier.map(Cow::into_owned),
@@ -153,6 +160,7 @@ fn check_fields(fields: serde_json::Map<String, Value>, max_key_bytes: usize) ->
     let mut cost = Some(Cost::ONE);
     let mut client_ip = None;
     let mut scopes = Vec::new();
+    let mut id = None;
     for (name, value) in fields {
         match name.as_str() {
             "key" => key = Some(parse_key(value, max_key_bytes)?),
@@ -161,6 +169,7 @@ fn check_fields(fields: serde_json::Map<String, Value>, max_key_bytes: usize) ->
             "cost" => cost = parse_cost(&value)?,
             "client_ip" => client_ip = parse_client_ip(value)?,
             "scopes" => scopes = parse_scopes(value, max_key_bytes)?,
+            "id" => id = parse_id(value)?,
             _ => {
                 return Err(ApiError::field(
                     name.clone(),
@@ -178,7 +187,54 @@ fn check_fields(fields: serde_json::Map<String, Value>, max_key_bytes: usize) ->
         peek: cost.is_none(),
         client_ip,
         scopes,
+        id,
     })
+}
+
+/// Whether `id` is 1 to [`MAX_ID_BYTES`] bytes.
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ID_BYTES
+}
+
+/// `id`: a string of 1 to [`MAX_ID_BYTES`] bytes, or absent.
+fn parse_id(value: Value) -> Result<Option<String>, ApiError> {
+    match optional_string("id", value)? {
+        None => Ok(None),
+        Some(id) if valid_id(&id) => Ok(Some(id)),
+        Some(id) => Err(ApiError::field(
+            "id",
+            format!("id must be 1 to {MAX_ID_BYTES} bytes; got {}", id.len()),
+        )),
+    }
+}
+
+/// Parses a `/report` body: a `/check` body whose `cost` is required and
+/// signed — units to charge (even past the limit) or, negative, to give
+/// back — never 0, at most 2^31 either way.
+pub fn parse_report(body: &[u8], max_key_bytes: usize) -> Result<(CheckRequest, Units), ApiError> {
+    const RULE: &str = "cost must be a whole number other than 0, from -2147483648 to 2147483648: units used (charged even past the limit) or, negative, given back";
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::field("body", format!("body is not valid JSON: {e}")))?;
+    let Value::Object(mut fields) = value else {
+        return Err(ApiError::field(
+            "body",
+            "body must be a JSON object such as {\"key\": \"user:123\", \"cost\": 250}",
+        ));
+    };
+    let units = match fields.remove("cost") {
+        None | Some(Value::Null) => return Err(ApiError::field("cost", format!("cost is required: {RULE}"))),
+        Some(Value::Number(n)) => {
+            let whole = n.as_i64().or_else(|| {
+                let f = n.as_f64()?;
+                (f.fract() == 0.0 && f.abs() <= Units::MAX as f64).then_some(f as i64)
+            });
+            whole
+                .and_then(Units::new)
+                .ok_or_else(|| ApiError::field("cost", format!("{RULE}; got {n}")))?
+        }
+        Some(other) => return Err(ApiError::field("cost", format!("{RULE}; got a {}", json_type(&other)))),
+    };
+    Ok((check_fields(fields, max_key_bytes)?, units))
 }
 
 /// The scopes of a well-formed body, when every one is valid.
@@ -315,6 +371,9 @@ pub struct CheckResponse<'a> {
     /// For a rule with several limits: every limit, in configuration order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub limits: Vec<LimitBody<'a>>,
+    /// A report or check whose `id` was already applied: nothing changed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
 }
 
 /// One limit of a rule with several, in a `/check` answer.
@@ -358,6 +417,7 @@ impl<'a> From<&'a Verdict> for CheckResponse<'a> {
                     allowed: l.decision.allowed,
                 })
                 .collect(),
+            duplicate: v.duplicate,
         }
     }
 }

@@ -22,6 +22,7 @@
 pub mod access;
 pub mod breaker;
 pub mod deny_cache;
+mod once;
 pub mod overrides;
 pub mod request;
 pub mod resilience;
@@ -34,6 +35,7 @@ pub mod verdict;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
+pub use self::once::MAX_ID_BYTES;
 pub use self::request::{CheckRequest, Key, KeyError};
 pub use self::resilience::FailurePolicy;
 pub use self::rules::FailureMode;
@@ -118,11 +120,14 @@ impl<S: Store> Limiter<S> {
         let plan = snapshot.plan(request, now)?;
         // The rarer paths are boxed, so that their futures do not make every
         // single-limit check's future larger.
-        if !plan.resolved.limits.is_empty() && plan.listed.is_none() {
+        if !plan.resolved.limits.is_empty() && plan.listed.is_none() && (request.peek || request.id.is_none()) {
             return Ok(Box::pin(self.check_several(&plan, request, now)).await);
         }
         if request.peek {
             return Ok(Box::pin(self.peek(&plan, request, now)).await);
+        }
+        if request.id.is_some() && plan.listed.is_none() {
+            return Ok(Box::pin(self.check_once(&plan, request, now)).await);
         }
         if let Some(reason) = plan.listed {
             let decision = plan.listed_decision(reason == Reason::Allowlisted, now);
@@ -246,6 +251,7 @@ impl<S: Store> Limiter<S> {
             store_error: None,
             limits: Vec::new(),
             limit_name: None,
+            duplicate: false,
         }
     }
 
@@ -309,6 +315,7 @@ impl<S: Store> Limiter<S> {
             store_error: None,
             limits: Vec::new(),
             limit_name: None,
+            duplicate: false,
         })
     }
 

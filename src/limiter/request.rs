@@ -52,6 +52,10 @@ pub struct CheckRequest {
     /// What the limits of the rule may count per besides the key
     /// (`"org": "acme"`); at most [`MAX_SCOPES`], each value a valid key.
     pub scopes: Vec<(String, Key)>,
+    /// Makes the check (or report) apply at most once: 1 to
+    /// [`super::MAX_ID_BYTES`] bytes, remembered for the rule's longest
+    /// window.
+    pub id: Option<String>,
 }
 
 /// The most scopes one request may name.
@@ -61,6 +65,7 @@ impl CheckRequest {
     /// A check of `cost` for `key` under the default rule and tier.
     pub fn new(key: Key, cost: Cost) -> CheckRequest {
         CheckRequest {
+            id: None,
             key,
             endpoint: None,
             tier: None,

@@ -30,6 +30,16 @@ pub(super) fn value_of<'r>(by: &By, request: &'r CheckRequest, rule: &Arc<str>) 
     }
 }
 
+/// The value `by` counts per in `request`, or "" for a scope it does not
+/// name (for requests the plan accepted, which name every scope their
+/// rule counts by).
+pub(super) fn value_or_empty<'r>(by: &By, request: &'r CheckRequest) -> &'r str {
+    match by {
+        By::Key => request.key.as_str(),
+        By::Scope(scope) => request.scope(scope).unwrap_or_default(),
+    }
+}
+
 /// Every limit's part of a verdict, in configuration order.
 fn outcomes(resolved: &Resolved<'_>, policies: Vec<Policy>, decisions: Vec<Decision>) -> Vec<LimitOutcome> {
     resolved
@@ -65,10 +75,7 @@ impl<S: Store> Limiter<S> {
     pub(super) async fn check_several(&self, plan: &Plan<'_>, request: &CheckRequest, now: Timestamp) -> Verdict {
         let resolved = &plan.resolved;
         // The plan refused requests that lack a scope their rule counts by.
-        let value = |by: &By| match by {
-            By::Key => request.key.as_str(),
-            By::Scope(scope) => request.scope(scope).unwrap_or_default(),
-        };
+        let value = |by: &By| value_or_empty(by, request);
         let policies: Vec<Policy> = resolved
             .limits
             .iter()
@@ -177,6 +184,7 @@ impl<S: Store> Limiter<S> {
             source: PolicySource::Config,
             store_error: None,
             limit_name: Some(bound.name.clone()),
+            duplicate: false,
             limits,
         })
     }

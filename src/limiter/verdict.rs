@@ -30,6 +30,11 @@ pub enum Reason {
     /// Over the limit of a shadow rule: allowed all the same, nothing
     /// consumed (the decision's numbers are the limit's).
     ShadowLimited,
+    /// A report charged its units (`POST /report`); the numbers are a
+    /// peek's afterwards.
+    Reported,
+    /// A report gave units back.
+    Refunded,
 }
 
 impl Reason {
@@ -63,6 +68,8 @@ impl Reason {
             Reason::LocalLimited => "local_limited",
             Reason::Peek => "peek",
             Reason::ShadowLimited => "shadow_limited",
+            Reason::Reported => "reported",
+            Reason::Refunded => "refunded",
         }
     }
 
@@ -91,7 +98,7 @@ impl Reason {
             Reason::Allowlisted => Some(Outcome::Allowlisted),
             Reason::Blocked => Some(Outcome::Blocked),
             Reason::ShadowLimited => Some(Outcome::ShadowLimited),
-            Reason::FailOpen | Reason::FailClosed | Reason::Peek => None,
+            Reason::FailOpen | Reason::FailClosed | Reason::Peek | Reason::Reported | Reason::Refunded => None,
         }
     }
 }
@@ -112,6 +119,8 @@ pub struct Verdict {
     /// the binding limit, named by `limit_name`.
     pub limits: Vec<LimitOutcome>,
     pub limit_name: Option<Arc<str>>,
+    /// A report or check whose id was already applied: nothing changed.
+    pub duplicate: bool,
 }
 
 /// One limit's part in a check of several.
@@ -170,6 +179,8 @@ pub enum LimiterError {
         rule: Arc<str>,
         known: String,
     },
+    #[error("cost: rule {rule:?} has a {algorithm} limit, which takes no reports (it keeps an entry per admitted cost; see the README)")]
+    ReportUnsupported { algorithm: &'static str, rule: Arc<str> },
     #[error("store unavailable: {0}")]
     Store(#[from] StoreError),
 }

@@ -442,6 +442,7 @@ async fn a_check_batch_leaves_in_few_script_calls() {
             peek: false,
             client_ip: None,
             scopes: Vec::new(),
+            id: None,
         })
         .collect();
     // Spread over the eight connections, 50 checks take at least 8 calls.
