@@ -12,6 +12,7 @@ mod helpers;
 mod observability;
 mod openapi;
 mod reload;
+mod report;
 mod schemathesis;
 mod several;
 mod shadow;
