@@ -20,6 +20,7 @@ const TOKEN: &str = "openapi-test-admin-token-0123";
 const ROUTES: &[(&str, &str)] = &[
     ("POST", "/check"),
     ("POST", "/check/batch"),
+    ("POST", "/report"),
     ("GET", "/check/forward"),
     ("POST", "/check/forward"),
     ("PUT", "/check/forward"),
