@@ -55,6 +55,10 @@ pub struct CheckRequest {
     /// at most 8, each value like a key.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub scopes: BTreeMap<String, String>,
+    /// Makes the check (or report) apply at most once across replicas: 1
+    /// to 128 bytes; a repeat is answered with `duplicate` set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 impl CheckRequest {
@@ -104,6 +108,12 @@ impl CheckRequest {
         self.client_ip = Some(ip);
         self
     }
+
+    /// Sets the id that makes this check, or a report of it, apply once.
+    pub fn id(mut self, id: impl Into<String>) -> CheckRequest {
+        self.id = Some(id.into());
+        self
+    }
 }
 
 /// Why the service decided as it did (the `reason` field).
@@ -132,6 +142,10 @@ pub enum Reason {
     /// Over the limit of a rule in shadow mode: allowed all the same, and
     /// nothing consumed (200); the numbers are the limit's.
     ShadowLimited,
+    /// A report charged its units (200, see [`Client::report`]).
+    Reported,
+    /// A report gave units back (200).
+    Refunded,
     /// A reason this client does not know (a newer service).
     #[serde(other)]
     Other,
@@ -167,6 +181,8 @@ pub struct CheckOutcome {
     pub limit_name: Option<String>,
     /// For a rule with several limits: every limit, in configuration order.
     pub limits: Vec<LimitOutcome>,
+    /// The call's `id` was already applied: nothing changed.
+    pub duplicate: bool,
     /// The answer's `X-RateLimit-*`, `RateLimit-Policy`, `RateLimit` and
     /// `Retry-After` headers, exactly as sent (see [`FORWARDED_HEADERS`]).
     pub headers: HeaderMap,
@@ -202,6 +218,8 @@ struct CheckBody {
     limit_name: Option<String>,
     #[serde(default)]
     limits: Vec<LimitOutcome>,
+    #[serde(default)]
+    duplicate: bool,
 }
 
 /// The JSON body of an error answer.
@@ -283,6 +301,7 @@ impl ClientBuilder {
     /// Builds the client; fails only on a bad base URL.
     pub fn build(self) -> Result<Client, ClientError> {
         let check_uri = check_uri(&self.base_url)?;
+        let report_uri = sibling(&check_uri, "report");
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(self.timeout));
@@ -294,6 +313,7 @@ impl ClientBuilder {
         Ok(Client {
             http,
             check_uri,
+            report_uri,
             timeout: self.timeout,
         })
     }
@@ -330,12 +350,20 @@ fn check_uri(base_url: &str) -> Result<Uri, ClientError> {
         .map_err(|e: http::uri::InvalidUri| invalid(&e.to_string()))
 }
 
+/// `<base>/<route>` from `<base>/check`.
+fn sibling(check_uri: &Uri, route: &str) -> Uri {
+    let text = check_uri.to_string();
+    let base = text.strip_suffix("check").unwrap_or(&text);
+    format!("{base}{route}").parse().unwrap_or_else(|_| check_uri.clone())
+}
+
 /// A client of one ratelimiter deployment (a replica or a load balancer in
 /// front of several). Cheap to clone; clones share the connection pool.
 #[derive(Clone, Debug)]
 pub struct Client {
     http: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
     check_uri: Uri,
+    report_uri: Uri,
     timeout: Duration,
 }
 
@@ -373,11 +401,31 @@ impl Client {
         }
     }
 
+    /// Reports `units` used after the work (`POST /report`): charged to
+    /// every limit of `request`'s rule even past its limit, or given back
+    /// when negative (never 0, at most 2^31 either way). `request.cost` is
+    /// ignored; set `request.id` so that a retried report applies once.
+    /// `Ok` with [`Reason::Reported`] or [`Reason::Refunded`]; a store
+    /// failure is an [`ClientError::Unexpected`] 503, to retry.
+    pub async fn report(&self, request: &CheckRequest, units: i64) -> Result<CheckOutcome, ClientError> {
+        let mut body = serde_json::to_value(request).expect("a CheckRequest always serialises");
+        body["cost"] = units.into();
+        let body = serde_json::to_vec(&body).expect("JSON serialises");
+        match tokio::time::timeout(self.timeout, self.post(&self.report_uri, body)).await {
+            Ok(result) => result,
+            Err(_) => Err(ClientError::Timeout(self.timeout)),
+        }
+    }
+
     async fn send(&self, request: &CheckRequest) -> Result<CheckOutcome, ClientError> {
         let body = serde_json::to_vec(request).expect("a CheckRequest always serialises");
+        self.post(&self.check_uri, body).await
+    }
+
+    async fn post(&self, uri: &Uri, body: Vec<u8>) -> Result<CheckOutcome, ClientError> {
         let http_request = Request::builder()
             .method(Method::POST)
-            .uri(self.check_uri.clone())
+            .uri(uri.clone())
             .header(CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)))
             .expect("a valid request");
@@ -416,6 +464,7 @@ pub(crate) fn decode(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Re
                 reason: b.reason,
                 limit_name: b.limit_name,
                 limits: b.limits,
+                duplicate: b.duplicate,
                 headers: forwarded_headers(headers),
             }),
             Err(e) => Err(unexpected(format!("not a /check answer: {e}; body: {}", snippet(body)))),

@@ -287,6 +287,7 @@ fn check_request(config: &Config, parts: &Parts) -> Option<CheckRequest> {
         cost: config.cost.as_ref().map(|f| f(parts)),
         client_ip,
         scopes: Default::default(),
+        id: None,
     })
 }
 
@@ -451,6 +452,8 @@ impl CheckOutcome {
             LocalLimited => "local_limited",
             Peek => "peek",
             ShadowLimited => "shadow_limited",
+            Reported => "reported",
+            Refunded => "refunded",
             Other => "other",
         }
     }
@@ -479,6 +482,7 @@ mod tests {
             reason,
             limit_name: None,
             limits: Vec::new(),
+            duplicate: false,
             headers: map,
         }
     }

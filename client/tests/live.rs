@@ -819,3 +819,34 @@ async fn the_handler_can_read_the_decision() {
     assert_eq!(reply.body, Value::String("2 left on GET /api/items".into()));
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_charges_after_the_work_and_an_id_applies_once() {
+    let replica = Replica::start().await;
+    let client = replica.client();
+    let chat = CheckRequest::new("rita")
+        .endpoint("POST /api/chat")
+        .scope("org", "acme");
+    assert!(client.check(&chat).await.unwrap().allowed);
+    // One more unit used than the check took, reported once under an id.
+    let settle = chat.clone().id("req-1-settle");
+    let reported = client.report(&settle, 1).await.unwrap();
+    assert_eq!((reported.status, reported.reason), (StatusCode::OK, Reason::Reported));
+    assert!(reported.allowed && !reported.duplicate);
+    let user = |o: &ratelimiter_client::CheckOutcome| o.limits.iter().find(|l| l.name == "user").unwrap().remaining;
+    assert_eq!(user(&reported), 0);
+    let again = client.report(&settle, 1).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!(user(&again), 0);
+    // The user's limit is spent; a refund gives a unit back.
+    assert!(!client.check(&chat).await.unwrap().allowed);
+    let refunded = client.report(&chat, -1).await.unwrap();
+    assert_eq!(refunded.reason, Reason::Refunded);
+    assert_eq!(user(&refunded), 1);
+    // A report the service refuses names its field.
+    match client.report(&chat, 0).await {
+        Err(ratelimiter_client::ClientError::Rejected { field, .. }) => assert_eq!(field.as_deref(), Some("cost")),
+        other => panic!("a report of 0 is refused: {other:?}"),
+    }
+    replica.stop().await;
+}
