@@ -10,7 +10,7 @@
 //! a lost answer is answered as a duplicate, allowed, consuming nothing.
 
 use super::snapshot::Plan;
-use super::verdict::{binding, LimitOutcome};
+use super::verdict::binding;
 use super::{CheckRequest, Limiter, LimiterError, Reason, Verdict};
 use crate::core::{Consume, Policy, Timestamp, Units};
 use crate::store::{Applied, CounterKey, Once, Op, Store, StoreError, StoreKey};
@@ -131,19 +131,7 @@ impl<S: Store> Limiter<S> {
             verdict.duplicate = duplicate;
             return verdict;
         }
-        let limits: Vec<LimitOutcome> = plan
-            .resolved
-            .limits
-            .iter()
-            .zip(policies)
-            .zip(decisions)
-            .map(|((limit, policy), decision)| LimitOutcome {
-                name: limit.name().clone(),
-                by: limit.by().clone(),
-                policy,
-                decision,
-            })
-            .collect();
+        let limits = super::several::outcomes(&plan.resolved, policies, decisions);
         let bound = &limits[binding(&limits, allowed)];
         let mut verdict = self.record(plan, request, bound.decision, reason);
         verdict.policy = bound.policy;

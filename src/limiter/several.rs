@@ -41,7 +41,7 @@ pub(super) fn value_or_empty<'r>(by: &By, request: &'r CheckRequest) -> &'r str 
 }
 
 /// Every limit's part of a verdict, in configuration order.
-fn outcomes(resolved: &Resolved<'_>, policies: Vec<Policy>, decisions: Vec<Decision>) -> Vec<LimitOutcome> {
+pub(super) fn outcomes(resolved: &Resolved<'_>, policies: Vec<Policy>, decisions: Vec<Decision>) -> Vec<LimitOutcome> {
     resolved
         .limits
         .iter()

@@ -84,14 +84,7 @@ impl<C: Clock> MemoryStore<C> {
         let _held = self.hold(&names);
         // Read under the stripes: no other check of these counters runs now.
         let now = self.clock.now();
-        let mut states: Vec<State> = names
-            .iter()
-            .zip(counters)
-            .map(|(name, (_, policy))| match self.entries.get(name) {
-                Some(entry) if entry.expires_at > now => entry.state.clone(),
-                _ => State::new(policy.algorithm()),
-            })
-            .collect();
+        let mut states = self.read_states(&names, counters, now);
         let mut limits: Vec<(&Policy, &mut State)> = counters.iter().map(|(_, p)| *p).zip(states.iter_mut()).collect();
         let (allowed, decisions) = core::check_all(&mut limits, now, cost, consume);
         if allowed && consume == Consume::IfAllAllow {
@@ -148,14 +141,7 @@ impl<C: Clock> MemoryStore<C> {
         let (allowed, decisions, applied) = if single {
             self.decide_single(&names[0], counters[0].1, now, decide)
         } else {
-            let mut states: Vec<State> = names
-                .iter()
-                .zip(counters)
-                .map(|(name, (_, policy))| match self.entries.get(name) {
-                    Some(entry) if entry.expires_at > now => entry.state.clone(),
-                    _ => State::new(policy.algorithm()),
-                })
-                .collect();
+            let mut states = self.read_states(&names, counters, now);
             let (allowed, decisions, applied) = decide(&mut states);
             if applied {
                 for ((name, state), decision) in names.into_iter().zip(states).zip(&decisions) {
@@ -216,6 +202,20 @@ impl<C: Clock> MemoryStore<C> {
                 outcome
             }
         }
+    }
+
+    /// The state of each counter named `names` at `now` (a fresh one for a
+    /// counter never seen or fully restored); the caller holds their
+    /// stripes.
+    fn read_states(&self, names: &[String], counters: &[(CounterKey<'_>, &Policy)], now: Timestamp) -> Vec<State> {
+        names
+            .iter()
+            .zip(counters)
+            .map(|(name, (_, policy))| match self.entries.get(name) {
+                Some(entry) if entry.expires_at > now => entry.state.clone(),
+                _ => State::new(policy.algorithm()),
+            })
+            .collect()
     }
 
     /// Keeps `state` under `name` until it is fully restored, or drops it

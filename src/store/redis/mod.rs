@@ -241,6 +241,32 @@ impl RedisStore {
         }
     }
 
+    /// Each limit's five arguments of `lua/multi.lua` (algorithm, limit,
+    /// window, emission interval, the number of its keys) and its keys,
+    /// every key in the slot of `partition`.
+    fn limit_args(
+        &self,
+        partition: &str,
+        counters: &[(CounterKey<'_>, &Policy)],
+        keys: &mut Vec<String>,
+        args: &mut Vec<String>,
+    ) {
+        for (key, policy) in counters {
+            let names = self.layout.counter_keys(partition, *key, policy.algorithm()).to_vec();
+            let quota = policy.quota();
+            for value in [
+                scripts::multi_index(policy.algorithm()),
+                quota.limit(),
+                quota.window_us(),
+                quota.emission_interval_us(),
+                names.len() as u64,
+            ] {
+                args.push(value.to_string());
+            }
+            keys.extend(names);
+        }
+    }
+
     /// The lanes a check waits in to be sent with others: a standalone
     /// Redis's, or those of the master of its keys' slot on a cluster;
     /// `None` when checks are not batched.
@@ -399,20 +425,7 @@ impl Store for RedisStore {
             args.push(cost.get().to_string());
             args.push(if consume == Consume::IfAllAllow { "1" } else { "0" }.to_owned());
             args.push(counters.len().to_string());
-            for (key, policy) in counters {
-                let names = self.layout.counter_keys(partition, *key, policy.algorithm()).to_vec();
-                let quota = policy.quota();
-                for value in [
-                    scripts::multi_index(policy.algorithm()),
-                    quota.limit(),
-                    quota.window_us(),
-                    quota.emission_interval_us(),
-                    names.len() as u64,
-                ] {
-                    args.push(value.to_string());
-                }
-                keys.extend(names);
-            }
+            self.limit_args(partition, counters, &mut keys, &mut args);
             (keys, args)
         };
         let (keys, args) = call();
@@ -460,20 +473,7 @@ impl Store for RedisStore {
         args.push(cost.to_string());
         args.push(consume.to_owned());
         args.push(counters.len().to_string());
-        for (key, policy) in counters {
-            let names = self.layout.counter_keys(partition, *key, policy.algorithm()).to_vec();
-            let quota = policy.quota();
-            for value in [
-                scripts::multi_index(policy.algorithm()),
-                quota.limit(),
-                quota.window_us(),
-                quota.emission_interval_us(),
-                names.len() as u64,
-            ] {
-                args.push(value.to_string());
-            }
-            keys.extend(names);
-        }
+        self.limit_args(partition, counters, &mut keys, &mut args);
         if let Some(once) = once {
             let rule = counters.first().map_or("", |(key, _)| key.rule);
             keys.push(self.layout.id_key(rule, partition, once.id));
