@@ -45,7 +45,10 @@ async fn a_debt_denies_checks_until_time_has_paid_it_back() {
     assert_eq!(denied.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(denied.body["retry_after_ms"], 41_000);
     app.advance(Duration::from_micros(40_999_999));
-    assert_eq!(app.check(json!({"key": "u"})).await.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        app.check(json!({"key": "u"})).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
     app.advance(Duration::from_micros(1));
     assert_eq!(app.check(json!({"key": "u"})).await.status, StatusCode::OK);
 }
@@ -107,7 +110,10 @@ async fn an_id_applies_once() {
     assert_eq!(retried.status, StatusCode::OK, "{}", retried.body);
     assert_eq!(retried.body["duplicate"], true);
     assert_eq!(retried.body["allowed"], true);
-    assert_eq!(app.check(json!({"key": "u"})).await.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        app.check(json!({"key": "u"})).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
     // A denied check keeps no id: its retry is decided afresh.
     let denied = json!({"key": "u", "id": "req-2"});
     assert_eq!(app.check(denied.clone()).await.status, StatusCode::TOO_MANY_REQUESTS);
