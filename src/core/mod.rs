@@ -24,6 +24,7 @@
 #[cfg(test)]
 mod charge_tests;
 pub mod clock;
+pub mod concurrency;
 pub mod fixed_window;
 pub mod gcra;
 pub mod multi;
@@ -35,7 +36,7 @@ pub(crate) mod test_support;
 pub mod token_bucket;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
-pub use multi::{check_all, report_all, Consume};
+pub use multi::{acquire_all, check_all, report_all, Consume};
 pub use policy::{Algorithm, Cost, Policy, PolicyError, Quota, Units, MAX_DEBT};
 
 /// The outcome of one check.
@@ -62,6 +63,7 @@ pub enum State {
     SlidingWindowCounter(sliding_window_counter::State),
     FixedWindow(fixed_window::State),
     Gcra(gcra::State),
+    Concurrency(concurrency::State),
 }
 
 impl State {
@@ -73,6 +75,7 @@ impl State {
             Algorithm::SlidingWindowCounter => State::SlidingWindowCounter(Default::default()),
             Algorithm::FixedWindow => State::FixedWindow(Default::default()),
             Algorithm::Gcra => State::Gcra(Default::default()),
+            Algorithm::Concurrency => State::Concurrency(Default::default()),
         }
     }
 
@@ -83,6 +86,7 @@ impl State {
             State::SlidingWindowCounter(_) => Algorithm::SlidingWindowCounter,
             State::FixedWindow(_) => Algorithm::FixedWindow,
             State::Gcra(_) => Algorithm::Gcra,
+            State::Concurrency(_) => Algorithm::Concurrency,
         }
     }
 }
@@ -92,6 +96,12 @@ impl State {
 /// A state kept for another algorithm (the rule's algorithm was changed) is
 /// replaced by a fresh one.
 pub fn check(policy: &Policy, state: &mut State, now: Timestamp, cost: Cost) -> Decision {
+    acquire(policy, state, now, cost, 0)
+}
+
+/// [`check`], with `lease` the number of the lease a `concurrency` limit
+/// takes when it allows (the other algorithms ignore it).
+pub fn acquire(policy: &Policy, state: &mut State, now: Timestamp, cost: Cost, lease: u64) -> Decision {
     if state.algorithm() != policy.algorithm() {
         *state = State::new(policy.algorithm());
     }
@@ -102,6 +112,7 @@ pub fn check(policy: &Policy, state: &mut State, now: Timestamp, cost: Cost) -> 
         State::SlidingWindowCounter(s) => sliding_window_counter::check(s, quota, now, cost),
         State::FixedWindow(s) => fixed_window::check(s, quota, now, cost),
         State::Gcra(s) => gcra::check(s, quota, now, cost),
+        State::Concurrency(s) => concurrency::acquire(s, quota, now, cost, lease),
     }
 }
 
@@ -121,7 +132,7 @@ pub fn charge(policy: &Policy, state: &mut State, now: Timestamp, units: Units) 
         State::SlidingWindowCounter(s) => sliding_window_counter::charge(s, quota, now, units),
         State::FixedWindow(s) => fixed_window::charge(s, quota, now, units),
         State::Gcra(s) => gcra::charge(s, quota, now, units),
-        State::SlidingWindowLog(_) => {}
+        State::SlidingWindowLog(_) | State::Concurrency(_) => {}
     }
 }
 
@@ -422,6 +433,7 @@ mod shared_edges {
                     State::SlidingWindowCounter(s) => assert_eq!(s.window_start, t(later)),
                     State::FixedWindow(s) => assert_eq!(s.window_start, t(later)),
                     State::Gcra(s) => assert_eq!(s.tat, t(later)),
+                    State::Concurrency(_) => unreachable!("not a rate algorithm"),
                 }
                 if e.step_back_admits {
                     // A step back is counted at the later time (or in its window).
@@ -478,6 +490,9 @@ mod shared_edges {
                             count: y,
                         }),
                         Algorithm::Gcra => State::Gcra(gcra::State { tat: t(x) }),
+                        Algorithm::Concurrency => State::Concurrency(concurrency::State {
+                            leases: vec![(t(x), y, z), (t(z), 0, u64::MAX)],
+                        }),
                     };
                     if !states.contains(&s) {
                         states.push(s);
@@ -514,6 +529,7 @@ mod shared_edges {
                 State::SlidingWindowCounter(s) => std::mem::size_of_val(&s),
                 State::FixedWindow(s) => std::mem::size_of_val(&s),
                 State::Gcra(s) => std::mem::size_of_val(&s),
+                State::Concurrency(s) => std::mem::size_of_val(&s),
             };
             assert_eq!(bytes, e.state_bytes);
         }

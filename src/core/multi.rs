@@ -13,7 +13,7 @@
 //! would have allowed reports `allowed` with the numbers of its state as
 //! it stands — its `remaining` before the cost, not after.
 
-use super::{charge, check, Cost, Decision, Policy, State, Timestamp, Units};
+use super::{acquire, charge, check, Cost, Decision, Policy, State, Timestamp, Units};
 
 /// Whether a multi-limit check may consume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,11 +37,23 @@ pub fn check_all(
     cost: Cost,
     consume: Consume,
 ) -> (bool, Vec<Decision>) {
+    acquire_all(limits, now, cost, consume, 0)
+}
+
+/// [`check_all`], with `lease` the number of the lease each `concurrency`
+/// limit takes when the check consumes.
+pub fn acquire_all(
+    limits: &mut [(&Policy, &mut State)],
+    now: Timestamp,
+    cost: Cost,
+    consume: Consume,
+    lease: u64,
+) -> (bool, Vec<Decision>) {
     let mut trials: Vec<State> = Vec::with_capacity(limits.len());
     let mut decisions: Vec<Decision> = Vec::with_capacity(limits.len());
     for (policy, state) in limits.iter() {
         let mut trial = (**state).clone();
-        decisions.push(check(policy, &mut trial, now, cost));
+        decisions.push(acquire(policy, &mut trial, now, cost, lease));
         trials.push(trial);
     }
     let allowed = decisions.iter().all(|d| d.allowed);

@@ -21,7 +21,8 @@ pub const MAX_LOG_LIMIT: u64 = 100_000;
 /// must stay exact in a double (2^53), which is what a Lua script computes in.
 pub const MAX_COUNTER_PRODUCT: u64 = 1 << 53;
 
-/// The five algorithms a rule can use.
+/// The algorithms a limit can use: five rate algorithms, and
+/// `concurrency`, which limits work in flight (leases) rather than a rate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Algorithm {
     TokenBucket,
@@ -29,9 +30,24 @@ pub enum Algorithm {
     SlidingWindowCounter,
     FixedWindow,
     Gcra,
+    /// At most `limit` units in flight at once, each held by a lease that
+    /// expires after the quota's window (the limit's `lease_ttl`) unless
+    /// released or renewed first.
+    Concurrency,
 }
 
 impl Algorithm {
+    /// Every algorithm a configuration may name.
+    pub const EVERY: [Algorithm; 6] = [
+        Algorithm::TokenBucket,
+        Algorithm::SlidingWindowLog,
+        Algorithm::SlidingWindowCounter,
+        Algorithm::FixedWindow,
+        Algorithm::Gcra,
+        Algorithm::Concurrency,
+    ];
+
+    /// The five rate algorithms (every one but `concurrency`).
     pub const ALL: [Algorithm; 5] = [
         Algorithm::TokenBucket,
         Algorithm::SlidingWindowLog,
@@ -45,7 +61,12 @@ impl Algorithm {
     /// entry per admitted cost, so a debt would add entries without bound
     /// and a refund would have to choose whose entries to give back.
     pub const fn reports(self) -> bool {
-        !matches!(self, Algorithm::SlidingWindowLog)
+        !matches!(self, Algorithm::SlidingWindowLog | Algorithm::Concurrency)
+    }
+
+    /// Whether an allowed check holds a lease to release (`concurrency`).
+    pub const fn leases(self) -> bool {
+        matches!(self, Algorithm::Concurrency)
     }
 
     /// The name used in configuration files and API responses.
@@ -56,6 +77,7 @@ impl Algorithm {
             Algorithm::SlidingWindowCounter => "sliding_window_counter",
             Algorithm::FixedWindow => "fixed_window",
             Algorithm::Gcra => "gcra",
+            Algorithm::Concurrency => "concurrency",
         }
     }
 }
@@ -66,16 +88,16 @@ impl fmt::Display for Algorithm {
     }
 }
 
-/// An algorithm name that is not one of [`Algorithm::ALL`].
+/// An algorithm name that is not one of [`Algorithm::EVERY`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown algorithm {0:?} (expected one of token_bucket, sliding_window_log, sliding_window_counter, fixed_window, gcra)")]
+#[error("unknown algorithm {0:?} (expected one of token_bucket, sliding_window_log, sliding_window_counter, fixed_window, gcra, concurrency)")]
 pub struct UnknownAlgorithm(pub String);
 
 impl FromStr for Algorithm {
     type Err = UnknownAlgorithm;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Algorithm::ALL
+        Algorithm::EVERY
             .into_iter()
             .find(|a| a.as_str() == s)
             .ok_or_else(|| UnknownAlgorithm(s.to_owned()))
@@ -136,6 +158,8 @@ pub enum PolicyError {
     RateTooHigh { algorithm: Algorithm, window_us: u64 },
     #[error("sliding_window_log keeps one entry per request: its limit must be at most {MAX_LOG_LIMIT}")]
     LogTooLarge,
+    #[error("concurrency keeps one entry per lease: its limit must be at most {MAX_LOG_LIMIT}")]
+    TooManyLeases,
     #[error("sliding_window_counter needs limit × window in milliseconds to be at most 2^53 (got {product})")]
     CounterTooLarge { product: u128 },
 }
@@ -148,6 +172,7 @@ impl PolicyError {
             | PolicyError::LimitTooLarge
             | PolicyError::RateTooHigh { .. }
             | PolicyError::LogTooLarge
+            | PolicyError::TooManyLeases
             | PolicyError::CounterTooLarge { .. } => "limit",
             PolicyError::WindowTooShort | PolicyError::WindowNotWholeMillis | PolicyError::WindowTooLong => "window",
         }
@@ -187,6 +212,9 @@ impl Policy {
             }
             Algorithm::SlidingWindowLog if limit.get() > MAX_LOG_LIMIT => {
                 return Err(PolicyError::LogTooLarge);
+            }
+            Algorithm::Concurrency if limit.get() > MAX_LOG_LIMIT => {
+                return Err(PolicyError::TooManyLeases);
             }
             Algorithm::SlidingWindowCounter => {
                 let product = u128::from(limit.get()) * u128::from(window_us.get() / 1_000);

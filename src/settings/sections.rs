@@ -328,6 +328,9 @@ pub struct DefaultsSpec {
     pub tier: String,
     pub limit: i64,
     pub window: String,
+    /// How long a `concurrency` limit's lease lasts unless released or
+    /// renewed; the other algorithms ignore it.
+    pub lease_ttl: String,
     /// Evaluate every rule without enforcing it (rules may say otherwise):
     /// a check over the limit is allowed, consumes nothing, and is answered
     /// `reason: "shadow_limited"`.
@@ -344,6 +347,7 @@ impl Default for DefaultsSpec {
             tier: "default".to_owned(),
             limit: 100,
             window: "10s".to_owned(),
+            lease_ttl: "30s".to_owned(),
             shadow: false,
             limits: None,
         }
@@ -357,6 +361,7 @@ pub struct LimitSpec {
     pub algorithm: Option<String>,
     pub limit: Option<i64>,
     pub window: Option<String>,
+    pub lease_ttl: Option<String>,
 }
 
 /// One of a rule's several limits: a name, what it counts per, and a
@@ -371,6 +376,7 @@ pub struct NamedLimitSpec {
     pub algorithm: Option<String>,
     pub limit: Option<i64>,
     pub window: Option<String>,
+    pub lease_ttl: Option<String>,
     #[serde(default)]
     pub tiers: BTreeMap<String, LimitSpec>,
 }
@@ -383,6 +389,7 @@ pub struct RuleSpec {
     pub algorithm: Option<String>,
     pub limit: Option<i64>,
     pub window: Option<String>,
+    pub lease_ttl: Option<String>,
     /// Overrides `store.failure_mode` for this endpoint.
     pub failure_mode: Option<String>,
     /// Overrides `defaults.shadow` for this endpoint.

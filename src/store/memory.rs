@@ -22,7 +22,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use dashmap::mapref::entry::Entry as MapEntry;
 use dashmap::DashMap;
 
-use super::{Applied, CounterKey, Once, Op, Store, StoreError, StoreKey};
+use super::{Applied, CounterKey, LeaseOp, Once, Op, Store, StoreError, StoreKey};
 use crate::core::{self, Clock, Consume, Cost, Decision, Policy, State, SystemClock, Timestamp};
 
 /// Lock stripes of the checks with several limits: enough that unrelated
@@ -132,6 +132,10 @@ impl<C: Clock> MemoryStore<C> {
                     let (allowed, decisions) = core::check_all(&mut limits, now, cost, Consume::IfAllAllow);
                     (allowed, decisions, allowed)
                 }
+                Op::Acquire { cost, lease } => {
+                    let (allowed, decisions) = core::acquire_all(&mut limits, now, cost, Consume::IfAllAllow, lease);
+                    (allowed, decisions, allowed)
+                }
                 Op::Report(units) => {
                     let (allowed, decisions) = core::report_all(&mut limits, now, units);
                     (allowed, decisions, true)
@@ -155,8 +159,66 @@ impl<C: Clock> MemoryStore<C> {
         }
         Applied {
             duplicate,
-            allowed: allowed || duplicate && matches!(op, Op::Check(_)),
+            allowed: allowed || duplicate && !matches!(op, Op::Report(_)),
             decisions,
+        }
+    }
+
+    /// Releases or renews a lease (see [`Store::lease`]) under the stripes
+    /// of its counters; a counter's entry lives until its last lease
+    /// expires.
+    pub fn lease_now(
+        &self,
+        counters: &[(CounterKey<'_>, u64)],
+        number: u64,
+        _units: u64,
+        op: LeaseOp,
+    ) -> Option<Timestamp> {
+        let names: Vec<String> = counters.iter().map(|(key, _)| counter_map_key(*key)).collect();
+        let _held = self.hold(&names);
+        let now = self.clock.now();
+        let holds = |name: &String| {
+            self.entries.get(name).is_some_and(|entry| match &entry.state {
+                State::Concurrency(s) => s.leases.iter().any(|&(at, n, _)| n == number && at > now),
+                _ => false,
+            })
+        };
+        let held: Vec<bool> = names.iter().map(holds).collect();
+        if op == LeaseOp::Renew && !held.iter().all(|&h| h) {
+            return None;
+        }
+        let mut expiry: Option<Timestamp> = None;
+        for ((name, (_, ttl_us)), held) in names.iter().zip(counters).zip(&held) {
+            let Some(mut entry) = self.entries.get_mut(name) else {
+                continue;
+            };
+            let State::Concurrency(state) = &mut entry.state else {
+                continue;
+            };
+            match op {
+                LeaseOp::Release => {
+                    core::concurrency::release(state, now, number);
+                }
+                LeaseOp::Renew if *held => {
+                    state.leases.retain(|&(at, _, _)| at > now);
+                    if let Some(lease) = state.leases.iter_mut().find(|(_, n, _)| *n == number) {
+                        lease.0 = now.plus(*ttl_us);
+                        expiry = Some(expiry.map_or(lease.0, |e| e.min(lease.0)));
+                    }
+                }
+                LeaseOp::Renew => {}
+            }
+            match core::concurrency::last_expiry(state) {
+                Some(last) => entry.expires_at = last,
+                None => {
+                    drop(entry);
+                    self.entries.remove(name);
+                }
+            }
+        }
+        match op {
+            LeaseOp::Release => held.iter().any(|&h| h).then_some(now),
+            LeaseOp::Renew => expiry,
         }
     }
 
@@ -392,6 +454,17 @@ impl<C: Clock> Store for MemoryStore<C> {
         once: Option<Once<'_>>,
     ) -> impl Future<Output = Result<Applied, StoreError>> + Send {
         ready(Ok(self.apply_now(partition, counters, op, once)))
+    }
+
+    fn lease(
+        &self,
+        _partition: &str,
+        counters: &[(CounterKey<'_>, u64)],
+        number: u64,
+        units: u64,
+        op: LeaseOp,
+    ) -> impl Future<Output = Result<Option<Timestamp>, StoreError>> + Send {
+        ready(Ok(self.lease_now(counters, number, units, op)))
     }
 
     fn check_all(

@@ -26,7 +26,7 @@ use self::control::Control;
 use self::memory::MemoryStore;
 use self::redis::control::RedisControl;
 use self::redis::RedisStore;
-use crate::core::{Clock, Consume, Cost, Decision, Policy, Units};
+use crate::core::{Clock, Consume, Cost, Decision, Policy, Timestamp, Units};
 use crate::metrics::Metrics;
 
 /// The identity of one counter: a rule and a caller's key.
@@ -86,6 +86,18 @@ pub enum Op {
     /// A report: every counter charged (or refunded) unconditionally, see
     /// [`crate::core::report_all`].
     Report(Units),
+    /// A check whose `concurrency` counters take lease `lease` (a number
+    /// the caller chose, never 0) when it consumes.
+    Acquire { cost: Cost, lease: u64 },
+}
+
+/// What [`Store::lease`] does to a lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseOp {
+    /// Ends it.
+    Release,
+    /// Extends it by each counter's lease lifetime from now.
+    Renew,
 }
 
 /// The id that makes a call idempotent: applied once while its record
@@ -162,6 +174,27 @@ pub trait Store: Send + Sync + 'static {
         std::future::ready(Err(StoreError {
             transient: false,
             message: "this store cannot apply reports or ids".to_owned(),
+        }))
+    }
+
+    /// Releases or renews lease `number` of `units` on every `concurrency`
+    /// counter (each with its lease lifetime in µs), all in the slot of
+    /// `partition`. A release answers `Some(now)` when any counter held
+    /// the lease unexpired, else `None` (released already, or expired). A
+    /// renewal answers the new expiry when every counter held it, else
+    /// `None` (then it renews none).
+    fn lease(
+        &self,
+        partition: &str,
+        counters: &[(CounterKey<'_>, u64)],
+        number: u64,
+        units: u64,
+        op: LeaseOp,
+    ) -> impl Future<Output = Result<Option<Timestamp>, StoreError>> + Send {
+        let _ = (partition, counters, number, units, op);
+        std::future::ready(Err(StoreError {
+            transient: false,
+            message: "this store keeps no leases".to_owned(),
         }))
     }
 
@@ -266,6 +299,20 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(store) => Ok(store.apply_now(partition, counters, op, once)),
             AnyStore::Redis(store) => Box::pin(store.apply(partition, counters, op, once)).await,
+        }
+    }
+
+    async fn lease(
+        &self,
+        partition: &str,
+        counters: &[(CounterKey<'_>, u64)],
+        number: u64,
+        units: u64,
+        op: LeaseOp,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        match self {
+            AnyStore::Memory(store) => Ok(store.lease_now(counters, number, units, op)),
+            AnyStore::Redis(store) => Box::pin(store.lease(partition, counters, number, units, op)).await,
         }
     }
 

@@ -22,6 +22,7 @@ pub(super) struct Draft {
     algorithm: Layered<Algorithm>,
     limit: Layered<i64>,
     window: Layered<Duration>,
+    lease_ttl: Layered<Duration>,
 }
 
 impl RuleSet {
@@ -40,6 +41,10 @@ impl RuleSet {
             problems.push(Problem::new("defaults.window", e));
             Duration::from_secs(1)
         });
+        let lease_ttl = parse_duration(&d.lease_ttl).unwrap_or_else(|e| {
+            problems.push(Problem::new("defaults.lease_ttl", e));
+            Duration::from_secs(30)
+        });
         let base = Draft {
             algorithm: Layered {
                 value: algorithm,
@@ -52,6 +57,10 @@ impl RuleSet {
             window: Layered {
                 value: window,
                 path: "defaults.window".into(),
+            },
+            lease_ttl: Layered {
+                value: lease_ttl,
+                path: "defaults.lease_ttl".into(),
             },
         };
 
@@ -121,9 +130,13 @@ impl RuleSet {
                 algorithm: spec.algorithm.clone(),
                 limit: spec.limit,
                 window: spec.window.clone(),
+                lease_ttl: spec.lease_ttl.clone(),
             };
-            let own_set =
-                own.algorithm.is_some() || own.limit.is_some() || own.window.is_some() || !spec.tiers.is_empty();
+            let own_set = own.algorithm.is_some()
+                || own.limit.is_some()
+                || own.window.is_some()
+                || own.lease_ttl.is_some()
+                || !spec.tiers.is_empty();
             let partition_path = format!("{path}.partition");
             let partition = spec.partition.as_deref();
             let mut rule = match (&spec.limits, &d.limits) {
@@ -237,6 +250,13 @@ pub(super) fn overlay(below: &Draft, spec: &LimitSpec, path: &str, problems: &mu
             Err(e) => problems.push(Problem::new(field, e)),
         }
     }
+    if let Some(text) = &spec.lease_ttl {
+        let field = format!("{path}.lease_ttl");
+        match parse_duration(text) {
+            Ok(value) => draft.lease_ttl = Layered { value, path: field },
+            Err(e) => problems.push(Problem::new(field, e)),
+        }
+    }
     draft
 }
 
@@ -333,16 +353,24 @@ fn to_policy(draft: &Draft) -> Result<Policy, Problem> {
         return Err(Problem::new(limit.path.clone(), "must be at least 1"));
     }
     let limit_value = u64::try_from(limit.value).unwrap_or(u64::MAX);
-    Policy::new(draft.algorithm.value, limit_value, draft.window.value).map_err(|e| {
+    // A concurrency limit's window is its leases' lifetime.
+    let window = match draft.algorithm.value {
+        Algorithm::Concurrency => &draft.lease_ttl,
+        _ => &draft.window,
+    };
+    Policy::new(draft.algorithm.value, limit_value, window.value).map_err(|e| {
         let path = match e {
             PolicyError::ZeroLimit | PolicyError::LimitTooLarge => &limit.path,
-            _ if e.field() == "window" => &draft.window.path,
+            _ if e.field() == "window" => &window.path,
             // Limits that only this algorithm rejects: blame the limit, but
             // say which algorithm asked.
             _ => &limit.path,
         };
         let message = match e {
-            PolicyError::RateTooHigh { .. } | PolicyError::LogTooLarge | PolicyError::CounterTooLarge { .. } => {
+            PolicyError::RateTooHigh { .. }
+            | PolicyError::LogTooLarge
+            | PolicyError::TooManyLeases
+            | PolicyError::CounterTooLarge { .. } => {
                 format!("{e} (algorithm from {})", draft.algorithm.path)
             }
             _ => e.to_string(),

@@ -68,6 +68,7 @@ pub(super) fn several(
             algorithm: spec.algorithm.clone(),
             limit: spec.limit,
             window: spec.window.clone(),
+            lease_ttl: spec.lease_ttl.clone(),
         };
         let drafts = layer(&own, &spec.tiers, &limit_path, layers, problems);
         let limit_context = match context {

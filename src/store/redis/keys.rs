@@ -4,6 +4,7 @@
 //! ```text
 //! <prefix>:{<rule>:<key>}:<algorithm>          the state (a hash)
 //! <prefix>:{<rule>:<key>}:swl:log              sliding_window_log's entries (a list)
+//! <prefix>:{<rule>:<key>}:cc                   concurrency's leases (a sorted set)
 //! <prefix>:{<rule>:<partition>}:<limit>:<value>:<algorithm>
 //!                                              a counter of a rule with several limits
 //! <prefix>:{<rule>:<partition>}:id:<id>       an id applied by a report or a check (a string)
@@ -186,6 +187,7 @@ fn suffix(algorithm: Algorithm) -> &'static str {
         Algorithm::FixedWindow => "fw",
         Algorithm::SlidingWindowCounter => "swc",
         Algorithm::SlidingWindowLog => "swl",
+        Algorithm::Concurrency => "cc",
     }
 }
 

@@ -39,8 +39,8 @@ pub use self::connection::{ConnectError, Connector};
 use self::keys::KeyLayout;
 use self::scripts::Scripts;
 use self::shards::Shards;
-use super::{Applied, CounterKey, Once, Op, Store, StoreError, StoreKey};
-use crate::core::{Clock, Consume, Cost, Decision, Policy, Timestamp};
+use super::{Applied, CounterKey, LeaseOp, Once, Op, Store, StoreError, StoreKey};
+use crate::core::{Algorithm, Clock, Consume, Cost, Decision, Policy, Timestamp};
 use crate::metrics::Metrics;
 use crate::settings::RedisSettings;
 
@@ -369,7 +369,7 @@ fn applied_from_reply(reply: Value, limits: usize, op: Op) -> Result<Applied, St
     let (allowed, decisions) = several_decided(replies, limits)?;
     Ok(Applied {
         duplicate,
-        allowed: allowed || duplicate && matches!(op, Op::Check(_)),
+        allowed: allowed || duplicate && !matches!(op, Op::Report(_)),
         decisions,
     })
 }
@@ -450,6 +450,48 @@ impl Store for RedisStore {
         self.run(key, policy, cost).await
     }
 
+    /// One call of `lua/lease.lua`, every counter in the slot of
+    /// `partition`.
+    async fn lease(
+        &self,
+        partition: &str,
+        counters: &[(CounterKey<'_>, u64)],
+        number: u64,
+        units: u64,
+        op: LeaseOp,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        let keys: Vec<String> = counters
+            .iter()
+            .flat_map(|(key, _)| {
+                self.layout
+                    .counter_keys(partition, *key, Algorithm::Concurrency)
+                    .to_vec()
+            })
+            .collect();
+        let mut args = vec![
+            self.time.argument(),
+            match op {
+                LeaseOp::Release => "release",
+                LeaseOp::Renew => "renew",
+            }
+            .to_owned(),
+            format!("{number}:{units}"),
+        ];
+        args.extend(counters.iter().map(|(_, ttl_us)| ttl_us.to_string()));
+        let reply: Vec<i64> = self
+            .evalsha(self.scripts.lease(), keys, args)
+            .await
+            .map_err(|e| self.failed(e))?;
+        match reply.as_slice() {
+            [1, at] => Ok(Some(Timestamp::from_micros(u64::try_from(*at).unwrap_or(0)))),
+            [0, _] => Ok(None),
+            other => Err(StoreError {
+                transient: false,
+                message: format!("unexpected reply of the lease script: {other:?}"),
+            }),
+        }
+    }
+
     /// One call of `lua/once.lua`, unbatched, every key (and the id's) in
     /// the slot of `partition`.
     async fn apply(
@@ -463,11 +505,12 @@ impl Store for RedisStore {
         let mut args = Vec::with_capacity(7 + counters.len() * 5);
         args.push(self.time.argument());
         let (what, units, cost, consume) = match op {
-            Op::Check(cost) => ("c", 0, cost.get(), "1"),
-            Op::Report(units) => ("r", units.get(), 1, "0"),
+            Op::Check(cost) => ("c", "0".to_owned(), cost.get(), "1"),
+            Op::Acquire { cost, lease } => ("c", lease.to_string(), cost.get(), "1"),
+            Op::Report(units) => ("r", units.get().to_string(), 1, "0"),
         };
         args.push(what.to_owned());
-        args.push(units.to_string());
+        args.push(units);
         // The id's lifetime in whole milliseconds, at least one.
         args.push(once.map_or(0, |once| once.ttl_us.div_ceil(1_000).max(1)).to_string());
         args.push(cost.to_string());

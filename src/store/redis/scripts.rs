@@ -50,6 +50,7 @@ pub const GCRA: &str = script!("gcra.lua");
 pub const FIXED_WINDOW: &str = script!("fixed_window.lua");
 pub const SLIDING_WINDOW_COUNTER: &str = script!("sliding_window_counter.lua");
 pub const SLIDING_WINDOW_LOG: &str = script!("sliding_window_log.lua");
+pub const CONCURRENCY: &str = script!("concurrency.lua");
 
 /// The text shared by the scripts of checks with several limits: the five
 /// algorithms as functions, each of its limit's keys and arguments and of
@@ -68,6 +69,8 @@ macro_rules! multi_script {
             include_str!("lua/sliding_window_counter.lua"),
             "end\nlocal function sliding_window_log(KEYS, limit, window, interval, cost, now, write)\n",
             include_str!("lua/sliding_window_log.lua"),
+            "end\nlocal function concurrency(KEYS, limit, window, interval, cost, now, write)\n",
+            include_str!("lua/concurrency.lua"),
             "end\n",
             include_str!("lua/multi.lua"),
             include_str!(concat!("lua/", $file))
@@ -85,6 +88,9 @@ pub const MULTI_BATCH: &str = multi_script!("multi_batch.lua");
 /// (`lua/once.lua`).
 pub const ONCE: &str = multi_script!("once.lua");
 
+/// The script that releases or renews a lease (`lua/lease.lua`).
+pub const LEASE: &str = concat!(include_str!("lua/prelude.lua"), include_str!("lua/lease.lua"));
+
 /// An algorithm's number in `lua/multi.lua`'s arguments.
 pub fn multi_index(algorithm: Algorithm) -> u64 {
     match algorithm {
@@ -93,6 +99,7 @@ pub fn multi_index(algorithm: Algorithm) -> u64 {
         Algorithm::FixedWindow => 3,
         Algorithm::SlidingWindowCounter => 4,
         Algorithm::SlidingWindowLog => 5,
+        Algorithm::Concurrency => 6,
     }
 }
 
@@ -101,6 +108,7 @@ pub const GCRA_BATCH: &str = batch_script!("gcra.lua");
 pub const FIXED_WINDOW_BATCH: &str = batch_script!("fixed_window.lua");
 pub const SLIDING_WINDOW_COUNTER_BATCH: &str = batch_script!("sliding_window_counter.lua");
 pub const SLIDING_WINDOW_LOG_BATCH: &str = batch_script!("sliding_window_log.lua");
+pub const CONCURRENCY_BATCH: &str = batch_script!("concurrency.lua");
 
 /// The five scripts, single and batched, with their SHA-1 digests.
 pub struct Scripts {
@@ -109,10 +117,12 @@ pub struct Scripts {
     fixed_window: Script,
     sliding_window_counter: Script,
     sliding_window_log: Script,
-    batched: [Script; 5],
+    concurrency: Script,
+    batched: [Script; 6],
     multi: Script,
     multi_batched: Script,
     once: Script,
+    lease: Script,
 }
 
 impl Scripts {
@@ -123,16 +133,19 @@ impl Scripts {
             fixed_window: Script::from_lua(FIXED_WINDOW),
             sliding_window_counter: Script::from_lua(SLIDING_WINDOW_COUNTER),
             sliding_window_log: Script::from_lua(SLIDING_WINDOW_LOG),
+            concurrency: Script::from_lua(CONCURRENCY),
             batched: [
                 Script::from_lua(TOKEN_BUCKET_BATCH),
                 Script::from_lua(GCRA_BATCH),
                 Script::from_lua(FIXED_WINDOW_BATCH),
                 Script::from_lua(SLIDING_WINDOW_COUNTER_BATCH),
                 Script::from_lua(SLIDING_WINDOW_LOG_BATCH),
+                Script::from_lua(CONCURRENCY_BATCH),
             ],
             multi: Script::from_lua(MULTI),
             multi_batched: Script::from_lua(MULTI_BATCH),
             once: Script::from_lua(ONCE),
+            lease: Script::from_lua(LEASE),
         }
     }
 
@@ -144,6 +157,7 @@ impl Scripts {
             Algorithm::FixedWindow => 2,
             Algorithm::SlidingWindowCounter => 3,
             Algorithm::SlidingWindowLog => 4,
+            Algorithm::Concurrency => 5,
         };
         &self.batched[index]
     }
@@ -155,6 +169,7 @@ impl Scripts {
             Algorithm::FixedWindow => &self.fixed_window,
             Algorithm::SlidingWindowCounter => &self.sliding_window_counter,
             Algorithm::SlidingWindowLog => &self.sliding_window_log,
+            Algorithm::Concurrency => &self.concurrency,
         }
     }
 
@@ -173,14 +188,19 @@ impl Scripts {
         &self.once
     }
 
+    /// The script that releases or renews a lease.
+    pub fn lease(&self) -> &Script {
+        &self.lease
+    }
+
     /// Every script: single, batched, the two for several limits, and the
     /// one for reports and checks with an id.
     pub fn all(&self) -> impl Iterator<Item = &Script> {
-        Algorithm::ALL
+        Algorithm::EVERY
             .into_iter()
             .map(|a| self.get(a))
             .chain(self.batched.iter())
-            .chain([&self.multi, &self.multi_batched, &self.once])
+            .chain([&self.multi, &self.multi_batched, &self.once, &self.lease])
     }
 }
 

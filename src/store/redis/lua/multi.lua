@@ -11,7 +11,8 @@
 -- One check's ARGV, from `a`: cost (>= 1); 1 to consume when every limit
 -- allows, 0 never to consume (a peek, a shadow rule); the number of
 -- limits; then five per limit: algorithm (1 token_bucket, 2 gcra,
--- 3 fixed_window, 4 sliding_window_counter, 5 sliding_window_log), limit,
+-- 3 fixed_window, 4 sliding_window_counter, 5 sliding_window_log,
+-- 6 concurrency), limit,
 -- window_us, emission_interval_us, and the number of its keys. Its KEYS,
 -- from `k`: each limit's keys, limit after limit (one per limit, two for
 -- sliding_window_log); in a cluster all in one slot (a hash tag).
@@ -21,7 +22,7 @@
 -- When nothing was consumed, a limit that would have allowed answers
 -- allowed with the numbers of its state as it stands (decided as a cost
 -- above its limit, which never fits and never writes), retry 0.
-local algorithms = {token_bucket, gcra, fixed_window, sliding_window_counter, sliding_window_log}
+local algorithms = {token_bucket, gcra, fixed_window, sliding_window_counter, sliding_window_log, concurrency}
 
 -- Decides the check at ARGV[a] and KEYS[k] at `now`; returns its replies
 -- and where the next check's ARGV and KEYS start.

@@ -6,7 +6,8 @@
 --
 -- ARGV[1] now_us: '' to read the server clock (TIME), else that integer
 -- ARGV[2] 'r' a report, 'c' a check
--- ARGV[3] a report's units (signed, never 0: negative gives back)
+-- ARGV[3] a report's units (signed, never 0: negative gives back); for a
+--         check, the number of the lease its concurrency limits take ('0')
 -- ARGV[4] the id's lifetime in ms, '0' when the call has no id
 -- ARGV[5...] the check of multi.lua: cost, consume, the number of limits,
 --         five per limit (a report sends cost 1 and consume 0: it reads
@@ -109,6 +110,9 @@ local charges = {charge_token_bucket, charge_gcra, charge_fixed_window, charge_s
 local now = time_now(ARGV[1])
 local report = ARGV[2] == 'r'
 local units = tonumber(ARGV[3])
+if not report then
+  lease = ARGV[3]
+end
 local id_ttl = ARGV[4]
 local id_key = nil
 if id_ttl ~= '0' then

@@ -32,6 +32,10 @@ local function ceil_div(a, b)
   return q
 end
 
+-- The number of the lease a `concurrency` limit takes when it allows (see
+-- concurrency.lua): '0' unless once.lua sets it from the lease's token.
+local lease = '0'
+
 -- A number as Redis should store it: all digits, never 1.7e+15.
 local function num(s)
   return string.format('%.0f', s)
