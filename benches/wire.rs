@@ -59,6 +59,7 @@ fn verdict(allowed: bool) -> Verdict {
         limits: Vec::new(),
         limit_name: None,
         duplicate: false,
+        lease: None,
     }
 }
 

@@ -85,6 +85,7 @@ impl From<LimiterError> for ApiError {
             ),
             e @ LimiterError::UnknownLimit { .. } => ApiError::field("name", e.to_string()),
             e @ LimiterError::ReportUnsupported { .. } => ApiError::field("cost", e.to_string()),
+            e @ LimiterError::BadLease => ApiError::field("lease", e.to_string()),
             LimiterError::Store(e) => {
                 tracing::error!(error = %e, transient = e.transient, "store failed");
                 ApiError::store_unavailable()

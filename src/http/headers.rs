@@ -45,7 +45,19 @@ pub fn rate_limit_headers(v: &Verdict) -> HeaderMap {
     if !v.limits.is_empty() {
         several_limit_headers(v, &mut headers);
     } else {
-        if let Some(value) = field((";q=", d.limit), (";w=", window_s)) {
+        // A concurrency limit's quota is in flight, not per window.
+        let policy = match v.policy.algorithm().leases() {
+            true => {
+                let mut out = String::with_capacity(v.rule.len() + 48);
+                push_sf_string(&mut out, &v.rule);
+                out.push_str(";q=");
+                out.push_str(itoa::Buffer::new().format(d.limit));
+                out.push_str(CONCURRENT);
+                HeaderValue::from_maybe_shared(Bytes::from(out)).ok()
+            }
+            false => field((";q=", d.limit), (";w=", window_s)),
+        };
+        if let Some(value) = policy {
             headers.insert(RATELIMIT_POLICY.clone(), value);
         }
         if let Some(value) = field((";r=", d.remaining), (";t=", reset_in_s)) {
@@ -82,6 +94,13 @@ fn several_limit_headers(v: &Verdict, headers: &mut HeaderMap) {
     };
     let mut policy = String::new();
     for l in &v.limits {
+        if l.policy.algorithm().leases() {
+            item(&mut policy, &l.name, (";q=", l.decision.limit), ("", 0));
+            // The empty second parameter wrote a bare "0": the unit instead.
+            policy.pop();
+            policy.push_str(CONCURRENT);
+            continue;
+        }
         let window_s = l.policy.quota().window_us().div_ceil(1_000_000);
         item(&mut policy, &l.name, (";q=", l.decision.limit), (";w=", window_s));
     }
@@ -103,6 +122,9 @@ fn several_limit_headers(v: &Verdict, headers: &mut HeaderMap) {
         }
     }
 }
+
+/// The quota unit of a `concurrency` limit in `RateLimit-Policy`.
+const CONCURRENT: &str = ";qu=\"concurrent-requests\"";
 
 /// Appends `s` as an RFC 8941 structured-field string: quoted, with `"`
 /// and `\` escaped.

@@ -27,6 +27,7 @@ pub mod check;
 pub mod error;
 pub mod forward;
 pub mod headers;
+pub mod lease;
 pub mod log;
 pub mod ops;
 pub mod report;
@@ -98,6 +99,8 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/check/batch", post(batch::check_batch))
         .route("/check/forward", on(any_standard_method, forward::check_forwarded))
         .route("/report", post(report::report))
+        .route("/release", post(lease::release))
+        .route("/renew", post(lease::renew))
         .route_layer(MapFutureLayer::new(move |future| {
             timed(metrics.clone(), Instant::now(), future)
         }));

@@ -191,6 +191,33 @@ fn check_fields(fields: serde_json::Map<String, Value>, max_key_bytes: usize) ->
     })
 }
 
+/// Parses a `/release` or `/renew` body, `{"lease": "<token>"}`.
+pub fn parse_lease(body: &[u8]) -> Result<String, ApiError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::field("body", format!("body is not valid JSON: {e}")))?;
+    let Value::Object(mut fields) = value else {
+        return Err(ApiError::field(
+            "body",
+            "body must be a JSON object such as {\"lease\": \"…\"}",
+        ));
+    };
+    if let Some(name) = fields.keys().find(|name| *name != "lease") {
+        return Err(ApiError::field(
+            name.clone(),
+            format!("unknown field {name:?}; the only field is lease"),
+        ));
+    }
+    match fields.remove("lease") {
+        Some(Value::String(lease)) if !lease.is_empty() => Ok(lease),
+        Some(Value::String(_)) => Err(ApiError::field("lease", "lease must not be empty")),
+        None | Some(Value::Null) => Err(ApiError::field(
+            "lease",
+            "lease is required: the token an allowed check of a concurrency limit answered",
+        )),
+        Some(_) => Err(ApiError::field("lease", "lease must be a string")),
+    }
+}
+
 /// Whether `id` is 1 to [`MAX_ID_BYTES`] bytes.
 fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= MAX_ID_BYTES
@@ -374,6 +401,13 @@ pub struct CheckResponse<'a> {
     /// A report or check whose `id` was already applied: nothing changed.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub duplicate: bool,
+    /// The lease an allowed check of a `concurrency` limit holds: release
+    /// it with `POST /release` when the work is done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease: Option<&'a str>,
+    /// Milliseconds until the lease expires unless renewed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_expires_ms: Option<u64>,
 }
 
 /// One limit of a rule with several, in a `/check` answer.
@@ -418,6 +452,8 @@ impl<'a> From<&'a Verdict> for CheckResponse<'a> {
                 })
                 .collect(),
             duplicate: v.duplicate,
+            lease: v.lease.as_ref().map(|l| l.token.as_str()),
+            lease_expires_ms: v.lease.as_ref().map(|l| l.expires_in_us.div_ceil(1_000)),
         }
     }
 }

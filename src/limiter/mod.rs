@@ -22,6 +22,7 @@
 pub mod access;
 pub mod breaker;
 pub mod deny_cache;
+pub mod lease;
 mod once;
 pub mod overrides;
 pub mod request;
@@ -40,10 +41,11 @@ pub use self::request::{CheckRequest, Key, KeyError};
 pub use self::resilience::FailurePolicy;
 pub use self::rules::FailureMode;
 pub use self::snapshot::{Dangling, Snapshot};
-pub use self::verdict::{LimitOutcome, LimiterError, Reason, Verdict};
+pub use self::verdict::{Lease, LimitOutcome, LimiterError, Reason, Verdict};
 
 use self::breaker::BreakerState;
 use self::deny_cache::{DenyCache, Ticket};
+use self::lease::LeaseNumbers;
 use self::overrides::PolicySource;
 use self::resilience::Resilience;
 use self::rules::RuleSet;
@@ -91,6 +93,8 @@ pub struct Limiter<S = AnyStore> {
     resilience: Resilience,
     /// Denials known to hold, answered without the store.
     deny_cache: Option<DenyCache>,
+    /// The numbers of the leases `concurrency` limits take.
+    leases: LeaseNumbers,
 }
 
 impl<S: Store> Limiter<S> {
@@ -103,6 +107,7 @@ impl<S: Store> Limiter<S> {
             metrics: Arc::new(Metrics::new()),
             resilience: Resilience::new(config.failure, clock.clone()),
             deny_cache: config.deny_cache.map(DenyCache::new),
+            leases: LeaseNumbers::new(),
             clock,
         }
     }
@@ -120,14 +125,16 @@ impl<S: Store> Limiter<S> {
         let plan = snapshot.plan(request, now)?;
         // The rarer paths are boxed, so that their futures do not make every
         // single-limit check's future larger.
-        if !plan.resolved.limits.is_empty() && plan.listed.is_none() && (request.peek || request.id.is_none()) {
+        // A check with an id, or one that takes a lease, is one store call
+        // that also keeps the id or the lease.
+        if !request.peek && plan.listed.is_none() && (request.id.is_some() || once::leases(&plan)) {
+            return Ok(Box::pin(self.check_once(&plan, request, now)).await);
+        }
+        if !plan.resolved.limits.is_empty() && plan.listed.is_none() {
             return Ok(Box::pin(self.check_several(&plan, request, now)).await);
         }
         if request.peek {
             return Ok(Box::pin(self.peek(&plan, request, now)).await);
-        }
-        if request.id.is_some() && plan.listed.is_none() {
-            return Ok(Box::pin(self.check_once(&plan, request, now)).await);
         }
         if let Some(reason) = plan.listed {
             let decision = plan.listed_decision(reason == Reason::Allowlisted, now);
@@ -252,6 +259,7 @@ impl<S: Store> Limiter<S> {
             limits: Vec::new(),
             limit_name: None,
             duplicate: false,
+            lease: None,
         }
     }
 
@@ -316,6 +324,7 @@ impl<S: Store> Limiter<S> {
             limits: Vec::new(),
             limit_name: None,
             duplicate: false,
+            lease: None,
         })
     }
 

@@ -9,11 +9,12 @@
 //! is remembered (the longest window of the rule's limits): a retry after
 //! a lost answer is answered as a duplicate, allowed, consuming nothing.
 
+use super::lease::{Holder, LeaseToken};
 use super::snapshot::Plan;
-use super::verdict::binding;
+use super::verdict::{binding, Lease};
 use super::{CheckRequest, Limiter, LimiterError, Reason, Verdict};
 use crate::core::{Consume, Policy, Timestamp, Units};
-use crate::store::{Applied, CounterKey, Once, Op, Store, StoreError, StoreKey};
+use crate::store::{Applied, CounterKey, LeaseOp, Once, Op, Store, StoreError, StoreKey};
 
 /// The longest id a caller may send, in bytes.
 pub const MAX_ID_BYTES: usize = 128;
@@ -50,10 +51,22 @@ impl<S: Store> Limiter<S> {
     /// decides when the store cannot.
     pub(super) async fn check_once(&self, plan: &Plan<'_>, request: &CheckRequest, now: Timestamp) -> Verdict {
         let policies = policies(plan);
-        match self.apply(plan, request, &policies, Op::Check(request.cost)).await {
+        let op = match leases(plan) {
+            true => Op::Acquire {
+                cost: request.cost,
+                lease: self.leases.draw(),
+            },
+            false => Op::Check(request.cost),
+        };
+        match self.apply(plan, request, &policies, op).await {
             Ok(applied) => {
                 let reason = Reason::stored(applied.allowed);
-                self.verdict(plan, request, policies, applied, reason)
+                let taken = applied.allowed && !applied.duplicate;
+                let mut verdict = self.verdict(plan, request, policies.clone(), applied, reason);
+                if let (true, Op::Acquire { cost, lease }) = (taken, op) {
+                    verdict.lease = Some(token(plan, request, &policies, lease, cost.get()));
+                }
+                verdict
             }
             Err(e) => {
                 let mode = plan.resolved.failure_mode;
@@ -81,6 +94,32 @@ impl<S: Store> Limiter<S> {
                 verdict
             }
         }
+    }
+
+    /// Ends the lease of `token` on every counter that holds it; whether
+    /// it was held (an unknown or expired lease is not an error).
+    pub async fn release(&self, token: &str) -> Result<bool, LimiterError> {
+        let lease = LeaseToken::decode(token).ok_or(LimiterError::BadLease)?;
+        let counters = holders(&lease);
+        let released = self
+            .store
+            .lease(&lease.partition, &counters, lease.number, lease.units, LeaseOp::Release)
+            .await?;
+        Ok(released.is_some())
+    }
+
+    /// Extends the lease of `token` by its lifetime from now on every
+    /// counter that holds it: the microseconds until it expires, or `None`
+    /// when it is no longer held (released, or expired).
+    pub async fn renew(&self, token: &str) -> Result<Option<u64>, LimiterError> {
+        let lease = LeaseToken::decode(token).ok_or(LimiterError::BadLease)?;
+        let counters = holders(&lease);
+        let renewed = self
+            .store
+            .lease(&lease.partition, &counters, lease.number, lease.units, LeaseOp::Renew)
+            .await?;
+        let now = self.clock.now();
+        Ok(renewed.map(|at| at.as_micros().saturating_sub(now.as_micros())))
     }
 
     /// One [`Store::apply`] of `op` on the counters of `request`'s rule,
@@ -140,6 +179,73 @@ impl<S: Store> Limiter<S> {
         verdict.duplicate = duplicate;
         verdict
     }
+}
+
+/// Whether the plan's rule has a `concurrency` limit (its allowed checks
+/// take a lease).
+pub(super) fn leases(plan: &Plan<'_>) -> bool {
+    match plan.resolved.limits.is_empty() {
+        true => plan.policy.algorithm().leases(),
+        false => plan
+            .resolved
+            .limits
+            .iter()
+            .any(|limit| limit.policy(plan.resolved.tier_index).algorithm().leases()),
+    }
+}
+
+/// The token of lease `number` of `units`, held by every `concurrency`
+/// counter of the plan's rule for `request`.
+fn token(plan: &Plan<'_>, request: &CheckRequest, policies: &[Policy], number: u64, units: u64) -> Lease {
+    let values = values(plan, request);
+    let names: Vec<Option<String>> = match plan.resolved.limits.is_empty() {
+        true => vec![None],
+        false => plan
+            .resolved
+            .limits
+            .iter()
+            .map(|l| Some(l.name().to_string()))
+            .collect(),
+    };
+    let holders: Vec<Holder> = names
+        .into_iter()
+        .zip(values)
+        .zip(policies)
+        .filter(|(_, policy)| policy.algorithm().leases())
+        .map(|((limit, value), policy)| Holder {
+            limit,
+            value: value.to_owned(),
+            ttl_us: policy.quota().window_us(),
+        })
+        .collect();
+    let expires_in_us = holders.iter().map(|h| h.ttl_us).min().unwrap_or(0);
+    let token = LeaseToken {
+        number,
+        units,
+        rule: plan.resolved.rule.to_string(),
+        partition: partition(plan, request).to_owned(),
+        holders,
+    };
+    Lease {
+        token: token.encode(),
+        expires_in_us,
+    }
+}
+
+/// The counters of a lease's token, with its lifetime on each.
+fn holders(lease: &LeaseToken) -> Vec<(CounterKey<'_>, u64)> {
+    lease
+        .holders
+        .iter()
+        .map(|h| {
+            let key = CounterKey {
+                rule: &lease.rule,
+                limit: h.limit.as_deref(),
+                value: &h.value,
+            };
+            (key, h.ttl_us)
+        })
+        .collect()
 }
 
 /// The policy of every limit of the plan's rule: its only one (with any

@@ -185,6 +185,7 @@ impl<S: Store> Limiter<S> {
             store_error: None,
             limit_name: Some(bound.name.clone()),
             duplicate: false,
+            lease: None,
             limits,
         })
     }

@@ -121,6 +121,18 @@ pub struct Verdict {
     pub limit_name: Option<Arc<str>>,
     /// A report or check whose id was already applied: nothing changed.
     pub duplicate: bool,
+    /// The lease an allowed check of a `concurrency` limit holds.
+    pub lease: Option<Lease>,
+}
+
+/// A lease an allowed check holds, until released or expired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The opaque token to release or renew it with.
+    pub token: String,
+    /// Microseconds until it expires (the shortest lifetime of the limits
+    /// that hold it).
+    pub expires_in_us: u64,
 }
 
 /// One limit's part in a check of several.
@@ -181,6 +193,8 @@ pub enum LimiterError {
     },
     #[error("cost: rule {rule:?} has a {algorithm} limit, which takes no reports (it keeps an entry per admitted cost; see the README)")]
     ReportUnsupported { algorithm: &'static str, rule: Arc<str> },
+    #[error("lease is not a lease token this service issued")]
+    BadLease,
     #[error("store unavailable: {0}")]
     Store(#[from] StoreError),
 }

@@ -191,7 +191,7 @@ impl RedisStore {
 
     /// Deletes every key of `key`, whatever algorithm wrote it.
     async fn delete_all(&self, key: StoreKey<'_>) -> Result<(), StoreError> {
-        let names: Vec<String> = crate::core::Algorithm::ALL
+        let names: Vec<String> = crate::core::Algorithm::EVERY
             .into_iter()
             .flat_map(|a| self.layout.state_keys(key, a).to_vec())
             .collect();
@@ -538,7 +538,7 @@ impl Store for RedisStore {
         let names: Vec<String> = counters
             .iter()
             .flat_map(|key| {
-                crate::core::Algorithm::ALL
+                crate::core::Algorithm::EVERY
                     .into_iter()
                     .flat_map(move |a| self.layout.counter_keys(partition, *key, a).to_vec())
             })
