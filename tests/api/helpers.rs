@@ -87,6 +87,15 @@ impl TestApp {
         self.check_raw(body.to_string()).await
     }
 
+    /// `POST <path>` of a JSON body.
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        let request = Request::post(path)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        self.send(request).await
+    }
+
     /// `POST /report` with a JSON content type.
     pub async fn report(&self, body: Value) -> Reply {
         let request = Request::post("/report")
