@@ -21,6 +21,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/check"),
     ("POST", "/check/batch"),
     ("POST", "/report"),
+    ("POST", "/release"),
+    ("POST", "/renew"),
     ("GET", "/check/forward"),
     ("POST", "/check/forward"),
     ("PUT", "/check/forward"),
