@@ -183,6 +183,11 @@ pub struct CheckOutcome {
     pub limits: Vec<LimitOutcome>,
     /// The call's `id` was already applied: nothing changed.
     pub duplicate: bool,
+    /// The lease an allowed check of a `concurrency` limit took: release it
+    /// with [`Client::release`] when the work is done.
+    pub lease: Option<String>,
+    /// Milliseconds until that lease expires unless renewed.
+    pub lease_expires_ms: Option<u64>,
     /// The answer's `X-RateLimit-*`, `RateLimit-Policy`, `RateLimit` and
     /// `Retry-After` headers, exactly as sent (see [`FORWARDED_HEADERS`]).
     pub headers: HeaderMap,
@@ -220,6 +225,10 @@ struct CheckBody {
     limits: Vec<LimitOutcome>,
     #[serde(default)]
     duplicate: bool,
+    #[serde(default)]
+    lease: Option<String>,
+    #[serde(default)]
+    lease_expires_ms: Option<u64>,
 }
 
 /// The JSON body of an error answer.
@@ -302,6 +311,8 @@ impl ClientBuilder {
     pub fn build(self) -> Result<Client, ClientError> {
         let check_uri = check_uri(&self.base_url)?;
         let report_uri = sibling(&check_uri, "report");
+        let release_uri = sibling(&check_uri, "release");
+        let renew_uri = sibling(&check_uri, "renew");
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(self.timeout));
@@ -314,6 +325,8 @@ impl ClientBuilder {
             http,
             check_uri,
             report_uri,
+            release_uri,
+            renew_uri,
             timeout: self.timeout,
         })
     }
@@ -364,6 +377,8 @@ pub struct Client {
     http: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
     check_uri: Uri,
     report_uri: Uri,
+    release_uri: Uri,
+    renew_uri: Uri,
     timeout: Duration,
 }
 
@@ -417,6 +432,62 @@ impl Client {
         }
     }
 
+    /// Ends a lease (`POST /release`): `Ok(true)` when it was still held,
+    /// `Ok(false)` when it had expired or was released already.
+    pub async fn release(&self, lease: &str) -> Result<bool, ClientError> {
+        let body = serde_json::to_vec(&serde_json::json!({ "lease": lease })).expect("JSON serialises");
+        let (status, value) = self.post_json(&self.release_uri, body).await?;
+        match (status.as_u16(), value["released"].as_bool()) {
+            (200, Some(released)) => Ok(released),
+            _ => Err(lease_error(status, &value)),
+        }
+    }
+
+    /// Extends a held lease by its lifetime (`POST /renew`): the
+    /// milliseconds until it now expires, or `Ok(None)` when it had
+    /// expired or was released (acquire a new one with a check).
+    pub async fn renew(&self, lease: &str) -> Result<Option<u64>, ClientError> {
+        let body = serde_json::to_vec(&serde_json::json!({ "lease": lease })).expect("JSON serialises");
+        let (status, value) = self.post_json(&self.renew_uri, body).await?;
+        match (status.as_u16(), value["lease_expires_ms"].as_u64()) {
+            (200, Some(ms)) => Ok(Some(ms)),
+            (404, _) => Ok(None),
+            _ => Err(lease_error(status, &value)),
+        }
+    }
+
+    /// Posts `body` to `uri` within the timeout; the status and JSON answer.
+    async fn post_json(&self, uri: &Uri, body: Vec<u8>) -> Result<(StatusCode, serde_json::Value), ClientError> {
+        let call = async {
+            let request = Request::builder()
+                .method(Method::POST)
+                .uri(uri.clone())
+                .header(CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(body)))
+                .expect("a valid request");
+            let response = self
+                .http
+                .request(request)
+                .await
+                .map_err(|e| ClientError::Transport(Box::new(e)))?;
+            let (parts, body) = response.into_parts();
+            let bytes = Limited::new(body, MAX_ANSWER_BYTES)
+                .collect()
+                .await
+                .map_err(ClientError::Transport)?
+                .to_bytes();
+            let value = serde_json::from_slice(&bytes).map_err(|e| ClientError::Unexpected {
+                status: parts.status,
+                detail: format!("not JSON: {e}; body: {}", snippet(&bytes)),
+            })?;
+            Ok((parts.status, value))
+        };
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(ClientError::Timeout(self.timeout)),
+        }
+    }
+
     async fn send(&self, request: &CheckRequest) -> Result<CheckOutcome, ClientError> {
         let body = serde_json::to_vec(request).expect("a CheckRequest always serialises");
         self.post(&self.check_uri, body).await
@@ -444,6 +515,21 @@ impl Client {
     }
 }
 
+/// The error of a `/release` or `/renew` answer that is not its success.
+fn lease_error(status: StatusCode, value: &serde_json::Value) -> ClientError {
+    match (status.as_u16(), value["error"].as_str()) {
+        (400, Some(message)) => ClientError::Rejected {
+            status,
+            message: message.to_owned(),
+            field: value["field"].as_str().map(str::to_owned),
+        },
+        _ => ClientError::Unexpected {
+            status,
+            detail: format!("body: {value}"),
+        },
+    }
+}
+
 /// Turns an answer into an outcome or an error.
 pub(crate) fn decode(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Result<CheckOutcome, ClientError> {
     let unexpected = |detail: String| ClientError::Unexpected { status, detail };
@@ -465,6 +551,8 @@ pub(crate) fn decode(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Re
                 limit_name: b.limit_name,
                 limits: b.limits,
                 duplicate: b.duplicate,
+                lease: b.lease,
+                lease_expires_ms: b.lease_expires_ms,
                 headers: forwarded_headers(headers),
             }),
             Err(e) => Err(unexpected(format!("not a /check answer: {e}; body: {}", snippet(body)))),

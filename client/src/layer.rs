@@ -483,6 +483,8 @@ mod tests {
             limit_name: None,
             limits: Vec::new(),
             duplicate: false,
+            lease: None,
+            lease_expires_ms: None,
             headers: map,
         }
     }

@@ -67,6 +67,12 @@ limit = 2
 window = "1h"
 
 [[rules]]
+endpoint = "POST /api/export"
+algorithm = "concurrency"
+limit = 1
+lease_ttl = "30s"
+
+[[rules]]
 endpoint = "POST /api/chat"
 limits = [
   {{ name = "user", algorithm = "fixed_window", limit = 2, window = "1h" }},
@@ -847,6 +853,28 @@ async fn a_report_charges_after_the_work_and_an_id_applies_once() {
     match client.report(&chat, 0).await {
         Err(ratelimiter_client::ClientError::Rejected { field, .. }) => assert_eq!(field.as_deref(), Some("cost")),
         other => panic!("a report of 0 is refused: {other:?}"),
+    }
+    replica.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_is_taken_renewed_and_released() {
+    let replica = Replica::start().await;
+    let client = replica.client();
+    let export = CheckRequest::new("vera").endpoint("POST /api/export");
+    let taken = client.check(&export).await.unwrap();
+    assert!(taken.allowed);
+    assert_eq!(taken.lease_expires_ms, Some(30_000));
+    let lease = taken.lease.expect("a lease");
+    assert!(!client.check(&export).await.unwrap().allowed, "one in flight");
+    assert_eq!(client.renew(&lease).await.unwrap(), Some(30_000));
+    assert!(client.release(&lease).await.unwrap());
+    assert!(!client.release(&lease).await.unwrap(), "released already");
+    assert_eq!(client.renew(&lease).await.unwrap(), None);
+    assert!(client.check(&export).await.unwrap().allowed);
+    match client.release("not-a-lease").await {
+        Err(ratelimiter_client::ClientError::Rejected { field, .. }) => assert_eq!(field.as_deref(), Some("lease")),
+        other => panic!("a bad token is refused: {other:?}"),
     }
     replica.stop().await;
 }
