@@ -15,6 +15,12 @@
 //!   unknown tier) → 400 naming the field. Never passed through, since a
 //!   client could otherwise escape its limit by sending a bad tier or key.
 //!
+//! When the check took a lease (a `concurrency` limit), the response's
+//! body ([`LeasedBody`]) holds it and releases it when the body has been
+//! sent to the end or is dropped; an error of the inner service, or a
+//! request given up, releases it too (a [`LeaseGuard`] dropped). A release
+//! that cannot be sent leaves the lease to expire by its `lease_ttl`.
+//!
 //! What to answer is decided by pure functions ([`Action`]), unit-tested
 //! below; the service only does the I/O.
 
@@ -225,6 +231,79 @@ pub struct RateLimitService<S> {
 /// A boxed, sendable future, as the service returns.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
+/// A lease a request holds: released (in the background, on the current
+/// tokio runtime) when dropped.
+#[derive(Debug)]
+pub struct LeaseGuard {
+    client: Client,
+    lease: String,
+}
+
+impl LeaseGuard {
+    pub fn new(client: Client, lease: String) -> LeaseGuard {
+        LeaseGuard { client, lease }
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        let (client, lease) = (self.client.clone(), std::mem::take(&mut self.lease));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = client.release(&lease).await {
+                    tracing::warn!(error = %e, "could not release a lease; it expires by its lease_ttl");
+                }
+            });
+        }
+    }
+}
+
+/// A response body that holds the request's lease until it has been sent
+/// to the end, or is dropped (see the module's docs).
+#[derive(Debug)]
+pub struct LeasedBody<B> {
+    inner: B,
+    guard: Option<LeaseGuard>,
+}
+
+impl<B> LeasedBody<B> {
+    pub fn new(inner: B, guard: Option<LeaseGuard>) -> LeasedBody<B> {
+        LeasedBody { inner, guard }
+    }
+}
+
+impl<B: From<String>> From<String> for LeasedBody<B> {
+    fn from(text: String) -> LeasedBody<B> {
+        LeasedBody::new(B::from(text), None)
+    }
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for LeasedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            // Sent to the end: the work is done.
+            this.guard.take();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimitService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -232,9 +311,9 @@ where
     ReqBody: Send + 'static,
     ResBody: From<String> + Send + 'static,
 {
-    type Response = Response<ResBody>;
+    type Response = Response<LeasedBody<ResBody>>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Response<ResBody>, S::Error>>;
+    type Future = BoxFuture<Result<Response<LeasedBody<ResBody>>, S::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -258,6 +337,11 @@ where
             match action {
                 Action::Proceed(outcome) => {
                     let headers = outcome.as_ref().map(|o| o.headers.clone());
+                    // Held from here: an error or a dropped future releases it.
+                    let guard = outcome
+                        .as_ref()
+                        .and_then(|o| o.lease.clone())
+                        .map(|lease| LeaseGuard::new(config.client.clone(), lease));
                     if let Some(outcome) = outcome {
                         parts.extensions.insert(outcome);
                     }
@@ -265,9 +349,9 @@ where
                     if let Some(headers) = headers {
                         copy_headers(&headers, response.headers_mut());
                     }
-                    Ok(response)
+                    Ok(response.map(|body| LeasedBody::new(body, guard)))
                 }
-                Action::Respond(response) => Ok(response.map(ResBody::from)),
+                Action::Respond(response) => Ok(response.map(LeasedBody::from)),
             }
         })
     }

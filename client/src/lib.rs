@@ -44,4 +44,4 @@ pub mod layer;
 
 pub use client::{CheckOutcome, CheckRequest, Client, ClientBuilder, ClientError, LimitOutcome, Reason};
 pub use extract::KeyExtractor;
-pub use layer::{FailureMode, MissingKey, RateLimitLayer, RateLimitService};
+pub use layer::{FailureMode, LeaseGuard, LeasedBody, MissingKey, RateLimitLayer, RateLimitService};

@@ -73,6 +73,12 @@ limit = 1
 lease_ttl = "30s"
 
 [[rules]]
+endpoint = "GET /api/slow"
+algorithm = "concurrency"
+limit = 1
+lease_ttl = "30s"
+
+[[rules]]
 endpoint = "POST /api/chat"
 limits = [
   {{ name = "user", algorithm = "fixed_window", limit = 2, window = "1h" }},
@@ -876,5 +882,81 @@ async fn a_lease_is_taken_renewed_and_released() {
         Err(ratelimiter_client::ClientError::Rejected { field, .. }) => assert_eq!(field.as_deref(), Some("lease")),
         other => panic!("a bad token is refused: {other:?}"),
     }
+    replica.stop().await;
+}
+
+/// Waits (polling, up to 5 s) until `done` holds.
+async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !done().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `GET /api/slow` (at most one in flight per key) through the layer: the
+/// handler holds its request until the test opens the gate. The lease is
+/// held while the handler runs, released once the answer has been sent,
+/// and released too when the caller hangs up mid-request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_layer_holds_a_lease_for_the_request_and_releases_it_after() {
+    let replica = Replica::start().await;
+    let entered = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let slow = {
+        let (entered, gate) = (entered.clone(), gate.clone());
+        move || {
+            let (entered, gate) = (entered.clone(), gate.clone());
+            async move {
+                entered.fetch_add(1, Ordering::SeqCst);
+                gate.acquire().await.expect("open").forget();
+                axum::Json(json!({ "done": true }))
+            }
+        }
+    };
+    let app = Router::new()
+        .route("/api/slow", get(slow))
+        .layer(RateLimitLayer::new(replica.client()));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("bound");
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    let get = move || {
+        let request = Request::get(format!("http://{addr}/api/slow"))
+            .header("x-api-key", "sam")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        send(request)
+    };
+    let quota = replica.client();
+    let free = move || {
+        let quota = quota.clone();
+        async move {
+            let peek = CheckRequest::new("x-api-key:sam").endpoint("GET /api/slow").peek();
+            quota.check(&peek).await.unwrap().remaining == 1
+        }
+    };
+
+    // A request in the handler holds the one lease: another is refused.
+    let first = tokio::spawn(get());
+    eventually("the first request reaches the handler", async || {
+        entered.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert_eq!(get().await.status, StatusCode::TOO_MANY_REQUESTS);
+    // Answered: the lease is released.
+    gate.add_permits(1);
+    assert_eq!(first.await.unwrap().status, StatusCode::OK);
+    eventually("the lease is released after the answer", free.clone()).await;
+
+    // A caller that hangs up mid-request releases it too.
+    let hung_up = tokio::spawn(get());
+    eventually("the next request reaches the handler", async || {
+        entered.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    assert!(!free().await, "held while the handler runs");
+    hung_up.abort();
+    eventually("the lease is released when the request is dropped", free.clone()).await;
+    server.abort();
     replica.stop().await;
 }
