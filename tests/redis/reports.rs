@@ -191,3 +191,107 @@ async fn one_id_raced_from_two_replicas_applies_once_on_a_cluster() {
     let cluster = RedisCluster::start();
     one_id_applies_once(cluster_settings(&cluster.seed_urls(), &unique_prefix("race"))).await;
 }
+
+/// Through two replicas on `redis`: a report of five times the limit denies
+/// checks until Redis's clock has paid the debt back, and 20 reports
+/// raced with one id over both replicas apply once.
+async fn debt_and_duplicates_through_two_replicas(redis: &str) {
+    use ratelimiter_testkit::service::Service;
+    use serde_json::{json, Value};
+
+    let config = format!(
+        r#"
+[log]
+level = "warn"
+[store]
+backend = "redis"
+[store.redis]
+{redis}
+key_prefix = "{}"
+command_timeout = "5s"
+[[rules]]
+endpoint = "POST /llm"
+algorithm = "token_bucket"
+limit = 10
+window = "100ms"
+[[rules]]
+endpoint = "POST /quota"
+algorithm = "fixed_window"
+limit = 1000
+window = "1h"
+"#,
+        unique_prefix("reportsvc")
+    );
+    let replicas = [Service::start(&config), Service::start(&config)];
+    let client = reqwest::Client::new();
+    let post = |i: usize, path: &str, body: Value| client.post(replicas[i % 2].url(path)).json(&body).send();
+
+    // 10 per 100 ms, one unit back every 10 ms: 50 reported owe 40, so one
+    // unit fits again 410 ms later by Redis's clock.
+    let reported = std::time::Instant::now();
+    let answer: Value = post(0, "/report", json!({"key": "t", "endpoint": "POST /llm", "cost": 50}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["reason"], "reported", "{answer}");
+    let retry = answer["retry_after_ms"].as_u64().unwrap();
+    assert!((390..=410).contains(&retry), "{answer}");
+    let denied = post(1, "/check", json!({"key": "t", "endpoint": "POST /llm"}))
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 429);
+    loop {
+        let status = post(1, "/check", json!({"key": "t", "endpoint": "POST /llm"}))
+            .await
+            .unwrap()
+            .status();
+        if status == 200 {
+            break;
+        }
+        assert!(reported.elapsed() < Duration::from_secs(5), "the debt is paid back");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Not before the debt was paid back (less the tolerance of two round trips).
+    assert!(
+        reported.elapsed() >= Duration::from_millis(360),
+        "{:?}",
+        reported.elapsed()
+    );
+
+    // One id raced over both replicas.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let request = client
+            .post(replicas[i % 2].url("/report"))
+            .json(&json!({"key": "t", "endpoint": "POST /quota", "cost": 7, "id": "settle-1"}));
+        tasks.spawn(async move { request.send().await.unwrap().json::<Value>().await.unwrap() });
+    }
+    let mut applied = 0;
+    while let Some(answer) = tasks.join_next().await {
+        let answer = answer.unwrap();
+        assert_eq!(answer["reason"], "reported", "{answer}");
+        applied += usize::from(answer.get("duplicate").is_none());
+    }
+    assert_eq!(applied, 1);
+    let peek: Value = post(0, "/check", json!({"key": "t", "endpoint": "POST /quota", "cost": 0}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(peek["remaining"], 993, "{peek}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_debt_and_a_raced_id_through_two_replicas_on_redis() {
+    let server = RedisServer::start();
+    debt_and_duplicates_through_two_replicas(&crate::common::standalone_toml(&server)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_debt_and_a_raced_id_through_two_replicas_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    debt_and_duplicates_through_two_replicas(&crate::common::cluster_toml(&cluster)).await;
+}
