@@ -37,9 +37,14 @@ const RULES: &str = r#"
     algorithm = "sliding_window_log"
     limit = 2
     window = "1m"
+    [[rules]]
+    endpoint = "POST /jobs"
+    algorithm = "concurrency"
+    limit = 2
 "#;
 
-const CHECK_FIELDS: &[&str] = &["key", "endpoint", "tier", "cost", "client_ip"];
+const CHECK_FIELDS: &[&str] = &["key", "endpoint", "tier", "cost", "client_ip", "id"];
+const LEASE_FIELDS: &[&str] = &["lease"];
 const OVERRIDE_FIELDS: &[&str] = &["endpoint", "tier", "key", "algorithm", "limit", "window", "expires_in"];
 const LIST_FIELDS: &[&str] = &["entry", "expires_in", "comment"];
 
@@ -288,6 +293,26 @@ fn check_answers_every_body_with_a_documented_status() {
                 Ok(())
             },
         )
+        .unwrap();
+}
+
+#[test]
+fn report_release_and_renew_answer_every_body_with_a_documented_status() {
+    let (mut runner, runtime) = runner(1000);
+    let app = app(RULES);
+    let target = prop_oneof![
+        (Just("/report"), body(CHECK_FIELDS, Some("cost"))),
+        (select(vec!["/release", "/renew"]), body(LEASE_FIELDS, Some("lease"))),
+    ];
+    runner
+        .run(&(target, content_type()), |((path, body), content_type)| {
+            let answer = runtime.block_on(send(&app, request("POST", path, content_type.as_deref(), body)));
+            let json = check_answer(&answer, &[200, 400, 404, 413, 415], &[400, 404, 413, 415])?;
+            if answer.status.as_u16() == 200 && path == "/report" {
+                prop_assert!(json["allowed"] == true && json["limit"].is_u64(), "{json}");
+            }
+            Ok(())
+        })
         .unwrap();
 }
 
