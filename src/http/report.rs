@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::{read_json_body, wire, ApiError, HttpState};
+use crate::limiter::Reason;
 
 pub(super) async fn report(
     State(state): State<Arc<HttpState>>,
@@ -23,6 +24,11 @@ pub(super) async fn report(
     let body = read_json_body(&headers, body, state.limits.max_body_bytes)?;
     let (request, units) = wire::parse_report(&body, state.limits.max_key_bytes)?;
     let verdict = state.ctx.limiter.report(&request, units).await?;
+    // A refund frees capacity before any cached denial's retry: every
+    // replica forgets its cached denials (this one forgot its own).
+    if verdict.reason == Reason::Refunded && !verdict.duplicate {
+        state.ctx.control.announce_reset().await;
+    }
     let headers = wire::rate_limit_headers(&verdict);
     Ok((StatusCode::OK, headers, Json(wire::CheckResponse::from(&verdict))).into_response())
 }

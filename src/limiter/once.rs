@@ -9,6 +9,7 @@
 //! is remembered (the longest window of the rule's limits): a retry after
 //! a lost answer is answered as a duplicate, allowed, consuming nothing.
 
+use super::deny_cache::signature;
 use super::lease::{Holder, LeaseToken};
 use super::snapshot::Plan;
 use super::verdict::{binding, Lease};
@@ -41,6 +42,9 @@ impl<S: Store> Limiter<S> {
             });
         }
         let applied = self.apply(&plan, request, &policies, Op::Report(units)).await?;
+        if units.is_refund() && !applied.duplicate {
+            self.forget_denial(&plan, request);
+        }
         let mut verdict = self.verdict(&plan, request, policies, applied, reason);
         // Accepted: the numbers say when the next unit fits.
         verdict.decision.allowed = true;
@@ -93,6 +97,22 @@ impl<S: Store> Limiter<S> {
                 verdict.store_error = Some(e.message);
                 verdict
             }
+        }
+    }
+
+    /// Forgets this replica's cached denial of `request`'s counters: a
+    /// refund may free capacity before its `retry_after`. (Other replicas
+    /// learn of it through the change channel, see `POST /report`.)
+    fn forget_denial(&self, plan: &Plan<'_>, request: &CheckRequest) {
+        let Some(cache) = &self.deny_cache else {
+            return;
+        };
+        if plan.resolved.limits.is_empty() {
+            cache.forget(plan.resolved.rule, request.key.as_str());
+        } else {
+            let values = values(plan, request);
+            let partition = partition(plan, request);
+            cache.forget(plan.resolved.rule, &signature(values.into_iter().chain([partition])));
         }
     }
 

@@ -219,6 +219,11 @@ endpoint = "POST /quota"
 algorithm = "fixed_window"
 limit = 1000
 window = "1h"
+[[rules]]
+endpoint = "POST /one"
+algorithm = "fixed_window"
+limit = 1
+window = "1h"
 "#,
         unique_prefix("reportsvc")
     );
@@ -282,6 +287,29 @@ window = "1h"
         .await
         .unwrap();
     assert_eq!(peek["remaining"], 993, "{peek}");
+
+    // A refund on one replica ends the other's cached denial: without it,
+    // the denial would hold for the rest of the hour.
+    let one = json!({"key": "t", "endpoint": "POST /one"});
+    assert_eq!(post(0, "/check", one.clone()).await.unwrap().status(), 200);
+    for _ in 0..2 {
+        assert_eq!(post(0, "/check", one.clone()).await.unwrap().status(), 429);
+    }
+    let refunded: Value = post(1, "/report", json!({"key": "t", "endpoint": "POST /one", "cost": -1}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(refunded["reason"], "refunded", "{refunded}");
+    let asked = std::time::Instant::now();
+    while post(0, "/check", one.clone()).await.unwrap().status() != 200 {
+        assert!(
+            asked.elapsed() < Duration::from_secs(5),
+            "the refunded unit is admitted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
