@@ -459,28 +459,12 @@ impl Client {
     /// Posts `body` to `uri` within the timeout; the status and JSON answer.
     async fn post_json(&self, uri: &Uri, body: Vec<u8>) -> Result<(StatusCode, serde_json::Value), ClientError> {
         let call = async {
-            let request = Request::builder()
-                .method(Method::POST)
-                .uri(uri.clone())
-                .header(CONTENT_TYPE, "application/json")
-                .body(Full::new(Bytes::from(body)))
-                .expect("a valid request");
-            let response = self
-                .http
-                .request(request)
-                .await
-                .map_err(|e| ClientError::Transport(Box::new(e)))?;
-            let (parts, body) = response.into_parts();
-            let bytes = Limited::new(body, MAX_ANSWER_BYTES)
-                .collect()
-                .await
-                .map_err(ClientError::Transport)?
-                .to_bytes();
+            let (status, _, bytes) = self.exchange(uri, body).await?;
             let value = serde_json::from_slice(&bytes).map_err(|e| ClientError::Unexpected {
-                status: parts.status,
+                status,
                 detail: format!("not JSON: {e}; body: {}", snippet(&bytes)),
             })?;
-            Ok((parts.status, value))
+            Ok((status, value))
         };
         match tokio::time::timeout(self.timeout, call).await {
             Ok(result) => result,
@@ -494,7 +478,14 @@ impl Client {
     }
 
     async fn post(&self, uri: &Uri, body: Vec<u8>) -> Result<CheckOutcome, ClientError> {
-        let http_request = Request::builder()
+        let (status, headers, bytes) = self.exchange(uri, body).await?;
+        decode(status, &headers, &bytes)
+    }
+
+    /// One `POST` of a JSON `body` to `uri`: the answer's status, headers
+    /// and body (at most [`MAX_ANSWER_BYTES`]).
+    async fn exchange(&self, uri: &Uri, body: Vec<u8>) -> Result<(StatusCode, HeaderMap, Bytes), ClientError> {
+        let request = Request::builder()
             .method(Method::POST)
             .uri(uri.clone())
             .header(CONTENT_TYPE, "application/json")
@@ -502,7 +493,7 @@ impl Client {
             .expect("a valid request");
         let response = self
             .http
-            .request(http_request)
+            .request(request)
             .await
             .map_err(|e| ClientError::Transport(Box::new(e)))?;
         let (parts, body) = response.into_parts();
@@ -511,7 +502,7 @@ impl Client {
             .await
             .map_err(ClientError::Transport)?
             .to_bytes();
-        decode(parts.status, &parts.headers, &bytes)
+        Ok((parts.status, parts.headers, bytes))
     }
 }
 
