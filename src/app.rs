@@ -237,15 +237,18 @@ impl App {
                 tokio::time::sleep(timeout).await;
             }
         };
-        let read_timeout = self.settings.server.read_timeout.0;
+        let limits = crate::server::Limits {
+            read_timeout: self.settings.server.read_timeout.0,
+            max_concurrent_streams: self.settings.server.http2_max_concurrent_streams,
+        };
         let admin: JoinHandle<io::Result<()>> = match self.admin {
             Some((listener, router)) => {
                 let graceful = stopped(stop_rx.clone());
-                tokio::spawn(crate::server::serve(listener, router, read_timeout, graceful))
+                tokio::spawn(crate::server::serve(listener, router, limits, graceful))
             }
             None => tokio::spawn(async { Ok(()) }),
         };
-        let server = crate::server::serve(self.listener, self.router, read_timeout, stopped(stop_rx));
+        let server = crate::server::serve(self.listener, self.router, limits, stopped(stop_rx));
         let result = tokio::select! {
             result = async { let main = server.await; let admin = admin.await; main.and(admin.unwrap_or(Ok(()))) } => result,
             () = deadline => {

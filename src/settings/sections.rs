@@ -30,6 +30,8 @@ pub struct ServerSettings {
     /// How long a client has to send a request's headers (also how long an
     /// idle connection is kept), and then the rest of the request.
     pub read_timeout: HumanDuration,
+    /// Requests one HTTP/2 connection may have in flight at once.
+    pub http2_max_concurrent_streams: u32,
 }
 
 impl Default for ServerSettings {
@@ -41,6 +43,7 @@ impl Default for ServerSettings {
             shutdown_timeout: HumanDuration(Duration::from_secs(10)),
             drain_grace: HumanDuration(Duration::ZERO),
             read_timeout: HumanDuration(Duration::from_secs(10)),
+            http2_max_concurrent_streams: 100,
         }
     }
 }

@@ -55,6 +55,12 @@ impl Settings {
         if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&self.server.read_timeout.0) {
             problems.push(Problem::new("server.read_timeout", "must be between 100ms and 1h"));
         }
+        if !(1..=10_000).contains(&self.server.http2_max_concurrent_streams) {
+            problems.push(Problem::new(
+                "server.http2_max_concurrent_streams",
+                "must be between 1 and 10000",
+            ));
+        }
         if self.store.memory.sweep_interval.0 < Duration::from_millis(100) {
             problems.push(Problem::new("store.memory.sweep_interval", "must be at least 100ms"));
         }

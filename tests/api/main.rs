@@ -9,6 +9,7 @@ mod errors;
 mod fuzz;
 mod gateway;
 mod helpers;
+mod http2;
 mod leases;
 mod observability;
 mod openapi;

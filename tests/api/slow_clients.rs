@@ -96,6 +96,7 @@ fn slow_clients_are_cut_off_while_others_are_served() {
     let addr = service.addr();
     let mut slow = [
         Raw::open("silent", addr, b""),
+        Raw::open("part of the HTTP/2 preface", addr, b"PRI * HTTP/2.0\r\n"),
         Raw::open(
             "partial headers",
             addr,
@@ -143,8 +144,9 @@ fn slow_clients_are_cut_off_while_others_are_served() {
     // Cut off mid-headers: closed without an answer (hyper has no request
     // to answer). Cut off mid-body: a JSON 408 first.
     assert_eq!(slow[0].text(), "", "silent");
-    assert_eq!(slow[1].text(), "", "partial headers");
-    let answer = slow[2].text();
+    assert_eq!(slow[1].text(), "", "part of the HTTP/2 preface");
+    assert_eq!(slow[2].text(), "", "partial headers");
+    let answer = slow[3].text();
     assert!(answer.starts_with("HTTP/1.1 408"), "partial body: {answer}");
     assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
     let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
