@@ -55,6 +55,8 @@ pub struct App {
     listener: TcpListener,
     router: Router,
     admin: Option<(TcpListener, Router)>,
+    /// The gRPC RateLimitService's listener, when `[grpc] listen` is set.
+    grpc: Option<TcpListener>,
     ctx: Arc<Context>,
     settings: Settings,
     /// The rules file as it was when the rules were loaded: the watcher's
@@ -132,11 +134,16 @@ impl AppBuilder {
             (Some(router), Some(addr)) => Some((bind(addr).await?, router)),
             _ => None,
         };
+        let grpc = match settings.grpc.listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
         let listener = bind(settings.server.listen).await?;
         Ok(App {
             listener,
             router,
             admin,
+            grpc,
             ctx,
             settings,
             rules_file_contents,
@@ -196,6 +203,11 @@ impl App {
         self.admin.as_ref().and_then(|(listener, _)| listener.local_addr().ok())
     }
 
+    /// The gRPC listener's address, when `[grpc] listen` is set.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc.as_ref().and_then(|listener| listener.local_addr().ok())
+    }
+
     /// Serves until `shutdown` completes, then stops accepting connections
     /// and waits up to `server.shutdown_timeout` for in-flight requests.
     pub async fn run_until_stopped<F>(self, shutdown: F) -> io::Result<()>
@@ -248,9 +260,23 @@ impl App {
             }
             None => tokio::spawn(async { Ok(()) }),
         };
+        let grpc: JoinHandle<io::Result<()>> = match self.grpc {
+            Some(listener) => tokio::spawn(crate::http::grpc::serve(
+                listener,
+                ctx.clone(),
+                self.settings.grpc.clone(),
+                stopped(stop_rx.clone()),
+            )),
+            None => tokio::spawn(async { Ok(()) }),
+        };
         let server = crate::server::serve(self.listener, self.router, limits, stopped(stop_rx));
         let result = tokio::select! {
-            result = async { let main = server.await; let admin = admin.await; main.and(admin.unwrap_or(Ok(()))) } => result,
+            result = async {
+                let main = server.await;
+                let admin = admin.await;
+                let grpc = grpc.await;
+                main.and(admin.unwrap_or(Ok(()))).and(grpc.unwrap_or(Ok(())))
+            } => result,
             () = deadline => {
                 tracing::warn!(?timeout, "in-flight requests did not finish in time; stopping anyway");
                 Ok(())

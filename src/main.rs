@@ -48,6 +48,9 @@ fn serve(args: &ServeArgs) -> ExitCode {
         if let Some(admin) = app.admin_addr() {
             tracing::info!(addr = %admin, "admin listening");
         }
+        if let Some(grpc) = app.grpc_addr() {
+            tracing::info!(addr = %grpc, "grpc listening");
+        }
         tracing::info!(addr = %app.local_addr()?, version = env!("CARGO_PKG_VERSION"), "listening");
         app.run_until_stopped(app::shutdown_signal()).await?;
         tracing::info!("stopped");

@@ -73,6 +73,9 @@ pub struct Metrics {
     pub breakers_open: IntGauge,
     /// Checks denied from the deny cache, without a store round trip.
     pub deny_cache_hits: IntCounter,
+    /// `ShouldRateLimit` calls by domain and gRPC answer (`OK`,
+    /// `OVER_LIMIT`, or the status code's name).
+    pub grpc_requests: IntCounterVec,
     /// Denials held in the deny cache.
     pub deny_cache_entries: IntGauge,
 }
@@ -157,6 +160,12 @@ impl Metrics {
         }
 
         let metrics = Metrics {
+            grpc_requests: counter(
+                &registry,
+                "rate_limit_grpc_requests_total",
+                "ShouldRateLimit calls (the gRPC RateLimitService) by domain and answer.",
+                &["domain", "code"],
+            ),
             requests: counter(
                 &registry,
                 "rate_limit_requests_total",

@@ -26,6 +26,7 @@ pub mod body;
 pub mod check;
 pub mod error;
 pub mod forward;
+pub mod grpc;
 pub mod headers;
 pub mod lease;
 pub mod log;

@@ -37,7 +37,7 @@ impl Key {
 }
 
 /// One parsed `/check` request.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckRequest {
     pub key: Key,
     pub endpoint: Option<String>,

@@ -43,6 +43,8 @@ pub struct Settings {
     #[serde(default)]
     pub forward: ForwardSettings,
     #[serde(default)]
+    pub grpc: GrpcSettings,
+    #[serde(default)]
     pub defaults: DefaultsSpec,
     /// Default limits per tier, by tier name.
     #[serde(default)]

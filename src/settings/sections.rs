@@ -407,3 +407,51 @@ pub struct RuleSpec {
     /// key, or the key when there is none.
     pub partition: Option<String>,
 }
+
+/// `[grpc]`: Envoy's `envoy.service.ratelimit.v3.RateLimitService` on a
+/// listener of its own (off unless `listen` is set).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcSettings {
+    pub listen: Option<SocketAddr>,
+    /// The largest request message accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// The most descriptors one request may carry.
+    pub max_descriptors: usize,
+    /// How each domain's descriptors become checks.
+    pub domains: Vec<GrpcDomain>,
+}
+
+impl Default for GrpcSettings {
+    fn default() -> Self {
+        GrpcSettings {
+            listen: None,
+            max_message_bytes: 64 * 1024,
+            max_descriptors: 64,
+            domains: Vec::new(),
+        }
+    }
+}
+
+/// `[[grpc.domains]]`: how one domain's descriptors map to checks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcDomain {
+    pub domain: String,
+    /// The entry whose value is the check's `endpoint` (selects the rule);
+    /// absent → the default rule.
+    pub endpoint_entry: Option<String>,
+    /// Instead of `endpoint_entry`: the endpoint made of entries, e.g.
+    /// `"{method} {path}"`; a descriptor lacking one of them gets the
+    /// default rule.
+    pub endpoint_template: Option<String>,
+    /// The entries whose values, joined with `:`, form the key; a
+    /// descriptor lacking one matches nothing. Absent → every entry as
+    /// `name=value`, joined with `,`.
+    pub key_entries: Option<Vec<String>>,
+    /// The entry whose value is the check's tier.
+    pub tier_entry: Option<String>,
+    /// Scope name → the entry whose value fills it.
+    #[serde(default)]
+    pub scope_entries: BTreeMap<String, String>,
+}

@@ -55,6 +55,39 @@ impl Settings {
         if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&self.server.read_timeout.0) {
             problems.push(Problem::new("server.read_timeout", "must be between 100ms and 1h"));
         }
+        let grpc = &self.grpc;
+        if !(1024..=4 * 1024 * 1024).contains(&grpc.max_message_bytes) {
+            problems.push(Problem::new(
+                "grpc.max_message_bytes",
+                "must be between 1024 and 4194304",
+            ));
+        }
+        if !(1..=1000).contains(&grpc.max_descriptors) {
+            problems.push(Problem::new("grpc.max_descriptors", "must be between 1 and 1000"));
+        }
+        let mut domains = std::collections::HashSet::new();
+        for (i, d) in grpc.domains.iter().enumerate() {
+            if d.domain.is_empty() {
+                problems.push(Problem::new(format!("grpc.domains[{i}].domain"), "must not be empty"));
+            } else if !domains.insert(d.domain.as_str()) {
+                problems.push(Problem::new(
+                    format!("grpc.domains[{i}].domain"),
+                    format!("{:?} is configured twice", d.domain),
+                ));
+            }
+            if d.endpoint_entry.is_some() && d.endpoint_template.is_some() {
+                problems.push(Problem::new(
+                    format!("grpc.domains[{i}].endpoint_template"),
+                    "set endpoint_entry or endpoint_template, not both",
+                ));
+            }
+            if d.key_entries.as_ref().is_some_and(Vec::is_empty) {
+                problems.push(Problem::new(
+                    format!("grpc.domains[{i}].key_entries"),
+                    "must name at least one entry (or be left out: every entry forms the key)",
+                ));
+            }
+        }
         if !(1..=10_000).contains(&self.server.http2_max_concurrent_streams) {
             problems.push(Problem::new(
                 "server.http2_max_concurrent_streams",

@@ -8,6 +8,7 @@ mod check;
 mod errors;
 mod fuzz;
 mod gateway;
+mod grpc;
 mod helpers;
 mod http2;
 mod leases;

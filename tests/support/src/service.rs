@@ -36,6 +36,7 @@ pub struct Service {
     child: Child,
     addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
+    grpc_addr: Option<SocketAddr>,
     config: std::path::PathBuf,
     _config_dir: Option<tempfile::TempDir>,
 }
@@ -70,6 +71,8 @@ impl Service {
         let (tx, rx) = mpsc::channel();
         let admin_addr = Arc::new(Mutex::new(None));
         let admin = admin_addr.clone();
+        let grpc_addr = Arc::new(Mutex::new(None));
+        let grpc = grpc_addr.clone();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -78,6 +81,9 @@ impl Service {
                 };
                 if event["message"] == "admin listening" {
                     *admin.lock().unwrap() = event["addr"].as_str().and_then(|a| a.parse().ok());
+                }
+                if event["message"] == "grpc listening" {
+                    *grpc.lock().unwrap() = event["addr"].as_str().and_then(|a| a.parse().ok());
                 }
                 if event["message"] == "listening" {
                     if let Some(tx) = tx.take() {
@@ -99,10 +105,12 @@ impl Service {
             }
         };
         let admin_addr = *admin_addr.lock().unwrap();
+        let grpc_addr = *grpc_addr.lock().unwrap();
         Service {
             child,
             addr,
             admin_addr,
+            grpc_addr,
             config: config.to_owned(),
             _config_dir: dir,
         }
@@ -131,6 +139,11 @@ impl Service {
     }
 
     /// The admin listener's address, when it has its own.
+    /// The gRPC listener's address, when the config sets `[grpc] listen`.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc_addr
+    }
+
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
     }
