@@ -169,8 +169,8 @@ impl Metrics {
             requests: counter(
                 &registry,
                 "rate_limit_requests_total",
-                "POST /check decisions by rule, tier and decision.",
-                &["rule", "tier", "decision"],
+                "Decisions by rule, tier, decision and protocol (http or grpc).",
+                &["rule", "tier", "decision", "protocol"],
             ),
             exceeded: counter(
                 &registry,
@@ -286,7 +286,9 @@ mod tests {
     #[test]
     fn renders_every_family_with_help_and_type() {
         let m = Metrics::new();
-        m.requests.with_label_values(&["GET /a", "free", "allowed"]).inc();
+        m.requests
+            .with_label_values(&["GET /a", "free", "allowed", "http"])
+            .inc();
         m.exceeded.with_label_values(&["GET /a", "free"]).inc();
         m.check_duration.observe(0.0002);
         m.store_duration.with_label_values(&["check"]).observe(0.0004);
@@ -311,7 +313,9 @@ mod tests {
             assert!(text.contains(&format!("# TYPE {family} ")), "{family} missing:\n{text}");
         }
         assert!(
-            text.contains(r#"rate_limit_requests_total{decision="allowed",rule="GET /a",tier="free"} 1"#),
+            text.contains(
+                r#"rate_limit_requests_total{decision="allowed",protocol="http",rule="GET /a",tier="free"} 1"#
+            ),
             "{text}"
         );
         assert!(

@@ -24,7 +24,7 @@ use base64::Engine;
 use super::check::answer;
 use super::{ApiError, HttpState};
 use crate::core::Cost;
-use crate::limiter::{CheckRequest, Key};
+use crate::limiter::{CheckRequest, Key, Protocol};
 use crate::settings::ForwardSettings;
 
 pub(super) async fn check_forwarded(
@@ -103,6 +103,7 @@ pub fn parse_forwarded(
         cost: Cost::ONE,
         peek: false,
         id: None,
+        protocol: Protocol::Http,
         client_ip,
         scopes: forwarded_scopes(headers, settings, max_key_bytes)?,
     })

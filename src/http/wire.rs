@@ -18,7 +18,7 @@ pub use super::headers::{
 };
 use crate::core::{Cost, Units};
 use crate::limiter::request::MAX_SCOPES;
-use crate::limiter::{CheckRequest, Key, KeyError, Verdict, MAX_ID_BYTES};
+use crate::limiter::{CheckRequest, Key, KeyError, Protocol, Verdict, MAX_ID_BYTES};
 
 const FIELDS: &str = "key, endpoint, tier, cost, client_ip, scopes, id";
 
@@ -81,6 +81,7 @@ pub fn parse_check(body: &[u8], max_key_bytes: usize) -> Result<CheckRequest, Ap
         if let (Some(key), Some(cost), Some(client_ip), Some(scopes), Some(id)) = (key, cost, client_ip, scopes, id) {
             return Ok(CheckRequest {
                 id,
+                protocol: Protocol::Http,
                 key,
                 endpoint: fast.endpoint.map(Cow::into_owned),
                 tier: fast.tier.map(Cow::into_owned),
@@ -188,6 +189,7 @@ fn check_fields(fields: serde_json::Map<String, Value>, max_key_bytes: usize) ->
         client_ip,
         scopes,
         id,
+        protocol: Protocol::Http,
     })
 }
 

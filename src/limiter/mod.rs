@@ -37,7 +37,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 pub use self::once::MAX_ID_BYTES;
-pub use self::request::{CheckRequest, Key, KeyError};
+pub use self::request::{CheckRequest, Key, KeyError, Protocol};
 pub use self::resilience::FailurePolicy;
 pub use self::rules::FailureMode;
 pub use self::snapshot::{Dangling, Snapshot};
@@ -246,7 +246,7 @@ impl<S: Store> Limiter<S> {
         }
         self.metrics
             .requests
-            .with_label_values(&[rule, tier, reason.decision()])
+            .with_label_values(&[rule, tier, reason.decision(), request.protocol.as_str()])
             .inc();
         Verdict {
             rule: rule.clone(),

@@ -37,6 +37,25 @@ impl Key {
 }
 
 /// One parsed `/check` request.
+/// The front door a check came through, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// The HTTP API (`/check`, `/check/batch`, `/check/forward`, `/report`).
+    #[default]
+    Http,
+    /// The gRPC RateLimitService.
+    Grpc,
+}
+
+impl Protocol {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Grpc => "grpc",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckRequest {
     pub key: Key,
@@ -56,6 +75,8 @@ pub struct CheckRequest {
     /// [`super::MAX_ID_BYTES`] bytes, remembered for the rule's longest
     /// window.
     pub id: Option<String>,
+    /// Where it came from (the `protocol` label of the request metric).
+    pub protocol: Protocol,
 }
 
 /// The most scopes one request may name.
@@ -66,6 +87,7 @@ impl CheckRequest {
     pub fn new(key: Key, cost: Cost) -> CheckRequest {
         CheckRequest {
             id: None,
+            protocol: Protocol::Http,
             key,
             endpoint: None,
             tier: None,

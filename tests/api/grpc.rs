@@ -121,6 +121,21 @@ async fn allows_then_denies_with_statuses_and_headers() {
         .await
         .unwrap();
     assert_eq!(check["remaining"], 0, "{check}");
+    // The same metrics, with the protocol.
+    let metrics = reqwest::get(service.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"rate_limit_requests_total{decision="allowed",protocol="grpc",rule="/login",tier="default"} 1"#,
+        r#"rate_limit_requests_total{decision="limited",protocol="grpc",rule="/login",tier="default"} 1"#,
+        r#"rate_limit_grpc_requests_total{code="OK",domain="edge"} 1"#,
+        r#"rate_limit_grpc_requests_total{code="OVER_LIMIT",domain="edge"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,7 +250,11 @@ async fn bad_and_hostile_requests_get_a_clear_status() {
 async fn health_is_served_and_a_drain_keeps_answering() {
     let service = Service::start(CONFIG);
     let addr = service.grpc_addr().unwrap();
-    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut health = HealthClient::new(channel);
     for name in ["", "envoy.service.ratelimit.v3.RateLimitService"] {
         let answer = health

@@ -41,8 +41,8 @@ async fn decisions_are_counted_by_rule_tier_and_decision() {
     app.check(json!({"key": "k", "endpoint": "GET /a"})).await;
     app.check(json!({"key": ""})).await; // a 400 is not a decision
     let text = scrape(&app).await;
-    let allowed = r#"rate_limit_requests_total{decision="allowed",rule="default",tier="free"}"#;
-    let limited = r#"rate_limit_requests_total{decision="limited",rule="default",tier="free"}"#;
+    let allowed = r#"rate_limit_requests_total{decision="allowed",protocol="http",rule="default",tier="free"}"#;
+    let limited = r#"rate_limit_requests_total{decision="limited",protocol="http",rule="default",tier="free"}"#;
     assert_eq!(value(&text, allowed), Some(2.0), "{text}");
     assert_eq!(value(&text, limited), Some(1.0), "{text}");
     assert_eq!(
@@ -52,7 +52,7 @@ async fn decisions_are_counted_by_rule_tier_and_decision() {
     assert_eq!(
         value(
             &text,
-            r#"rate_limit_requests_total{decision="allowed",rule="GET /a",tier="free"}"#
+            r#"rate_limit_requests_total{decision="allowed",protocol="http",rule="GET /a",tier="free"}"#
         ),
         Some(1.0)
     );

@@ -62,7 +62,9 @@ async fn a_shadow_rule_allows_what_it_would_deny_and_consumes_nothing_for_it() {
     }
     let scrape = crate::observability::scrape(&app).await;
     assert!(
-        scrape.contains(r#"rate_limit_requests_total{decision="shadow_limited",rule="POST /new",tier="default"} 3"#),
+        scrape.contains(
+            r#"rate_limit_requests_total{decision="shadow_limited",protocol="http",rule="POST /new",tier="default"} 3"#
+        ),
         "{scrape}"
     );
     assert!(

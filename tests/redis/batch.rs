@@ -414,7 +414,7 @@ async fn batched_checks_survive_a_script_flush() {
 async fn a_check_batch_leaves_in_few_script_calls() {
     use ratelimiter::core::SystemClock;
     use ratelimiter::limiter::rules::RuleSet;
-    use ratelimiter::limiter::{CheckRequest, Key, Limiter, LimiterConfig};
+    use ratelimiter::limiter::{CheckRequest, Key, Limiter, LimiterConfig, Protocol};
     use ratelimiter::settings::Settings;
 
     let server = RedisServer::start();
@@ -443,6 +443,7 @@ async fn a_check_batch_leaves_in_few_script_calls() {
             client_ip: None,
             scopes: Vec::new(),
             id: None,
+            protocol: Protocol::Http,
         })
         .collect();
     // Spread over the eight connections, 50 checks take at least 8 calls.

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::core::Cost;
-use crate::limiter::{CheckRequest, Key};
+use crate::limiter::{CheckRequest, Key, Protocol};
 use crate::settings::GrpcDomain;
 
 /// One descriptor, as its `key`/`value` entries in order.
@@ -73,6 +73,7 @@ pub fn map(
     request.endpoint = endpoint;
     request.tier = tier;
     request.scopes = scopes;
+    request.protocol = Protocol::Grpc;
     if negative {
         return Ok(match hits {
             0 => Mapped::Nothing,
