@@ -13,6 +13,7 @@ mod exactness;
 mod expiry;
 mod faults;
 mod footprint;
+mod grpc;
 mod leases;
 mod observability;
 mod recovery;
