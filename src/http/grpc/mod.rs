@@ -342,3 +342,26 @@ where
     watcher.abort();
     result.map_err(io::Error::other)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_become_the_closest_envoy_unit() {
+        const S: u64 = 1_000_000;
+        // One unit: exact.
+        assert_eq!(per_unit(10, S), (10, Unit::Second));
+        assert_eq!(per_unit(100, 60 * S), (100, Unit::Minute));
+        assert_eq!(per_unit(5, 3_600 * S), (5, Unit::Hour));
+        assert_eq!(per_unit(7, 86_400 * S), (7, Unit::Day));
+        assert_eq!(per_unit(7, 7 * 86_400 * S), (7, Unit::Week));
+        // Several units: scaled to one, rounded down.
+        assert_eq!(per_unit(100, 10 * S), (10, Unit::Second));
+        assert_eq!(per_unit(100, 90 * S), (66, Unit::Minute));
+        // Shorter than a second: per second, at least 1.
+        assert_eq!(per_unit(5, S / 2), (10, Unit::Second));
+        assert_eq!(per_unit(1, 30 * 86_400 * S), (1, Unit::Week));
+        assert_eq!(per_unit(u64::MAX, 1), (u32::MAX, Unit::Second));
+    }
+}
