@@ -23,5 +23,6 @@
 mod common;
 mod compose;
 mod docker;
+mod envoy;
 mod kubernetes;
 mod terraform;
