@@ -18,6 +18,9 @@
 #
 #   ceiling           the ceiling server, closed loop, keys BENCH_KEYS
 #   memory-allowed    memory store, closed loop, every request allowed
+#   grpc-memory-allowed  the same replica asked over gRPC (Envoy's
+#                     ShouldRateLimit, one descriptor per call), all allowed;
+#                     reported as a ratio to memory-allowed too
 #   redis-allowed     standalone Redis, closed loop, every request allowed
 #   redis-half-rate   standalone Redis at a fixed rate of half redis-allowed's
 #                     throughput (latency at a load the service keeps up with)
@@ -32,7 +35,7 @@
 #   cluster3-hot-allowed 3-master cluster, one hot key, every request allowed:
 #                     all the traffic on one slot, so on one master
 #
-# with the ceiling measured again after each scenario (ceiling-2 ... -11):
+# with the ceiling measured again after each scenario (ceiling-2 ... -12):
 # each scenario's ratio is to the mean of the ceiling runs just before and
 # after it, so the machine's drift during the run moves both sides alike.
 #
@@ -259,14 +262,14 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---------------------------------------------------------------- ports
-# 14 loopback ports: BENCH_PORT's, or free ones the OS picks (all sockets are
+# 15 loopback ports: BENCH_PORT's, or free ones the OS picks (all sockets are
 # held open until every port is chosen, so no two are the same).
 if [[ -n "${BENCH_PORT:-}" ]]; then
-    mapfile -t free_ports < <(seq "$BENCH_PORT" $((BENCH_PORT + 13)))
+    mapfile -t free_ports < <(seq "$BENCH_PORT" $((BENCH_PORT + 14)))
 else
     mapfile -t free_ports < <(python3 -c '
 import socket
-socks = [socket.socket() for _ in range(14)]
+socks = [socket.socket() for _ in range(15)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 for s in socks:
@@ -279,6 +282,7 @@ c3_ports=("${free_ports[2]}" "${free_ports[3]}" "${free_ports[4]}")
 bus_ports=("${free_ports[@]:5:4}") # cluster bus ports of the 4 cluster nodes
 ceiling_port="${free_ports[9]}"
 replica_ports=("${free_ports[@]:10:4}")
+grpc_port="${free_ports[14]}" # the memory replica's gRPC listener
 
 # Polls "$@" until it succeeds, for at most 30 s, while process $2 lives
 # (the one that should answer; "-" for none).
@@ -302,7 +306,7 @@ if [[ "$soak" == 1 ]]; then
     rm -f -- "$out/soak.md" "$out/soak.json" "$out"/soak-probe.{json,txt} "$out"/soak-run.{json,txt}
 else
     rm -f -- "$out/results.md" "$out/results.json"
-    for name in ceiling ceiling-{2..11} memory-allowed redis-allowed redis-half-rate redis-denied \
+    for name in ceiling ceiling-{2..12} memory-allowed grpc-memory-allowed redis-allowed redis-half-rate redis-denied \
         cluster1-allowed cluster3-allowed memory-three-limits redis-three-limits \
         redis-hot-allowed cluster3-hot-allowed; do
         rm -f -- "$out/$name".{json,txt,redis.json,wrk.json,wrk.txt,wrk.lua}
@@ -421,8 +425,15 @@ if [[ "$soak" == 0 ]]; then
     pid_of["$ceiling_url"]=$!
     wait_for "ceiling server" $! http_ok "$ceiling_url/health"
 
-    start_replica memory '[store]
-backend = "memory"'
+    start_replica memory "[store]
+backend = \"memory\"
+[grpc]
+listen = \"127.0.0.1:$grpc_port\"
+[[grpc.domains]]
+domain = \"edge\"
+key_entries = [\"key\"]
+endpoint_entry = \"endpoint\"
+tier_entry = \"tier\""
     memory_url="$replica_url"
 fi
 start_replica redis "$(redis_store "mode = \"standalone\"
@@ -709,6 +720,7 @@ wrk_run() {
         --endpoint) endpoint="$2" && shift ;;
         --scope) scopes+=("$2") && shift ;;
         --rate) rate="$2" && shift ;;
+        --grpc) echo '{"skipped": "gRPC: wrk speaks HTTP/1.1 only"}' >"$out/$name.wrk.json" && return 0 ;;
         esac
         shift
     done
@@ -861,6 +873,8 @@ ceiling_run() {
 ceiling_run
 run memory-allowed "$memory_url" --keys "$keys"
 ceiling_run
+run grpc-memory-allowed "$memory_url" --keys "$keys" --grpc "127.0.0.1:$grpc_port"
+ceiling_run
 REDIS_PORTS="$redis_port" run redis-allowed "$redis_url" --keys "$keys"
 ceiling_run
 half="$(python3 -c 'import sys; print(max(1.0, round(float(sys.argv[1]) / 2)))' "$(throughput "$out/redis-allowed.json")")"
@@ -899,6 +913,7 @@ smoke = smoke == "1"
 about = {
     "ceiling": ("bare axum, no limiting", "1.00×"),
     "memory-allowed": ("memory store, all allowed", "≥ 0.9× ceiling"),
+    "grpc-memory-allowed": ("memory store over gRPC (ShouldRateLimit), all allowed", "≥ 1.0× memory-allowed"),
     "redis-allowed": ("Redis, all allowed", "≥ 0.6× ceiling, p99 ≤ 2 ms"),
     "redis-half-rate": ("Redis, all allowed, half of redis-allowed's req/s", "p99 ≤ 1 ms"),
     "redis-denied": ("Redis, one hot key over its limit", "≥ 0.9× ceiling"),
@@ -1086,6 +1101,13 @@ meta += (f"then {wrk_version}, 1 thread, the same connections and body for the s
          if wrk_version else "wrk not installed: no wrk figures")
 if c1 and c3:
     meta += f". 3 masters / 1 master: {c3 / c1:.2f}×"
+grpc_r, http_r = reports.get("grpc-memory-allowed"), reports.get("memory-allowed")
+if grpc_r and http_r and rps_of("memory-allowed"):
+    g99 = (grpc_r.get("latency_ms") or {}).get("p99")
+    h99 = (http_r.get("latency_ms") or {}).get("p99")
+    meta += f". gRPC / HTTP /check (memory): throughput {rps_of('grpc-memory-allowed') / rps_of('memory-allowed'):.2f}×"
+    if g99 and h99:
+        meta += f", p99 {g99 / h99:.2f}×"
 md = "\n".join(["# ratelimiter benchmark", "", meta, ""] + lines) + "\n"
 if problems:
     md += "\nProblems:\n" + "".join(f"- {p}\n" for p in problems)

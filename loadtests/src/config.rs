@@ -130,6 +130,17 @@ pub struct Cli {
     /// How many keys the text report lists (the JSON lists them all).
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub top: usize,
+
+    /// Send Envoy's ShouldRateLimit over gRPC to this HOST:PORT instead
+    /// of `POST /check` (the --target is still asked for GET /rules). One
+    /// descriptor per request: `key`=<key>, and `endpoint`=--endpoint and
+    /// `tier`=--tier when given; --cost is its hits_addend.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub grpc: Option<String>,
+
+    /// The domain of the gRPC requests.
+    #[arg(long, value_name = "DOMAIN", default_value = "edge")]
+    pub grpc_domain: String,
 }
 
 const AFTER_HELP: &str = "\
@@ -284,6 +295,8 @@ pub struct Settings {
     pub plot: Option<PathBuf>,
     pub fail_on_over_admission: bool,
     pub top: usize,
+    /// Send gRPC ShouldRateLimit calls instead: the address and domain.
+    pub grpc: Option<(String, String)>,
 }
 
 impl Settings {
@@ -315,6 +328,7 @@ impl Settings {
             plot: None,
             fail_on_over_admission: false,
             top: 5,
+            grpc: None,
         }
     }
 }
@@ -429,6 +443,7 @@ impl Cli {
             plot: self.plot,
             fail_on_over_admission: self.fail_on_over_admission,
             top: self.top,
+            grpc: self.grpc.map(|addr| (addr, self.grpc_domain)),
         })
     }
 }

@@ -114,6 +114,39 @@ async fn exchange(
         .unwrap_or(Err(SendError::Timeout))
 }
 
+/// One ShouldRateLimit call for `key`: whether it was `OK`.
+async fn grpc_call(mut client: GrpcClient, domain: &str, shared: &Shared, key: &str) -> Result<bool, String> {
+    use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
+    use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+    use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
+    let entry = |key: &str, value: &str| Entry {
+        key: key.to_owned(),
+        value: value.to_owned(),
+    };
+    let mut entries = vec![entry("key", key)];
+    if let Some(endpoint) = &shared.endpoint {
+        entries.push(entry("endpoint", endpoint));
+    }
+    if let Some(tier) = &shared.tier {
+        entries.push(entry("tier", tier));
+    }
+    let request = RateLimitRequest {
+        domain: domain.to_owned(),
+        descriptors: vec![RateLimitDescriptor {
+            entries,
+            ..Default::default()
+        }],
+        hits_addend: shared.cost.map_or(0, |c| u32::try_from(c).unwrap_or(u32::MAX)),
+    };
+    let call = client.should_rate_limit(request);
+    match tokio::time::timeout(shared.timeout, call).await {
+        // OVER_LIMIT is 2.
+        Ok(Ok(answer)) => Ok(answer.into_inner().overall_code != 2),
+        Ok(Err(status)) => Err(format!("gRPC {:?}: {}", status.code(), status.message())),
+        Err(_) => Err(format!("gRPC timeout after {:?}", shared.timeout)),
+    }
+}
+
 /// `error: cause: cause…`, since hyper's top-level messages are terse.
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
@@ -304,9 +337,19 @@ struct CheckBody<'a> {
     scopes: Option<&'a BTreeMap<String, String>>,
 }
 
+/// A gRPC RateLimitService client (over one HTTP/2 connection).
+type GrpcClient = envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient<
+    tonic::transport::Channel,
+>;
+
+/// Tasks per gRPC connection: HTTP/2 multiplexes them.
+const TASKS_PER_GRPC_CONNECTION: usize = 8;
+
 /// What all tasks share.
 struct Shared {
     client: HttpClient,
+    /// With --grpc: a client per few tasks, and the domain.
+    grpc: Option<(Vec<GrpcClient>, String)>,
     targets: Vec<Uri>,
     keys: KeyGen,
     key_prefix: String,
@@ -334,7 +377,22 @@ pub async fn run(settings: &Settings, client: HttpClient) -> RunData {
         Load::Closed { duration } => duration.map(|d| start + d),
         Load::Rate { .. } => None,
     };
+    let grpc = match &settings.grpc {
+        Some((addr, domain)) => {
+            let mut clients = Vec::new();
+            for _ in 0..connections.div_ceil(TASKS_PER_GRPC_CONNECTION) {
+                let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                    .expect("a gRPC address")
+                    .tcp_nodelay(true)
+                    .connect_timeout(settings.timeout);
+                clients.push(GrpcClient::new(endpoint.connect_lazy()));
+            }
+            Some((clients, domain.clone()))
+        }
+        None => None,
+    };
     let shared = Arc::new(Shared {
+        grpc,
         client,
         targets: settings.targets.iter().map(|t| t.check_uri().clone()).collect(),
         keys: KeyGen::new(&settings.keys),
@@ -539,6 +597,39 @@ async fn task(shared: Arc<Shared>, mut rng: SmallRng, mut ticks: Option<Ticks>) 
         let uri = &shared.targets[(seq % shared.targets.len() as u64) as usize];
         let index = shared.keys.sample(&mut rng);
         let key = key_name(&shared.key_prefix, index);
+        if let Some((clients, domain)) = &shared.grpc {
+            let client = clients[(seq as usize) % clients.len()].clone();
+            data.sent += 1;
+            let outcome = grpc_call(client, domain, &shared, &key).await;
+            let done = Instant::now();
+            previous_done = done;
+            data.keys.entry(index).or_default().requests += 1;
+            match outcome {
+                Ok(allowed) => {
+                    let latency = done.saturating_duration_since(latency_from);
+                    let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1);
+                    data.latency_us.saturating_record(latency_us);
+                    let (status, reason) = if allowed { (200, "allowed") } else { (429, "limited") };
+                    *data.statuses.entry(status).or_default() += 1;
+                    *data.reasons.entry(reason.to_owned()).or_default() += 1;
+                    if allowed {
+                        data.keys.entry(index).or_default().allowed += 1;
+                    }
+                    data.record_latency(&shared, intended, latency_us);
+                    let second = data.completed(&shared, done);
+                    second.answered += 1;
+                    second.allowed += u64::from(allowed);
+                }
+                Err(e) => {
+                    data.errors.other += 1;
+                    if data.first_error.is_none() {
+                        data.first_error = Some(e);
+                    }
+                    data.completed(&shared, done).errors += 1;
+                }
+            }
+            continue;
+        }
         let body = serde_json::to_vec(&CheckBody {
             key: &key,
             endpoint: shared.endpoint.as_deref(),

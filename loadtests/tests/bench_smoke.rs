@@ -19,9 +19,10 @@ use serde_json::Value;
 mod bench_run;
 mod support;
 
-const SCENARIOS: [&str; 11] = [
+const SCENARIOS: [&str; 12] = [
     "ceiling",
     "memory-allowed",
+    "grpc-memory-allowed",
     "redis-allowed",
     "redis-half-rate",
     "redis-denied",
@@ -48,6 +49,9 @@ const ON_REDIS: [&str; 8] = [
 /// The scenario at a fixed rate, which wrk (closed loop only) does not run.
 const FIXED_RATE: &str = "redis-half-rate";
 
+/// The scenario over gRPC, which wrk (HTTP/1.1 only) does not run.
+const GRPC: &str = "grpc-memory-allowed";
+
 /// How many times the ceiling is measured: before the first scenario and
 /// after each one.
 const CEILING_RUNS: usize = SCENARIOS.len();
@@ -62,6 +66,11 @@ fn bench_script_smoke_run_produces_the_table_with_answers_and_no_over_admission(
     assert_eq!(stdout.trim(), markdown.trim());
     assert!(markdown.contains("smoke"), "{markdown}");
     assert!(!markdown.contains("Problems"), "{markdown}");
+    // The gRPC scenario is also reported against HTTP /check.
+    assert!(
+        markdown.contains("gRPC / HTTP /check (memory): throughput "),
+        "{markdown}"
+    );
     for name in SCENARIOS {
         assert!(
             markdown.lines().any(|l| l.starts_with(&format!("| {name} |"))),
@@ -188,7 +197,7 @@ fn bench_script_smoke_run_produces_the_table_with_answers_and_no_over_admission(
     for scenario in summary["scenarios"].as_array().unwrap() {
         let name = scenario["scenario"].as_str().unwrap();
         let wrk = &scenario["wrk"];
-        if !wrk_installed || name == FIXED_RATE {
+        if !wrk_installed || name == FIXED_RATE || name == GRPC {
             assert!(wrk.is_null(), "{name}: {wrk}");
             continue;
         }

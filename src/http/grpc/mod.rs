@@ -337,7 +337,10 @@ where
     let result = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(service)
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await;
     watcher.abort();
     result.map_err(io::Error::other)
