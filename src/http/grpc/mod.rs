@@ -37,12 +37,15 @@ use self::mapping::{map, Mapped};
 use crate::context::Context;
 use crate::core::Units;
 use crate::http::headers::rate_limit_headers;
+use crate::http::log::{note_denial, LogSampler};
 use crate::limiter::{Reason, Verdict};
 use crate::settings::{GrpcDomain, GrpcSettings};
 
 /// The RateLimitService over one process's limiter.
 pub struct RateLimiter {
     ctx: Arc<Context>,
+    /// Denied descriptors are logged as denied checks are, sampled.
+    log: LogSampler,
     domains: std::collections::BTreeMap<String, GrpcDomain>,
     max_descriptors: usize,
 }
@@ -51,6 +54,7 @@ impl RateLimiter {
     pub fn new(ctx: Arc<Context>, settings: &GrpcSettings) -> RateLimiter {
         RateLimiter {
             ctx,
+            log: LogSampler::new(20),
             domains: mapping::domains(&settings.domains),
             max_descriptors: settings.max_descriptors,
         }
@@ -128,6 +132,7 @@ impl RateLimiter {
                 .check(check)
                 .await
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            note_denial(&self.log, check, &verdict);
             if verdict.reason == Reason::FailClosed {
                 self.give_back(&mapped, &verdicts, &taken).await;
                 return Err(Status::unavailable(format!(
