@@ -195,7 +195,7 @@ impl Policy {
         if window < Duration::from_millis(1) {
             return Err(PolicyError::WindowTooShort);
         }
-        if window.subsec_nanos() % 1_000_000 != 0 {
+        if !window.subsec_nanos().is_multiple_of(1_000_000) {
             return Err(PolicyError::WindowNotWholeMillis);
         }
         if window > MAX_WINDOW {

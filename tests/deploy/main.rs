@@ -25,4 +25,6 @@ mod compose;
 mod docker;
 mod envoy;
 mod kubernetes;
+mod msrv;
+mod systemd;
 mod terraform;

@@ -467,7 +467,7 @@ mod tests {
             // Cubing a uniform value skews it towards small key numbers.
             let u = (state >> 11) as f64 / (1u64 << 53) as f64;
             let key = format!("k{}", (u * u * u * 40.0) as u64);
-            let rule = if state % 3 == 0 { "upload" } else { "login" };
+            let rule = if state.is_multiple_of(3) { "upload" } else { "login" };
             stats.record_limited(rule, &key);
             *truth.entry((rule.to_string(), key)).or_default() += 1;
         }
