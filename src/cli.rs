@@ -1,5 +1,7 @@
-//! The command line: `ratelimiter [serve] [--config PATH] [--listen ADDR]`
-//! and `ratelimiter check-config PATH`.
+//! The command line: `ratelimiter [serve] [--config PATH] [--listen ADDR]`,
+//! `ratelimiter check-config [--config] PATH`, and the commands that talk
+//! to a running server (`check`, `health`) or describe the command line
+//! itself (`completions`, `manpage`).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -32,8 +34,61 @@ pub enum Command {
     /// Validate a configuration file and print the effective rule table.
     CheckConfig {
         /// The TOML file to check; RATELIMITER__… environment overrides apply.
-        path: PathBuf,
+        #[arg(value_name = "PATH", required_unless_present = "config", conflicts_with = "config")]
+        path: Option<PathBuf>,
+        /// The same file, given as `serve` takes it.
+        #[arg(long, short, value_name = "PATH")]
+        config: Option<PathBuf>,
     },
+    /// Ask a running server whether a request may proceed (POST /check);
+    /// exit 0 when allowed, 1 when limited, 2 on an error.
+    Check(RemoteCheck),
+    /// Ask a running server whether it is alive (GET /health/live, or
+    /// /health/ready with --ready); exit 0 when it is, 1 otherwise.
+    Health {
+        /// The server's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080", value_name = "URL")]
+        url: String,
+        /// Ask readiness (503 while draining or without its store).
+        #[arg(long)]
+        ready: bool,
+        /// Give up after this long.
+        #[arg(long, default_value = "2s", value_parser = crate::settings::parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// Print a shell completion script.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff).
+    Manpage,
+}
+
+/// `ratelimiter check`.
+#[derive(Debug, Clone, Args)]
+pub struct RemoteCheck {
+    /// The server's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080", value_name = "URL")]
+    pub url: String,
+    /// Who is limited.
+    #[arg(long)]
+    pub key: String,
+    /// Selects the rule.
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// Selects the tier.
+    #[arg(long)]
+    pub tier: Option<String>,
+    /// Units to consume (0 peeks).
+    #[arg(long)]
+    pub cost: Option<u64>,
+    /// Print the server's JSON answer as it is.
+    #[arg(long)]
+    pub json: bool,
+    /// Give up after this long.
+    #[arg(long, default_value = "2s", value_parser = crate::settings::parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Default, Args)]
@@ -66,6 +121,9 @@ impl ServeArgs {
 /// `check-config`: prints the rule table to `out`, or the problems to `err`.
 /// Returns whether the configuration is valid.
 pub fn check_config(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> bool {
+    for (name, meant) in crate::settings::misspelt_env(std::env::vars().map(|(name, _)| name)) {
+        let _ = writeln!(err, "warning: {name} is not read; did you mean {meant}?");
+    }
     let settings = match Settings::load(Some(path)) {
         Ok(settings) => settings,
         Err(e) => {
@@ -133,4 +191,151 @@ fn write_rule_table(rules: &RuleSet, path: &Path, out: &mut dyn Write) -> std::i
         )?;
     }
     Ok(())
+}
+
+/// What a command that talks to a server ends with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Allowed, or alive: exit 0.
+    Yes,
+    /// Limited (or blocked), or not ready: exit 1.
+    No,
+    /// The server could not be asked, or refused the request: exit 2.
+    Error,
+}
+
+/// One request to a running server: the status and the body.
+async fn exchange(
+    method: hyper::Method,
+    url: &str,
+    body: Option<Vec<u8>>,
+    timeout: std::time::Duration,
+) -> Result<(u16, Vec<u8>), String> {
+    use http_body_util::{BodyExt, Full};
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!("{url}: only http:// URLs are supported"));
+    }
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<axum::body::Bytes>>();
+    let mut request = hyper::Request::builder().method(method).uri(uri);
+    if body.is_some() {
+        request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+    }
+    let request = request
+        .body(Full::new(axum::body::Bytes::from(body.unwrap_or_default())))
+        .map_err(|e| e.to_string())?;
+    let call = async {
+        let response = client.request(request).await.map_err(|e| format!("{url}: {e}"))?;
+        let status = response.status().as_u16();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok((status, bytes.to_vec()))
+    };
+    tokio::time::timeout(timeout, call)
+        .await
+        .unwrap_or_else(|_| Err(format!("{url}: no answer within {}", format_duration(timeout))))
+}
+
+/// `ratelimiter check`: prints the decision (or the JSON answer) to `out`,
+/// errors to `err`.
+pub async fn remote_check(args: &RemoteCheck, out: &mut dyn Write, err: &mut dyn Write) -> Outcome {
+    let mut body = serde_json::json!({ "key": args.key });
+    for (field, value) in [("endpoint", &args.endpoint), ("tier", &args.tier)] {
+        if let Some(value) = value {
+            body[field] = value.clone().into();
+        }
+    }
+    if let Some(cost) = args.cost {
+        body["cost"] = cost.into();
+    }
+    let url = format!("{}/check", args.url.trim_end_matches('/'));
+    let body = serde_json::to_vec(&body).unwrap_or_default();
+    let (status, bytes) = match exchange(hyper::Method::POST, &url, Some(body), args.timeout).await {
+        Ok(answer) => answer,
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            return Outcome::Error;
+        }
+    };
+    let answer: serde_json::Value = match serde_json::from_slice(&bytes) {
+        Ok(answer) => answer,
+        Err(_) => {
+            let _ = writeln!(
+                err,
+                "error: {url} answered {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+            return Outcome::Error;
+        }
+    };
+    if !matches!(status, 200 | 403 | 429 | 503) || answer.get("allowed").is_none() {
+        let message = answer["error"].as_str().unwrap_or("not a decision");
+        let field = answer["field"]
+            .as_str()
+            .map(|f| format!(" (field {f})"))
+            .unwrap_or_default();
+        let _ = writeln!(err, "error: {status}: {message}{field}");
+        return Outcome::Error;
+    }
+    let allowed = answer["allowed"].as_bool() == Some(true);
+    if args.json {
+        let _ = writeln!(out, "{answer}");
+    } else {
+        let _ = writeln!(
+            out,
+            "{} ({}): {} of {} left, full again in {} ms{}; rule {}, tier {}, {}",
+            if allowed { "allowed" } else { "limited" },
+            answer["reason"].as_str().unwrap_or(""),
+            answer["remaining"],
+            answer["limit"],
+            answer["reset_after_ms"],
+            if allowed {
+                String::new()
+            } else {
+                format!(", retry in {} ms", answer["retry_after_ms"])
+            },
+            answer["rule"].as_str().unwrap_or(""),
+            answer["tier"].as_str().unwrap_or(""),
+            answer["algorithm"].as_str().unwrap_or(""),
+        );
+    }
+    if allowed {
+        Outcome::Yes
+    } else {
+        Outcome::No
+    }
+}
+
+/// `ratelimiter health`.
+pub async fn remote_health(url: &str, ready: bool, timeout: std::time::Duration, err: &mut dyn Write) -> Outcome {
+    let path = if ready { "/health/ready" } else { "/health/live" };
+    let url = format!("{}{path}", url.trim_end_matches('/'));
+    match exchange(hyper::Method::GET, &url, None, timeout).await {
+        Ok((200, _)) => Outcome::Yes,
+        Ok((status, body)) => {
+            let _ = writeln!(err, "{url}: {status} {}", String::from_utf8_lossy(&body));
+            Outcome::No
+        }
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            Outcome::No
+        }
+    }
+}
+
+/// `ratelimiter completions SHELL`.
+pub fn completions(shell: clap_complete::Shell, out: &mut dyn Write) {
+    use clap::CommandFactory;
+    clap_complete::generate(shell, &mut Cli::command(), "ratelimiter", out);
+}
+
+/// `ratelimiter manpage`.
+pub fn manpage(out: &mut dyn Write) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    clap_mangen::Man::new(Cli::command()).render(out)
 }

@@ -14,7 +14,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::CheckConfig { path }) => {
+        Some(Command::CheckConfig { path, config }) => {
+            let path = path.or(config).unwrap_or_default();
             let ok = cli::check_config(&path, &mut std::io::stdout(), &mut std::io::stderr());
             if ok {
                 ExitCode::SUCCESS
@@ -22,8 +23,41 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+        Some(Command::Check(args)) => {
+            remote(async move { cli::remote_check(&args, &mut std::io::stdout(), &mut std::io::stderr()).await })
+        }
+        Some(Command::Health { url, ready, timeout }) => {
+            remote(async move { cli::remote_health(&url, ready, timeout, &mut std::io::stderr()).await })
+        }
+        Some(Command::Completions { shell }) => {
+            cli::completions(shell, &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Some(Command::Manpage) => match cli::manpage(&mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Some(Command::Serve(args)) => serve(&args),
         None => serve(&cli.serve),
+    }
+}
+
+/// Runs a command that talks to a server on a small runtime: exit 0, 1 or 2.
+fn remote(command: impl std::future::Future<Output = cli::Outcome>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(command) {
+        cli::Outcome::Yes => ExitCode::SUCCESS,
+        cli::Outcome::No => ExitCode::from(1),
+        cli::Outcome::Error => ExitCode::from(2),
     }
 }
 
@@ -36,6 +70,9 @@ fn serve(args: &ServeArgs) -> ExitCode {
         }
     };
     telemetry::init(settings.log.format, settings.log.level.as_deref());
+    for (name, meant) in ratelimiter::settings::misspelt_env(std::env::vars().map(|(name, _)| name)) {
+        tracing::warn!(variable = %name, meant = %meant, "an environment variable is not read: overrides are RATELIMITER__SECTION__KEY, with double underscores");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

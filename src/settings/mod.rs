@@ -134,8 +134,56 @@ impl Settings {
     }
 }
 
+/// Environment variables that look meant for the settings but are not read:
+/// the prefix with one `_` instead of `__` (`RATELIMITER_ADMIN_TOKEN`), each
+/// with the variable it likely meant (`RATELIMITER__ADMIN__TOKEN`).
+/// `RATELIMITER_CONFIG` (the configuration file's path) is not one.
+pub fn misspelt_env<I: IntoIterator<Item = String>>(names: I) -> Vec<(String, String)> {
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let rest = name.strip_prefix("RATELIMITER_")?;
+            if rest.starts_with('_') || rest.is_empty() || name == "RATELIMITER_CONFIG" {
+                return None;
+            }
+            let meant = match rest.split_once('_') {
+                Some((section, key)) => format!("RATELIMITER__{section}__{key}"),
+                None => format!("RATELIMITER__{rest}"),
+            };
+            Some((name, meant))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn one_underscore_after_the_prefix_is_a_likely_typo() {
+        let names = [
+            "RATELIMITER_ADMIN_TOKEN",
+            "RATELIMITER__ADMIN__TOKEN",
+            "RATELIMITER_CONFIG",
+            "RATELIMITER_LOG",
+            "PATH",
+            "RATELIMITER_STORE_REDIS__URL",
+        ]
+        .map(String::from);
+        assert_eq!(
+            super::misspelt_env(names),
+            [
+                (
+                    "RATELIMITER_ADMIN_TOKEN".to_owned(),
+                    "RATELIMITER__ADMIN__TOKEN".to_owned()
+                ),
+                ("RATELIMITER_LOG".to_owned(), "RATELIMITER__LOG".to_owned()),
+                (
+                    "RATELIMITER_STORE_REDIS__URL".to_owned(),
+                    "RATELIMITER__STORE__REDIS__URL".to_owned()
+                ),
+            ]
+        );
+    }
+
     use super::*;
     use std::collections::HashMap;
     use std::time::Duration;

@@ -5,6 +5,7 @@ mod admin;
 mod batch;
 mod binary;
 mod check;
+mod cli;
 mod errors;
 mod fuzz;
 mod gateway;
