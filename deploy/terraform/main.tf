@@ -140,7 +140,7 @@ resource "aws_ecs_task_definition" "this" {
       # Restarts a task whose process stopped serving; the ALB's own check
       # (readiness) decides which tasks get traffic.
       healthCheck = {
-        command     = ["CMD", "curl", "-fsS", "http://127.0.0.1:${var.container_port}${local.health_path.live}"]
+        command     = ["CMD", "/usr/local/bin/ratelimiter", "health", "--url", "http://127.0.0.1:${var.container_port}"]
         interval    = 10
         timeout     = 2
         retries     = 3

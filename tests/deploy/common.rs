@@ -158,6 +158,34 @@ pub fn port_and_path(url: &str) -> (u16, String) {
     (port, format!("/{path}"))
 }
 
+/// The port and path a health check asks when it is the binary's own
+/// (`ratelimiter health --url URL [--ready]`): `/health/live`, or
+/// `/health/ready` with `--ready`.
+#[track_caller]
+pub fn health_command_target(words: &[&str]) -> (u16, String) {
+    let at = words
+        .iter()
+        .position(|w| *w == "health")
+        .unwrap_or_else(|| panic!("`ratelimiter health` in {words:?}"));
+    assert!(
+        at > 0 && words[at - 1].ends_with("ratelimiter"),
+        "the binary's own health check: {words:?}"
+    );
+    let url = words
+        .iter()
+        .skip_while(|w| **w != "--url")
+        .nth(1)
+        .unwrap_or_else(|| panic!("--url in {words:?}"));
+    let (port, base) = port_and_path(url);
+    assert_eq!(base, "/", "--url is the server's base URL: {url}");
+    let path = if words.contains(&"--ready") {
+        "/health/ready"
+    } else {
+        "/health/live"
+    };
+    (port, path.to_owned())
+}
+
 /// The part of `text` between the first `{` after `header` and its
 /// matching `}` (for nginx blocks).
 #[track_caller]

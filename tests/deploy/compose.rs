@@ -11,7 +11,7 @@ use ratelimiter::settings::{Backend, RedisMode, Settings};
 use serde_json::Value;
 
 use crate::common::{
-    assert_liveness_path, assert_readiness_path, block, directives, port_and_path, read, repo, scalar, seconds,
+    assert_liveness_path, assert_readiness_path, block, directives, health_command_target, read, repo, scalar, seconds,
     settings_from_env, yaml,
 };
 use ratelimiter_testkit::service::Service;
@@ -271,8 +271,8 @@ async fn three_replicas_load_real_settings_and_reach_the_cluster() {
             .iter()
             .map(|w| scalar(w, "test"))
             .collect();
-        let url = test.iter().find(|w| w.starts_with("http://")).expect("a URL");
-        let (port, path) = port_and_path(url);
+        let words: Vec<&str> = test.iter().map(String::as_str).collect();
+        let (port, path) = health_command_target(&words);
         assert_eq!(port, settings.server.listen.port(), "{name}: health check port");
         assert_readiness_path(&format!("{name} healthcheck"), &path).await;
 

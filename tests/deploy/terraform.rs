@@ -15,7 +15,7 @@ use ratelimiter::settings::{Backend, RedisMode};
 use serde_json::Value;
 
 use crate::common::{
-    assert_liveness_path, assert_readiness_path, port_and_path, read, repo, seconds, settings_from_env, uid,
+    assert_liveness_path, assert_readiness_path, health_command_target, read, repo, seconds, settings_from_env, uid,
 };
 use crate::docker::image_user;
 
@@ -480,11 +480,7 @@ async fn the_task_definition_runs_the_image_on_real_settings() {
         .iter()
         .map(|w| w.as_str().unwrap())
         .collect();
-    let url = command
-        .iter()
-        .find(|w| w.starts_with("http://"))
-        .expect("a health check URL");
-    let (check_port, path) = port_and_path(url);
+    let (check_port, path) = health_command_target(&command);
     assert_eq!(check_port, port);
     assert_liveness_path("ECS container healthCheck", &path).await;
 
