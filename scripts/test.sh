@@ -18,7 +18,11 @@ command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(
 command -v nginx >/dev/null || missing+=(nginx)
 command -v wrk >/dev/null || missing+=(wrk)
 SCHEMATHESIS_VERSION=4.32.5
-have_schemathesis() { target/venv/bin/schemathesis --version 2>/dev/null | grep -qF "$SCHEMATHESIS_VERSION"; }
+JSONSCHEMA_VERSION=4.26.0
+have_schemathesis() {
+  target/venv/bin/schemathesis --version 2>/dev/null | grep -qF "$SCHEMATHESIS_VERSION" &&
+    target/venv/bin/python -c "import importlib.metadata as m; assert m.version('jsonschema') == '$JSONSCHEMA_VERSION'" 2>/dev/null
+}
 if ! have_schemathesis; then
   probe="$(mktemp -d)"
   python3 -m venv "$probe/venv" >/dev/null 2>&1 || missing+=(python3-venv)
@@ -35,12 +39,15 @@ redis-server --version
 promtool --version | head -1
 
 # schemathesis (PyPI) in a virtualenv under target/, for
-# tests/api/schemathesis.rs, which looks for it there.
+# tests/api/schemathesis.rs, which looks for it there; and jsonschema, with
+# which tests/deploy/schema.rs validates configuration files against the
+# published JSON Schema.
 if ! have_schemathesis; then
-  echo "== installing schemathesis $SCHEMATHESIS_VERSION into target/venv (PyPI)"
+  echo "== installing schemathesis $SCHEMATHESIS_VERSION and jsonschema $JSONSCHEMA_VERSION into target/venv (PyPI)"
   mkdir -p target
   python3 -m venv --clear target/venv
-  target/venv/bin/pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+  target/venv/bin/pip install --quiet --disable-pip-version-check \
+    "schemathesis==$SCHEMATHESIS_VERSION" "jsonschema==$JSONSCHEMA_VERSION"
 fi
 target/venv/bin/schemathesis --version
 

@@ -63,6 +63,8 @@ pub enum Command {
     },
     /// Print the manual page (roff).
     Manpage,
+    /// Print the JSON Schema of the TOML configuration.
+    ConfigSchema,
 }
 
 /// `ratelimiter check`.
@@ -338,4 +340,11 @@ pub fn completions(shell: clap_complete::Shell, out: &mut dyn Write) {
 pub fn manpage(out: &mut dyn Write) -> std::io::Result<()> {
     use clap::CommandFactory;
     clap_mangen::Man::new(Cli::command()).render(out)
+}
+
+/// `ratelimiter config-schema`: the JSON Schema of the configuration file,
+/// derived from the settings types.
+pub fn config_schema() -> String {
+    let schema = schemars::schema_for!(Settings);
+    serde_json::to_string_pretty(&schema).unwrap_or_default() + "\n"
 }

@@ -33,6 +33,10 @@ fn main() -> ExitCode {
             cli::completions(shell, &mut std::io::stdout());
             ExitCode::SUCCESS
         }
+        Some(Command::ConfigSchema) => {
+            print!("{}", cli::config_schema());
+            ExitCode::SUCCESS
+        }
         Some(Command::Manpage) => match cli::manpage(&mut std::io::stdout()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -27,7 +27,7 @@ pub use self::validate::Problem;
 /// Prefix of environment overrides: `RATELIMITER__SERVER__LISTEN=…`.
 pub const ENV_PREFIX: &str = "RATELIMITER";
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     #[serde(default)]

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::duration::HumanDuration;
 use crate::limiter::FailureMode;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSettings {
     /// Address of the HTTP listener.
@@ -48,7 +48,7 @@ impl Default for ServerSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSettings {
     pub backend: Backend,
@@ -78,7 +78,7 @@ impl Default for StoreSettings {
 }
 
 /// `[store.breaker]`: the circuit breaker around the store.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct BreakerSettings {
     /// Consecutive failures that open the breaker.
@@ -97,7 +97,7 @@ impl Default for BreakerSettings {
 }
 
 /// Where counters live.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Backend {
     /// In this process: exact for one replica, not shared between replicas.
@@ -108,7 +108,7 @@ pub enum Backend {
 }
 
 /// `[store.redis]`: how to reach Redis.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisSettings {
     /// `standalone`, `cluster`, or `auto` (ask the server whether cluster
@@ -161,7 +161,7 @@ impl Default for RedisSettings {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RedisMode {
     #[default]
@@ -172,7 +172,7 @@ pub enum RedisMode {
 
 /// The deny cache of the Redis backend: denials answered locally until
 /// their `retry_after` (see [`crate::limiter::deny_cache`]).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DenyCacheSettings {
     pub enabled: bool,
@@ -190,7 +190,7 @@ impl Default for DenyCacheSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct MemorySettings {
     /// How often keys whose state has fully expired are dropped.
@@ -205,7 +205,7 @@ impl Default for MemorySettings {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSettings {
     pub format: LogFormat,
@@ -214,7 +214,7 @@ pub struct LogSettings {
     pub level: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
     #[default]
@@ -223,7 +223,7 @@ pub enum LogFormat {
 }
 
 /// `[admin]`: the operators' API.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSettings {
     /// Bearer token for `/admin`; without one the admin API is disabled.
@@ -249,7 +249,7 @@ impl Default for AdminSettings {
 }
 
 /// A value that is never printed: `Debug` shows `"***"`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(transparent)]
 pub struct Secret(String);
 
@@ -272,7 +272,7 @@ impl fmt::Debug for Secret {
 
 /// `[forward]`: how `GET /check/forward` (for gateways' forward-auth)
 /// reads a request from headers.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ForwardSettings {
     /// Headers that identify the caller, most specific first; the first one
@@ -305,7 +305,7 @@ impl Default for ForwardSettings {
 }
 
 /// `[reload]`: re-reading the rules file while running.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReloadSettings {
     /// Re-read the file when it changes (checked every `poll_interval`).
@@ -323,9 +323,10 @@ impl Default for ReloadSettings {
 }
 
 /// `[defaults]`: the default rule and the default tier.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DefaultsSpec {
+    #[schemars(schema_with = "algorithm_schema")]
     pub algorithm: String,
     /// The tier of requests that name none.
     pub tier: String,
@@ -358,9 +359,11 @@ impl Default for DefaultsSpec {
 }
 
 /// A partial limit: whatever is set overrides the layer below it.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitSpec {
+    #[serde(default)]
+    #[schemars(schema_with = "algorithm_schema")]
     pub algorithm: Option<String>,
     pub limit: Option<i64>,
     pub window: Option<String>,
@@ -369,13 +372,15 @@ pub struct LimitSpec {
 
 /// One of a rule's several limits: a name, what it counts per, and a
 /// partial limit layered over `[tiers]` and `[defaults]` like a rule's.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NamedLimitSpec {
     pub name: String,
     /// `"key"` (the default): per request key; any other name: per value of
     /// that scope of the request (`"scopes": {"org": "acme"}`).
     pub by: Option<String>,
+    #[serde(default)]
+    #[schemars(schema_with = "algorithm_schema")]
     pub algorithm: Option<String>,
     pub limit: Option<i64>,
     pub window: Option<String>,
@@ -385,15 +390,19 @@ pub struct NamedLimitSpec {
 }
 
 /// `[[rules]]`: one endpoint's limit, with optional per-tier overrides.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
     pub endpoint: String,
+    #[serde(default)]
+    #[schemars(schema_with = "algorithm_schema")]
     pub algorithm: Option<String>,
     pub limit: Option<i64>,
     pub window: Option<String>,
     pub lease_ttl: Option<String>,
     /// Overrides `store.failure_mode` for this endpoint.
+    #[serde(default)]
+    #[schemars(schema_with = "failure_mode_schema")]
     pub failure_mode: Option<String>,
     /// Overrides `defaults.shadow` for this endpoint.
     pub shadow: Option<bool>,
@@ -410,7 +419,7 @@ pub struct RuleSpec {
 
 /// `[grpc]`: Envoy's `envoy.service.ratelimit.v3.RateLimitService` on a
 /// listener of its own (off unless `listen` is set).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct GrpcSettings {
     pub listen: Option<SocketAddr>,
@@ -434,7 +443,7 @@ impl Default for GrpcSettings {
 }
 
 /// `[[grpc.domains]]`: how one domain's descriptors map to checks.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GrpcDomain {
     pub domain: String,
@@ -454,4 +463,15 @@ pub struct GrpcDomain {
     /// Scope name → the entry whose value fills it.
     #[serde(default)]
     pub scope_entries: BTreeMap<String, String>,
+}
+
+/// An algorithm's name, as the schema lists them.
+fn algorithm_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let names: Vec<&str> = crate::core::Algorithm::EVERY.iter().map(|a| a.as_str()).collect();
+    schemars::json_schema!({ "type": "string", "enum": names })
+}
+
+/// A failure mode's name, as the schema lists them.
+fn failure_mode_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "string", "enum": ["open", "closed", "local"] })
 }

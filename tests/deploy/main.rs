@@ -26,5 +26,6 @@ mod docker;
 mod envoy;
 mod kubernetes;
 mod msrv;
+mod schema;
 mod systemd;
 mod terraform;

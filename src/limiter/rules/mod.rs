@@ -29,7 +29,7 @@ use serde::Deserialize;
 use crate::core::Policy;
 
 /// What a check gets when the store is unavailable.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureMode {
     /// Allow, `reason: "fail_open"`.
