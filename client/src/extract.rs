@@ -81,11 +81,23 @@ impl KeyExtractor {
         }
     }
 
-    /// The first address of `X-Forwarded-For`, as `ip:<addr>` — use it only
-    /// behind a proxy that sets the header (a client can send any value).
+    /// The caller's address from `X-Forwarded-For`, as `ip:<addr>`, behind
+    /// one proxy of yours: the right-most address, which that proxy wrote.
+    /// See [`KeyExtractor::forwarded_for_hops`].
     pub fn forwarded_for() -> KeyExtractor {
+        KeyExtractor::forwarded_for_hops(1)
+    }
+
+    /// The caller's address from `X-Forwarded-For`, as `ip:<addr>`, behind
+    /// `trusted_hops` proxies of yours that each append the address they
+    /// received from: the address the outermost of them wrote, i.e. the
+    /// `trusted_hops`-th from the right. Addresses to its left are the
+    /// client's to choose (a client can send any `X-Forwarded-For`), so
+    /// they are never used; a header with fewer addresses than
+    /// `trusted_hops` yields no key. 0 is taken as 1.
+    pub fn forwarded_for_hops(trusted_hops: usize) -> KeyExtractor {
         KeyExtractor {
-            f: Arc::new(|parts: &Parts| forwarded_for_ip(parts).map(DerivedKey::address)),
+            f: Arc::new(move |parts: &Parts| forwarded_for_ip_hops(parts, trusted_hops).map(DerivedKey::address)),
             source: Arc::from("x-forwarded-for"),
         }
     }
@@ -152,15 +164,25 @@ impl KeyExtractor {
 /// The first address of `X-Forwarded-For` (every such header, in order),
 /// when it parses as an IP address. `::ffff:a.b.c.d` becomes `a.b.c.d`.
 pub fn forwarded_for_ip(parts: &Parts) -> Option<IpAddr> {
-    let first = parts
+    forwarded_for_ip_hops(parts, 1)
+}
+
+/// The `trusted_hops`-th address from the right of `X-Forwarded-For` (its
+/// header lines form one list, in order), canonical; see
+/// [`KeyExtractor::forwarded_for_hops`].
+pub fn forwarded_for_ip_hops(parts: &Parts, trusted_hops: usize) -> Option<IpAddr> {
+    let hops: Vec<&str> = parts
         .headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .find(|s| !s.is_empty())?;
-    parse_ip(first).map(canonical)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let from_right = trusted_hops.max(1);
+    let at = hops.len().checked_sub(from_right)?;
+    parse_ip(hops[at]).map(canonical)
 }
 
 /// An address as proxies write it: `1.2.3.4`, `2001:db8::1`, `[2001:db8::1]`,
@@ -218,25 +240,39 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_for_takes_the_first_address() {
+    fn forwarded_for_takes_the_address_the_trusted_proxy_wrote() {
         let key = KeyExtractor::forwarded_for();
         let ip = |value: &str| key.extract(&parts(Request::get("/").header("x-forwarded-for", value)));
-        assert_eq!(ip("203.0.113.7, 10.0.0.1").as_deref(), Some("ip:203.0.113.7"));
+        // A spoofed first address is never used: the proxy wrote the last.
+        assert_eq!(ip("6.6.6.6, 203.0.113.7").as_deref(), Some("ip:203.0.113.7"));
         assert_eq!(ip("2001:db8::1").as_deref(), Some("ip:2001:db8::1"));
         assert_eq!(ip("[2001:db8::1]:443").as_deref(), Some("ip:2001:db8::1"));
         assert_eq!(ip("[2001:db8::2]").as_deref(), Some("ip:2001:db8::2"));
         assert_eq!(ip("198.51.100.2:5678").as_deref(), Some("ip:198.51.100.2"));
         assert_eq!(ip("::ffff:192.0.2.1").as_deref(), Some("ip:192.0.2.1"));
-        assert_eq!(ip("unknown, 10.0.0.1"), None, "the first hop is not an address");
+        assert_eq!(ip("10.0.0.1, unknown"), None, "the trusted hop is not an address");
         assert_eq!(ip(" , "), None);
 
-        // Several header lines are one list.
+        // Two proxies of yours: the second address from the right.
+        let two = KeyExtractor::forwarded_for_hops(2);
+        let via = |value: &str| two.extract(&parts(Request::get("/").header("x-forwarded-for", value)));
+        assert_eq!(via("6.6.6.6, 203.0.113.7, 10.0.0.2").as_deref(), Some("ip:203.0.113.7"));
+        assert_eq!(via("10.0.0.2"), None, "fewer addresses than trusted hops");
+        assert_eq!(
+            KeyExtractor::forwarded_for_hops(0)
+                .extract(&parts(Request::get("/").header("x-forwarded-for", "1.2.3.4, 5.6.7.8")))
+                .as_deref(),
+            Some("ip:5.6.7.8")
+        );
+
+        // Several header lines are one list, in order.
         let p = parts(
             Request::get("/")
                 .header("x-forwarded-for", "192.0.2.9")
                 .header("x-forwarded-for", "10.0.0.1"),
         );
-        assert_eq!(forwarded_for_ip(&p), Some("192.0.2.9".parse().unwrap()));
+        assert_eq!(forwarded_for_ip(&p), Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(forwarded_for_ip_hops(&p, 2), Some("192.0.2.9".parse().unwrap()));
     }
 
     #[test]

@@ -78,6 +78,8 @@ struct Config {
     client_ip: Option<PartsFn<Option<IpAddr>>>,
     failure_mode: FailureMode,
     missing_key: MissingKey,
+    /// Whether CORS preflight requests are limited too.
+    limit_preflight: bool,
     failure_log: Arc<Throttle>,
 }
 
@@ -93,7 +95,8 @@ struct Config {
 /// Defaults: the key is the `X-Api-Key` header (`x-api-key:<value>`), a
 /// request without one is rejected (400); the endpoint is
 /// `"<METHOD> <path>"`; no tier (the service's default tier), cost 1, no
-/// client address; [`FailureMode::FailOpen`].
+/// client address; [`FailureMode::FailOpen`]; CORS preflight requests
+/// (`OPTIONS` with `Access-Control-Request-Method`) pass unchecked.
 #[derive(Clone)]
 pub struct RateLimitLayer {
     config: Arc<Config>,
@@ -123,6 +126,7 @@ impl RateLimitLayer {
                 client_ip: None,
                 failure_mode: FailureMode::default(),
                 missing_key: MissingKey::default(),
+                limit_preflight: false,
                 failure_log: Arc::new(Throttle::new()),
             }),
         }
@@ -204,6 +208,14 @@ impl RateLimitLayer {
         self.with(|c| c.failure_mode = mode)
     }
 
+    /// Whether CORS preflight requests (`OPTIONS` with
+    /// `Access-Control-Request-Method`) are checked too; by default they
+    /// pass unchecked and consume nothing: a browser sends one before the
+    /// real request, which is checked.
+    pub fn limit_preflight(self, limit: bool) -> RateLimitLayer {
+        self.with(|c| c.limit_preflight = limit)
+    }
+
     /// What happens to a request without a key.
     pub fn missing_key(self, missing: MissingKey) -> RateLimitLayer {
         self.with(|c| c.missing_key = missing)
@@ -230,6 +242,11 @@ pub struct RateLimitService<S> {
 
 /// A boxed, sendable future, as the service returns.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// A CORS preflight: `OPTIONS` asking `Access-Control-Request-Method`.
+fn is_preflight<B>(request: &Request<B>) -> bool {
+    request.method() == http::Method::OPTIONS && request.headers().contains_key("access-control-request-method")
+}
 
 /// A lease a request holds: released (in the background, on the current
 /// tokio runtime) when dropped.
@@ -325,6 +342,10 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let config = self.config.clone();
         Box::pin(async move {
+            if !config.limit_preflight && is_preflight(&request) {
+                let response = inner.call(request).await?;
+                return Ok(response.map(|body| LeasedBody::new(body, None)));
+            }
             let (mut parts, body) = request.into_parts();
             let action = match check_request(&config, &parts) {
                 None => missing_key(config.missing_key, &config.key),

@@ -355,9 +355,10 @@ async fn a_block_listed_key_gets_403() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_block_listed_address_range_gets_403_through_client_ip() {
     let replica = Replica::start().await;
+    // Behind two proxies of ours: the second address from the right.
     let layer = RateLimitLayer::new(replica.client())
-        .key(KeyExtractor::header("x-api-key").or(KeyExtractor::forwarded_for()))
-        .client_ip(extract::forwarded_for_ip);
+        .key(KeyExtractor::header("x-api-key").or(KeyExtractor::forwarded_for_hops(2)))
+        .client_ip(|parts| extract::forwarded_for_ip_hops(parts, 2));
     let api = ApiServer::start(layer).await;
     replica.block("198.51.100.0/24").await;
 
@@ -370,10 +371,15 @@ async fn a_block_listed_address_range_gets_403_through_client_ip() {
         .await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.body);
     // Without a key, the address is the key.
-    let reply = api.get("/api/items", &[("x-forwarded-for", "203.0.113.9")]).await;
+    let reply = api
+        .get("/api/items", &[("x-forwarded-for", "203.0.113.9, 10.0.0.1")])
+        .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(reply.header("x-ratelimit-remaining"), "2");
-    let reply = api.get("/api/items", &[("x-forwarded-for", "203.0.113.9")]).await;
+    // A spoofed address in front changes nothing: the same counter.
+    let reply = api
+        .get("/api/items", &[("x-forwarded-for", "6.6.6.6, 203.0.113.9, 10.0.0.2")])
+        .await;
     assert_eq!(
         reply.header("x-ratelimit-remaining"),
         "1",
@@ -958,5 +964,31 @@ async fn the_layer_holds_a_lease_for_the_request_and_releases_it_after() {
     hung_up.abort();
     eventually("the lease is released when the request is dropped", free.clone()).await;
     server.abort();
+    replica.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_preflights_pass_unchecked_unless_asked() {
+    let replica = Replica::start().await;
+    let preflight = |addr: SocketAddr| {
+        Request::builder()
+            .method(Method::OPTIONS)
+            .uri(format!("http://{addr}/api/items"))
+            .header("origin", "https://app.example")
+            .header("access-control-request-method", "GET")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    // Unchecked: the inner service answers (this router has no OPTIONS
+    // route: 405), not the layer's 400 for a request without a key.
+    let api = ApiServer::start(RateLimitLayer::new(replica.client())).await;
+    for _ in 0..5 {
+        let reply = send(preflight(api.addr)).await;
+        assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{}", reply.body);
+        assert!(!reply.has_rate_limit_headers());
+    }
+    // Checked when asked: without a key, refused by the layer.
+    let strict = ApiServer::start(RateLimitLayer::new(replica.client()).limit_preflight(true)).await;
+    assert_eq!(send(preflight(strict.addr)).await.status, StatusCode::BAD_REQUEST);
     replica.stop().await;
 }
