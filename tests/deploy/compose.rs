@@ -249,6 +249,27 @@ async fn three_replicas_load_real_settings_and_reach_the_cluster() {
             assert_eq!(port, "6379", "{name}: seed {seed}");
         }
         assert!(settings.admin.token.is_some(), "{name}: no admin token");
+        // /admin on a listener of its own, which nothing publishes and
+        // nginx (which proxies server.listen) does not reach.
+        let admin = settings
+            .admin
+            .listen
+            .unwrap_or_else(|| panic!("{name}: no admin.listen"));
+        assert_ne!(
+            admin.port(),
+            settings.server.listen.port(),
+            "{name}: admin on the public port"
+        );
+        assert!(service["ports"].is_null(), "{name} publishes ports");
+        for (other, s) in &services {
+            for mapping in s["ports"].as_array().into_iter().flatten() {
+                let published = scalar(mapping, "ports");
+                assert!(
+                    !published.ends_with(&format!(":{}", admin.port())),
+                    "{other} publishes the admin port: {published}"
+                );
+            }
+        }
         assert_eq!(
             settings.store.local_divisor,
             names.len() as u64,
