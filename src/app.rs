@@ -25,10 +25,13 @@ use tokio::task::JoinHandle;
 
 use crate::context::Context;
 use crate::core::{Clock, SystemClock};
+use crate::http::log::LogSampler;
 use crate::http::{self, HttpLimits, HttpState};
+use crate::limiter::hashing::KeyHasher;
 use crate::limiter::rules::RuleSet;
 use crate::limiter::{FailurePolicy, Limiter, LimiterConfig};
 use crate::metrics::Metrics;
+use crate::settings::LogKeys;
 use crate::settings::{self, Problem, Settings};
 use crate::store::redis::{ConnectError, RedisStore};
 use crate::store::{Backend, StoreError};
@@ -42,6 +45,8 @@ pub enum StartupError {
     Redis(#[from] ConnectError),
     #[error("cannot read the admin overrides and lists: {0}")]
     Control(#[from] StoreError),
+    #[error("{0}")]
+    Keys(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -117,6 +122,7 @@ impl AppBuilder {
     pub async fn build(self) -> Result<App, StartupError> {
         let rules_file_contents = self.rules_file.as_ref().and_then(|path| std::fs::read(path).ok());
         let rules = RuleSet::from_settings(&self.settings).map_err(StartupError::Rules)?;
+        let keys = KeyHasher::from_settings(&self.settings.keys).map_err(StartupError::Keys)?;
         let metrics = Arc::new(Metrics::new());
         let backend = match self.settings.store.backend {
             settings::Backend::Memory => Backend::memory(self.clock.clone()),
@@ -126,7 +132,7 @@ impl AppBuilder {
             }
         };
         let settings = self.settings.clone();
-        let Wiring { router, admin, ctx } = self.wire_with(backend, rules, metrics);
+        let Wiring { router, admin, ctx } = self.wire_with(backend, rules, keys, metrics);
         for dangling in ctx.reload_control().await? {
             tracing::warn!(?dangling, "an admin entry does not fit the rules and is ignored");
         }
@@ -154,10 +160,11 @@ impl AppBuilder {
     /// listeners and with no operators' records loaded.
     pub fn wire(self, backend: Backend) -> Result<Wiring, StartupError> {
         let rules = RuleSet::from_settings(&self.settings).map_err(StartupError::Rules)?;
-        Ok(self.wire_with(backend, rules, Arc::new(Metrics::new())))
+        let keys = KeyHasher::from_settings(&self.settings.keys).map_err(StartupError::Keys)?;
+        Ok(self.wire_with(backend, rules, keys, Arc::new(Metrics::new())))
     }
 
-    fn wire_with(self, backend: Backend, rules: RuleSet, metrics: Arc<Metrics>) -> Wiring {
+    fn wire_with(self, backend: Backend, rules: RuleSet, keys: KeyHasher, metrics: Arc<Metrics>) -> Wiring {
         let settings = &self.settings;
         let deny_cache =
             (settings.store.deny_cache.enabled && backend.is_shared()).then_some(settings.store.deny_cache.max_entries);
@@ -171,6 +178,7 @@ impl AppBuilder {
                 breaker_open_for: settings.store.breaker.open_for.0,
             },
             deny_cache,
+            keys,
         };
         let (store, control) = backend.into_parts();
         let limiter = Limiter::new(rules, store, self.clock, config).with_metrics(metrics);
@@ -180,7 +188,9 @@ impl AppBuilder {
             max_key_bytes: settings.server.max_key_bytes,
             max_body_bytes: settings.server.max_body_bytes,
         };
-        let state = Arc::new(HttpState::new(ctx.clone(), limits, settings.forward.clone()));
+        let mut state = HttpState::new(ctx.clone(), limits, settings.forward.clone());
+        state.check_log = LogSampler::new(20).with_raw_keys(settings.log.keys == LogKeys::Raw);
+        let state = Arc::new(state);
         let mut router = http::router(state.clone());
         let mut admin = None;
         match (&settings.admin.token, settings.admin.listen) {
@@ -265,6 +275,7 @@ impl App {
                 listener,
                 ctx.clone(),
                 self.settings.grpc.clone(),
+                self.settings.log.keys == LogKeys::Raw,
                 stopped(stop_rx.clone()),
             )),
             None => tokio::spawn(async { Ok(()) }),

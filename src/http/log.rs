@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::limiter::hashing::fingerprint;
 use crate::limiter::{CheckRequest, Reason, Verdict};
 
 /// Logs a check that was not simply allowed, sampled.
@@ -16,7 +17,12 @@ pub(super) fn note_denial(sampler: &LogSampler, request: &CheckRequest, verdict:
         if let Some(suppressed) = sampler.admit() {
             let decision = verdict.reason.decision();
             let retry_after_ms = verdict.decision.retry_after_us.div_ceil(1000);
-            let (rule, tier, key) = (&*verdict.rule, &*verdict.tier, request.key.as_str());
+            // A fingerprint, unless `log.keys = "raw"`: keys are often secrets.
+            let key = match sampler.raw_keys {
+                true => request.key.as_str().to_owned(),
+                false => fingerprint(request.key.as_str()),
+            };
+            let (rule, tier, key) = (&*verdict.rule, &*verdict.tier, key.as_str());
             match &verdict.store_error {
                 Some(error) => tracing::warn!(
                     decision,
@@ -47,6 +53,8 @@ pub(super) fn note_denial(sampler: &LogSampler, request: &CheckRequest, verdict:
 /// past its limit asks on every denial, from every worker thread.
 pub struct LogSampler {
     per_second: u64,
+    /// Log keys as sent rather than as fingerprints (`log.keys = "raw"`).
+    raw_keys: bool,
     /// The current second (high bits) and the events let through in it
     /// (low [`COUNT_BITS`] bits).
     window: AtomicU64,
@@ -59,9 +67,16 @@ impl LogSampler {
     pub fn new(per_second: u64) -> LogSampler {
         LogSampler {
             per_second: per_second.min((1 << COUNT_BITS) - 1),
+            raw_keys: false,
             window: AtomicU64::new(0),
             suppressed: AtomicU64::new(0),
         }
+    }
+
+    /// Logs keys as sent (`log.keys = "raw"`) instead of fingerprints.
+    pub fn with_raw_keys(mut self, raw: bool) -> LogSampler {
+        self.raw_keys = raw;
+        self
     }
 
     /// `Some(suppressed)` when this event may be logged.

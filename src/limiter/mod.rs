@@ -22,6 +22,7 @@
 pub mod access;
 pub mod breaker;
 pub mod deny_cache;
+pub mod hashing;
 pub mod lease;
 mod once;
 pub mod overrides;
@@ -45,6 +46,7 @@ pub use self::verdict::{Lease, LimitOutcome, LimiterError, Reason, Verdict};
 
 use self::breaker::BreakerState;
 use self::deny_cache::{DenyCache, Ticket};
+use self::hashing::KeyHasher;
 use self::lease::LeaseNumbers;
 use self::overrides::PolicySource;
 use self::resilience::Resilience;
@@ -57,7 +59,7 @@ use crate::store::records::ControlState;
 use crate::store::{AnyStore, CounterKey, Store, StoreError, StoreKey};
 
 /// How a limiter is set up, besides its rules, store and clock.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LimiterConfig {
     /// Longest accepted key, in bytes (list entries and key overrides too).
     pub max_key_bytes: usize,
@@ -69,6 +71,8 @@ pub struct LimiterConfig {
     /// store (see [`deny_cache`]); `None` turns the cache off. Worth it
     /// when the store is remote.
     pub deny_cache: Option<usize>,
+    /// How callers' keys are hashed before anything keeps them.
+    pub keys: KeyHasher,
 }
 
 impl Default for LimiterConfig {
@@ -78,6 +82,7 @@ impl Default for LimiterConfig {
             top_keys: 100,
             failure: FailurePolicy::default(),
             deny_cache: None,
+            keys: KeyHasher::Off,
         }
     }
 }
@@ -95,6 +100,7 @@ pub struct Limiter<S = AnyStore> {
     deny_cache: Option<DenyCache>,
     /// The numbers of the leases `concurrency` limits take.
     leases: LeaseNumbers,
+    keys: KeyHasher,
 }
 
 impl<S: Store> Limiter<S> {
@@ -108,6 +114,7 @@ impl<S: Store> Limiter<S> {
             resilience: Resilience::new(config.failure, clock.clone()),
             deny_cache: config.deny_cache.map(DenyCache::new),
             leases: LeaseNumbers::new(),
+            keys: config.keys,
             clock,
         }
     }
@@ -120,6 +127,30 @@ impl<S: Store> Limiter<S> {
 
     /// Decides `request`, consuming its cost when allowed.
     pub async fn check(&self, request: &CheckRequest) -> Result<Verdict, LimiterError> {
+        let request = self.kept(request);
+        self.check_kept(&request).await
+    }
+
+    /// `request` with its key as it is kept: hashed when `[keys] hash` is
+    /// on (see [`hashing`]), else as sent.
+    fn kept<'r>(&self, request: &'r CheckRequest) -> std::borrow::Cow<'r, CheckRequest> {
+        match self.keys.key(&request.key) {
+            None => std::borrow::Cow::Borrowed(request),
+            Some(key) => {
+                let mut kept = request.clone();
+                kept.key = key;
+                std::borrow::Cow::Owned(kept)
+            }
+        }
+    }
+
+    /// An operator's key (an override's, a list entry's) as it is kept.
+    pub fn kept_key(&self, raw: &str) -> String {
+        self.keys.hash(raw)
+    }
+
+    /// [`Limiter::check`] of a request whose key is already as kept.
+    async fn check_kept(&self, request: &CheckRequest) -> Result<Verdict, LimiterError> {
         let snapshot = self.snapshots.load();
         let now = self.clock.now();
         let plan = snapshot.plan(request, now)?;
@@ -278,10 +309,11 @@ impl<S: Store> Limiter<S> {
         &self,
         requests: &[CheckRequest],
     ) -> Result<Vec<Result<Verdict, LimiterError>>, (usize, LimiterError)> {
-        for (i, request) in requests.iter().enumerate() {
+        let kept: Vec<std::borrow::Cow<'_, CheckRequest>> = requests.iter().map(|r| self.kept(r)).collect();
+        for (i, request) in kept.iter().enumerate() {
             self.validate(request).map_err(|e| (i, e))?;
         }
-        let checks = futures_util::future::join_all(requests.iter().map(|request| self.check(request)));
+        let checks = futures_util::future::join_all(kept.iter().map(|request| self.check_kept(request)));
         Ok(self.store.together(checks).await)
     }
 
@@ -290,6 +322,7 @@ impl<S: Store> Limiter<S> {
     /// rule with several limits, the scopes they count by; its cost is not
     /// used. A rule with several limits answers every limit.
     pub async fn inspect(&self, request: &CheckRequest) -> Result<Verdict, LimiterError> {
+        let request = &*self.kept(request);
         let snapshot = self.snapshots.load();
         let resolved = snapshot
             .rules
@@ -338,6 +371,7 @@ impl<S: Store> Limiter<S> {
         request: &CheckRequest,
         limit: Option<&str>,
     ) -> Result<(Arc<str>, Vec<Arc<str>>), LimiterError> {
+        let request = &*self.kept(request);
         let snapshot = self.snapshots.load();
         let resolved = snapshot.rules.resolve(request.endpoint.as_deref(), None)?;
         let rule = resolved.rule.clone();

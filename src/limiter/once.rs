@@ -26,6 +26,7 @@ impl<S: Store> Limiter<S> {
     /// mode do not apply: the work was done. A store that cannot apply it
     /// is an error (the caller may retry with the same id), never a guess.
     pub async fn report(&self, request: &CheckRequest, units: Units) -> Result<Verdict, LimiterError> {
+        let request = &*self.kept(request);
         let snapshot = self.snapshots.load();
         let now = self.clock.now();
         let plan = snapshot.plan(request, now)?;

@@ -45,6 +45,8 @@ pub struct Settings {
     #[serde(default)]
     pub grpc: GrpcSettings,
     #[serde(default)]
+    pub keys: KeysSettings,
+    #[serde(default)]
     pub defaults: DefaultsSpec,
     /// Default limits per tier, by tier name.
     #[serde(default)]
@@ -261,7 +263,7 @@ mod tests {
             s.admin.token.as_ref().map(Secret::expose),
             Some("0123456789abcdef-secret")
         );
-        assert!(!format!("{s:?}").contains("secret"));
+        assert!(!format!("{s:?}").contains("0123456789abcdef-secret"));
         let err = Settings::from_toml("[admin]\ntoken = \"short\"\n").unwrap_err();
         assert!(
             err.to_string().contains("admin.token") && !err.to_string().contains("short"),

@@ -212,6 +212,41 @@ pub struct LogSettings {
     /// A `tracing` filter such as `info` or `ratelimiter=debug,info`;
     /// `RUST_LOG` wins when set.
     pub level: Option<String>,
+    /// How keys appear in logs: `fingerprint` (12 hex digits of their
+    /// SHA-256, stable across replicas) or `raw`.
+    pub keys: LogKeys,
+}
+
+/// `log.keys`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LogKeys {
+    #[default]
+    Fingerprint,
+    Raw,
+}
+
+/// `[keys]`: whether callers' keys are hashed before anything keeps them.
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysSettings {
+    pub hash: KeyHash,
+    /// The HMAC key for `hash = "hmac-sha256"`: a file holding it (at
+    /// least 16 bytes; a trailing newline is dropped).
+    pub hmac_secret_file: Option<std::path::PathBuf>,
+}
+
+/// `keys.hash`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyHash {
+    /// Keys are kept as sent.
+    #[default]
+    None,
+    /// SHA-256 of the key, in hex.
+    Sha256,
+    /// HMAC-SHA-256 of the key under `hmac_secret_file`, in hex.
+    HmacSha256,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema, clap::ValueEnum)]

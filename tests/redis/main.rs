@@ -18,4 +18,5 @@ mod leases;
 mod observability;
 mod recovery;
 mod reports;
+mod secrets;
 mod support_selftest;

@@ -146,7 +146,7 @@ async fn put_override(State(state): Shared, headers: HeaderMap, body: Result<Byt
     let record = OverrideRecord {
         endpoint: body.string("endpoint")?,
         tier: body.string("tier")?,
-        key: body.string("key")?,
+        key: kept(&state, body.string("key")?),
         algorithm: body.string("algorithm")?,
         limit: body.integer("limit")?,
         window: body.string("window")?,
@@ -182,12 +182,27 @@ async fn put_override(State(state): Shared, headers: HeaderMap, body: Result<Byt
     ))
 }
 
+/// An operator's key as the limiter keeps keys (hashed when `[keys] hash`
+/// is on), so that overrides and list entries match the requests' keys.
+fn kept(state: &HttpState, key: Option<String>) -> Option<String> {
+    key.map(|key| state.ctx.limiter.kept_key(&key))
+}
+
+/// A list entry as kept: a key hashed like the requests' keys; an address
+/// or range as it is (`client_ip` is never hashed).
+fn kept_entry(state: &HttpState, entry: ListEntry) -> String {
+    match entry {
+        ListEntry::Key(key) => state.ctx.limiter.kept_key(&key),
+        net => net.to_string(),
+    }
+}
+
 async fn delete_override(State(state): Shared, QueryParams(params): QueryParams<HashMap<String, String>>) -> Reply {
     let mut query = Query::new(params);
     let probe = OverrideRecord {
         endpoint: query.optional("endpoint"),
         tier: query.optional("tier"),
-        key: query.optional("key"),
+        key: kept(&state, query.optional("key")),
         algorithm: None,
         limit: None,
         window: None,
@@ -270,7 +285,7 @@ async fn put_entry(
     let parsed = ListEntry::parse(&entry, state.ctx.limiter.max_key_bytes())
         .map_err(|e| ApiError::field("entry", e.to_string()))?;
     let record = ListRecord {
-        entry: parsed.to_string(),
+        entry: kept_entry(&state, parsed),
         expires_at_ms,
         comment,
         created_at_ms: now_ms(&state),
@@ -298,7 +313,7 @@ async fn delete_entry(
     query.finish("entry")?;
     // Accept any spelling of the entry (e.g. an uncompressed IPv6 address).
     let canonical = ListEntry::parse(&entry, state.ctx.limiter.max_key_bytes())
-        .map(|e| e.to_string())
+        .map(|e| kept_entry(&state, e))
         .unwrap_or(entry);
     if !state
         .ctx

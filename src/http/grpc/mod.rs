@@ -51,10 +51,10 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
-    pub fn new(ctx: Arc<Context>, settings: &GrpcSettings) -> RateLimiter {
+    pub fn new(ctx: Arc<Context>, settings: &GrpcSettings, raw_keys: bool) -> RateLimiter {
         RateLimiter {
             ctx,
-            log: LogSampler::new(20),
+            log: LogSampler::new(20).with_raw_keys(raw_keys),
             domains: mapping::domains(&settings.domains),
             max_descriptors: settings.max_descriptors,
         }
@@ -321,7 +321,13 @@ fn status_name(code: tonic::Code) -> &'static str {
 /// Serves the RateLimitService and health on `listener` until `shutdown`
 /// completes, then lets in-flight calls finish. Health answers `SERVING`
 /// until the replica starts draining, then `NOT_SERVING`.
-pub async fn serve<F>(listener: TcpListener, ctx: Arc<Context>, settings: GrpcSettings, shutdown: F) -> io::Result<()>
+pub async fn serve<F>(
+    listener: TcpListener,
+    ctx: Arc<Context>,
+    settings: GrpcSettings,
+    raw_keys: bool,
+    shutdown: F,
+) -> io::Result<()>
 where
     F: Future<Output = ()> + Send + 'static,
 {
@@ -337,7 +343,7 @@ where
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
     });
-    let service = RateLimitServiceServer::new(RateLimiter::new(ctx, &settings))
+    let service = RateLimitServiceServer::new(RateLimiter::new(ctx, &settings, raw_keys))
         .max_decoding_message_size(settings.max_message_bytes);
     let result = tonic::transport::Server::builder()
         .add_service(health)

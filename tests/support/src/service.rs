@@ -12,6 +12,9 @@ use serde_json::Value;
 
 /// The `ratelimiter` binary of this build: `<target-dir>/<profile>/ratelimiter`
 /// beside the running test's `deps/` directory (see the crate docs).
+/// How many log lines a [`Service`] keeps for [`Service::log_lines`].
+const MAX_LOG_LINES: usize = 100_000;
+
 pub fn binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
@@ -37,6 +40,8 @@ pub struct Service {
     addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
     grpc_addr: Option<SocketAddr>,
+    /// Every log line so far (the first [`MAX_LOG_LINES`]).
+    log: Arc<Mutex<Vec<String>>>,
     config: std::path::PathBuf,
     _config_dir: Option<tempfile::TempDir>,
 }
@@ -73,9 +78,17 @@ impl Service {
         let admin = admin_addr.clone();
         let grpc_addr = Arc::new(Mutex::new(None));
         let grpc = grpc_addr.clone();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let kept = log.clone();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                {
+                    let mut kept = kept.lock().unwrap();
+                    if kept.len() < MAX_LOG_LINES {
+                        kept.push(line.clone());
+                    }
+                }
                 let Ok(event) = serde_json::from_str::<Value>(&line) else {
                     continue;
                 };
@@ -111,6 +124,7 @@ impl Service {
             addr,
             admin_addr,
             grpc_addr,
+            log,
             config: config.to_owned(),
             _config_dir: dir,
         }
@@ -139,6 +153,11 @@ impl Service {
     }
 
     /// The admin listener's address, when it has its own.
+    /// The log lines the service has written so far (JSON, one per line).
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
     /// The gRPC listener's address, when the config sets `[grpc] listen`.
     pub fn grpc_addr(&self) -> Option<SocketAddr> {
         self.grpc_addr
