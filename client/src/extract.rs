@@ -62,20 +62,42 @@ impl fmt::Debug for KeyExtractor {
 
 impl KeyExtractor {
     /// The value of header `name` as `<name>:<value>` (the name in lower
-    /// case), e.g. `x-api-key:abc123`. An absent, empty or non-UTF-8 value
-    /// yields no key.
+    /// case), e.g. `x-org-id:acme`. An absent, empty or non-UTF-8 value
+    /// yields no key. The headers that carry credentials, `x-api-key` and
+    /// `authorization`, are kept as `<name>:sha256:<hex of the value>`,
+    /// never the credential itself, as ratelimiter's `/check/forward` keeps
+    /// them (its `forward.hash_headers`); [`KeyExtractor::header_raw`] sends
+    /// the value as it is.
     ///
     /// # Panics
     ///
     /// When `name` is not a valid header name (a programming error, found
     /// when the layer is built).
     pub fn header(name: &str) -> KeyExtractor {
+        let credential = matches!(name.to_ascii_lowercase().as_str(), "x-api-key" | "authorization");
+        KeyExtractor::header_with(name, credential)
+    }
+
+    /// The value of header `name` as `<name>:<value>`, never hashed (for a
+    /// credential header, only with `forward.hash_headers` emptied on the
+    /// service too, or the two count apart).
+    pub fn header_raw(name: &str) -> KeyExtractor {
+        KeyExtractor::header_with(name, false)
+    }
+
+    fn header_with(name: &str, hashed: bool) -> KeyExtractor {
         let name = HeaderName::from_bytes(name.as_bytes()).unwrap_or_else(|e| panic!("header name {name:?}: {e}"));
         let source: Arc<str> = Arc::from(name.as_str());
         KeyExtractor {
             f: Arc::new(move |parts: &Parts| {
                 let value = parts.headers.get(&name)?.to_str().ok()?.trim();
-                (!value.is_empty()).then(|| DerivedKey::plain(format!("{}:{value}", name.as_str())))
+                if value.is_empty() {
+                    return None;
+                }
+                Some(DerivedKey::plain(match hashed {
+                    true => format!("{}:sha256:{}", name.as_str(), sha256_hex(value)),
+                    false => format!("{}:{value}", name.as_str()),
+                }))
             }),
             source,
         }
@@ -194,6 +216,18 @@ fn parse_ip(s: &str) -> Option<IpAddr> {
         .or_else(|| s.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
 }
 
+/// The SHA-256 of `value`, in lower-case hex.
+fn sha256_hex(value: &str) -> String {
+    use sha2::{Digest, Sha256};
+    use std::fmt::Write;
+    Sha256::digest(value.as_bytes())
+        .iter()
+        .fold(String::with_capacity(64), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+}
+
 /// IPv4-mapped IPv6 addresses as IPv4, as ratelimiter's lists see them.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
@@ -222,8 +256,21 @@ mod tests {
     fn header_key_is_prefixed_with_the_lower_case_name() {
         let key = KeyExtractor::header("X-Api-Key");
         assert_eq!(key.source(), "x-api-key");
-        let p = parts(Request::get("/").header("x-api-key", " abc123 "));
-        assert_eq!(key.extract(&p).as_deref(), Some("x-api-key:abc123"));
+        let p = parts(Request::get("/").header("x-api-key", " abc "));
+        // A credential: kept as its SHA-256, as /check/forward keeps it.
+        assert_eq!(
+            key.extract(&p).as_deref(),
+            Some("x-api-key:sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        );
+        assert_eq!(
+            KeyExtractor::header_raw("x-api-key").extract(&p).as_deref(),
+            Some("x-api-key:abc")
+        );
+        let org = parts(Request::get("/").header("x-org-id", "acme"));
+        assert_eq!(
+            KeyExtractor::header("X-Org-Id").extract(&org).as_deref(),
+            Some("x-org-id:acme")
+        );
         assert_eq!(key.extract(&parts(Request::get("/"))), None);
         assert_eq!(key.extract(&parts(Request::get("/").header("x-api-key", ""))), None);
         let not_utf8 = http::HeaderValue::from_bytes(b"\xff\xfe").unwrap();
@@ -301,7 +348,7 @@ mod tests {
                 .header("x-api-key", "k")
                 .header("x-forwarded-for", "192.0.2.1"),
         );
-        assert_eq!(key.extract(&both).as_deref(), Some("x-api-key:k"));
+        assert!(key.extract(&both).unwrap().starts_with("x-api-key:sha256:"));
         let ip_only = parts(Request::get("/").header("x-forwarded-for", "192.0.2.1"));
         assert_eq!(key.extract(&ip_only).as_deref(), Some("ip:192.0.2.1"));
         assert_eq!(

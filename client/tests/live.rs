@@ -937,7 +937,9 @@ async fn the_layer_holds_a_lease_for_the_request_and_releases_it_after() {
     let free = move || {
         let quota = quota.clone();
         async move {
-            let peek = CheckRequest::new("x-api-key:sam").endpoint("GET /api/slow").peek();
+            // The layer keeps the credential header as its SHA-256.
+            let key = ratelimiter::limiter::hashing::credential_key("x-api-key:sam", &["x-api-key".to_owned()]);
+            let peek = CheckRequest::new(key).endpoint("GET /api/slow").peek();
             quota.check(&peek).await.unwrap().remaining == 1
         }
     };

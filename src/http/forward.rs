@@ -24,6 +24,7 @@ use base64::Engine;
 use super::check::answer;
 use super::{ApiError, HttpState};
 use crate::core::Cost;
+use crate::limiter::hashing::credential_key;
 use crate::limiter::{CheckRequest, Key, Protocol};
 use crate::settings::ForwardSettings;
 
@@ -75,6 +76,7 @@ pub fn parse_forwarded(
         .key_headers
         .iter()
         .find_map(|name| identity(name, header(name)?))
+        .map(|key| credential_key(&key, &settings.hash_headers))
         .ok_or_else(|| {
             ApiError::field(
                 "key",

@@ -85,6 +85,21 @@ impl KeyHasher {
     }
 }
 
+/// A key made of a credential header, kept as the credential's SHA-256:
+/// `x-api-key:<secret>` becomes `x-api-key:sha256:<hex>` when its prefix
+/// is one of `headers` (`forward.hash_headers`). Anything else, and a key
+/// already in that form, is returned as it is.
+pub fn credential_key(key: &str, headers: &[String]) -> String {
+    match key.split_once(':') {
+        Some((source, value))
+            if !value.starts_with("sha256:") && headers.iter().any(|h| h.eq_ignore_ascii_case(source)) =>
+        {
+            format!("{source}:sha256:{}", KeyHasher::Sha256.hash(value))
+        }
+        _ => key.to_owned(),
+    }
+}
+
 /// A short, stable stand-in for `raw` in logs: the first 12 hex digits of
 /// its SHA-256.
 pub fn fingerprint(raw: &str) -> String {
@@ -117,6 +132,24 @@ mod tests {
         assert_eq!(hmac.hash("abc").len(), 64);
         assert_ne!(hmac.hash("abc"), KeyHasher::Sha256.hash("abc"));
         assert_eq!(fingerprint("abc"), "ba7816bf8f01");
+    }
+
+    #[test]
+    fn credential_keys_keep_their_source_and_hash_the_secret() {
+        let headers = ["x-api-key".to_owned(), "authorization".to_owned()];
+        let kept = credential_key("x-api-key:abc", &headers);
+        assert_eq!(
+            kept,
+            "x-api-key:sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(credential_key(&kept, &headers), kept, "hashed once");
+        assert_eq!(
+            credential_key("X-Api-Key:abc", &headers),
+            "X-Api-Key:sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(credential_key("ip:10.0.0.1", &headers), "ip:10.0.0.1");
+        assert_eq!(credential_key("user:7", &headers), "user:7");
+        assert_eq!(credential_key("x-api-key:abc", &[]), "x-api-key:abc");
     }
 
     #[test]

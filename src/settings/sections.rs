@@ -324,6 +324,10 @@ pub struct ForwardSettings {
     /// gives the request `"scopes": {"org": <x-org-id's value>}` for rules
     /// whose limits count per org.
     pub scope_headers: BTreeMap<String, String>,
+    /// Identity headers that carry credentials: their key is kept as
+    /// `<header>:sha256:<hex>` (the client crate's extractor writes the
+    /// same), never the credential itself.
+    pub hash_headers: Vec<String>,
 }
 
 impl Default for ForwardSettings {
@@ -335,6 +339,7 @@ impl Default for ForwardSettings {
             uri_headers: v(&["x-original-uri", "x-forwarded-uri"]),
             tier_header: "x-ratelimit-tier".to_owned(),
             scope_headers: BTreeMap::new(),
+            hash_headers: v(&["x-api-key", "authorization"]),
         }
     }
 }

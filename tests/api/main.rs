@@ -6,6 +6,7 @@ mod batch;
 mod binary;
 mod check;
 mod cli;
+mod credentials;
 mod errors;
 mod fuzz;
 mod gateway;

@@ -36,6 +36,7 @@ use crate::core::Cost;
 use crate::http::ops::RulesView;
 use crate::http::{read_json_body, ApiError, HttpState};
 use crate::limiter::access::ListEntry;
+use crate::limiter::hashing::credential_key;
 use crate::limiter::rules::By;
 use crate::limiter::{CheckRequest, Key};
 use crate::settings::{format_duration, Secret};
@@ -185,14 +186,22 @@ async fn put_override(State(state): Shared, headers: HeaderMap, body: Result<Byt
 /// An operator's key as the limiter keeps keys (hashed when `[keys] hash`
 /// is on), so that overrides and list entries match the requests' keys.
 fn kept(state: &HttpState, key: Option<String>) -> Option<String> {
-    key.map(|key| state.ctx.limiter.kept_key(&key))
+    key.map(|key| {
+        state
+            .ctx
+            .limiter
+            .kept_key(&credential_key(&key, &state.forward.hash_headers))
+    })
 }
 
 /// A list entry as kept: a key hashed like the requests' keys; an address
 /// or range as it is (`client_ip` is never hashed).
 fn kept_entry(state: &HttpState, entry: ListEntry) -> String {
     match entry {
-        ListEntry::Key(key) => state.ctx.limiter.kept_key(&key),
+        ListEntry::Key(key) => state
+            .ctx
+            .limiter
+            .kept_key(&credential_key(&key, &state.forward.hash_headers)),
         net => net.to_string(),
     }
 }
@@ -339,8 +348,15 @@ fn key_param(query: &mut Query, max_key_bytes: usize) -> Result<Key, ApiError> {
 }
 
 /// The key, rule and scopes of `/admin/keys`, as a check names them.
-fn key_request(query: &mut Query, max_key_bytes: usize, tier: bool) -> Result<CheckRequest, ApiError> {
-    let mut request = CheckRequest::new(key_param(query, max_key_bytes)?, Cost::ONE);
+fn key_request(
+    query: &mut Query,
+    max_key_bytes: usize,
+    tier: bool,
+    credentials: &[String],
+) -> Result<CheckRequest, ApiError> {
+    let key = key_param(query, max_key_bytes)?;
+    let key = Key::parse(credential_key(key.as_str(), credentials), usize::MAX).unwrap_or(key);
+    let mut request = CheckRequest::new(key, Cost::ONE);
     request.endpoint = query.optional("endpoint");
     if tier {
         request.tier = query.optional("tier");
@@ -351,7 +367,12 @@ fn key_request(query: &mut Query, max_key_bytes: usize, tier: bool) -> Result<Ch
 
 async fn inspect_key(State(state): Shared, QueryParams(params): QueryParams<HashMap<String, String>>) -> Reply {
     let mut query = Query::new(params);
-    let request = key_request(&mut query, state.ctx.limiter.max_key_bytes(), true)?;
+    let request = key_request(
+        &mut query,
+        state.ctx.limiter.max_key_bytes(),
+        true,
+        &state.forward.hash_headers,
+    )?;
     query.finish("key, endpoint, tier, scopes.<name>")?;
     let v = state.ctx.limiter.inspect(&request).await?;
     let mut body = json!({
@@ -395,7 +416,12 @@ async fn inspect_key(State(state): Shared, QueryParams(params): QueryParams<Hash
 
 async fn reset_key(State(state): Shared, QueryParams(params): QueryParams<HashMap<String, String>>) -> Reply {
     let mut query = Query::new(params);
-    let request = key_request(&mut query, state.ctx.limiter.max_key_bytes(), false)?;
+    let request = key_request(
+        &mut query,
+        state.ctx.limiter.max_key_bytes(),
+        false,
+        &state.forward.hash_headers,
+    )?;
     let name = query.optional("name");
     query.finish("key, endpoint, name, scopes.<name>")?;
     let (rule, limits) = state.ctx.limiter.reset(&request, name.as_deref()).await?;
