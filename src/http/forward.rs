@@ -188,8 +188,16 @@ mod tests {
     #[test]
     fn the_first_identity_header_names_the_key() {
         let r = parse(&[("x-forwarded-for", "203.0.113.9, 10.0.0.1"), ("x-api-key", "k-123")]).unwrap();
-        assert_eq!(r.key.as_str(), "x-api-key:k-123");
+        // A credential: kept as its SHA-256 (forward.hash_headers).
+        let hashed = crate::limiter::hashing::KeyHasher::Sha256.hash("k-123");
+        assert_eq!(r.key.as_str(), format!("x-api-key:sha256:{hashed}"));
         assert_eq!(r.client_ip, Some("203.0.113.9".parse().unwrap()));
+        let raw = ForwardSettings {
+            hash_headers: Vec::new(),
+            ..ForwardSettings::default()
+        };
+        let r = parse_forwarded(&headers(&[("x-api-key", "k-123")]), &raw, 256).unwrap();
+        assert_eq!(r.key.as_str(), "x-api-key:k-123");
         let r = parse(&[("x-forwarded-for", "2001:db8::7")]).unwrap();
         assert_eq!(r.key.as_str(), "ip:2001:db8::7");
     }

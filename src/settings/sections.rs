@@ -326,7 +326,8 @@ pub struct ForwardSettings {
     pub scope_headers: BTreeMap<String, String>,
     /// Identity headers that carry credentials: their key is kept as
     /// `<header>:sha256:<hex>` (the client crate's extractor writes the
-    /// same), never the credential itself.
+    /// same), never the credential itself. (`authorization` gives the
+    /// bearer JWT's `sub`, an identity, not the token.)
     pub hash_headers: Vec<String>,
 }
 
@@ -339,7 +340,7 @@ impl Default for ForwardSettings {
             uri_headers: v(&["x-original-uri", "x-forwarded-uri"]),
             tier_header: "x-ratelimit-tier".to_owned(),
             scope_headers: BTreeMap::new(),
-            hash_headers: v(&["x-api-key", "authorization"]),
+            hash_headers: v(&["x-api-key"]),
         }
     }
 }

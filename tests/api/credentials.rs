@@ -1,5 +1,5 @@
-//! `/check/forward` keeps credential headers (`forward.hash_headers`:
-//! `x-api-key`, `authorization`) as their SHA-256: the secret is in no
+//! `/check/forward` keeps credential headers (`forward.hash_headers`,
+//! `x-api-key` by default) as their SHA-256: the secret is in no
 //! stats, while blocking and inspecting by `x-api-key:<secret>` work.
 
 use axum::body::Body;
