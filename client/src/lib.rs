@@ -37,6 +37,10 @@
 //! parsing, redirects, cookies, TLS options) that a loopback or
 //! private-network call to one JSON endpoint never uses. The service speaks
 //! plain HTTP (TLS is terminated in front of it), and so does this client.
+//!
+//! # The README
+//!
+#![doc = include_str!("../README.md")]
 
 pub mod client;
 pub mod extract;

@@ -26,6 +26,7 @@ mod docker;
 mod envoy;
 mod kubernetes;
 mod msrv;
+mod publish;
 mod schema;
 mod systemd;
 mod terraform;
