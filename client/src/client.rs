@@ -506,6 +506,25 @@ impl Client {
     }
 }
 
+/// The client as a [`tower::Service`] of checks, so that tower's layers
+/// (timeouts, retries, concurrency limits, load balancing over several
+/// clients) stack on it: `ServiceBuilder::new().layer(…).service(client)`.
+/// Always ready; each call is [`Client::check`].
+impl tower::Service<CheckRequest> for Client {
+    type Response = CheckOutcome;
+    type Error = ClientError;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<CheckOutcome, ClientError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), ClientError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: CheckRequest) -> Self::Future {
+        let client = self.clone();
+        Box::pin(async move { client.check(&request).await })
+    }
+}
+
 /// The error of a `/release` or `/renew` answer that is not its success.
 fn lease_error(status: StatusCode, value: &serde_json::Value) -> ClientError {
     match (status.as_u16(), value["error"].as_str()) {

@@ -994,3 +994,20 @@ async fn cors_preflights_pass_unchecked_unless_asked() {
     assert_eq!(send(preflight(strict.addr)).await.status, StatusCode::BAD_REQUEST);
     replica.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_is_a_tower_service_of_checks() {
+    use tower::{Service, ServiceExt};
+    let replica = Replica::start().await;
+    let mut service = replica.client();
+    let request = CheckRequest::new("tower").endpoint("GET /api/items");
+    let first = service.ready().await.unwrap().call(request.clone()).await.unwrap();
+    assert!(first.allowed);
+    // Stacked under tower's own layers like any service.
+    let stacked = tower::ServiceBuilder::new()
+        .concurrency_limit(1)
+        .service(replica.client());
+    let second = stacked.oneshot(request).await.unwrap();
+    assert_eq!(second.remaining, first.remaining - 1);
+    replica.stop().await;
+}
