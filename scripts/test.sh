@@ -19,9 +19,10 @@ command -v nginx >/dev/null || missing+=(nginx)
 command -v wrk >/dev/null || missing+=(wrk)
 SCHEMATHESIS_VERSION=4.32.5
 JSONSCHEMA_VERSION=4.26.0
+KUBERNETES_VALIDATE_VERSION=1.37.0
 have_schemathesis() {
   target/venv/bin/schemathesis --version 2>/dev/null | grep -qF "$SCHEMATHESIS_VERSION" &&
-    target/venv/bin/python -c "import importlib.metadata as m; assert m.version('jsonschema') == '$JSONSCHEMA_VERSION'" 2>/dev/null
+    target/venv/bin/python -c "import importlib.metadata as m; assert m.version('jsonschema') == '$JSONSCHEMA_VERSION'; assert m.version('kubernetes-validate') == '$KUBERNETES_VALIDATE_VERSION'" 2>/dev/null
 }
 if ! have_schemathesis; then
   probe="$(mktemp -d)"
@@ -39,15 +40,18 @@ redis-server --version
 promtool --version | head -1
 
 # schemathesis (PyPI) in a virtualenv under target/, for
-# tests/api/schemathesis.rs, which looks for it there; and jsonschema, with
+# tests/api/schemathesis.rs, which looks for it there; jsonschema, with
 # which tests/deploy/schema.rs validates configuration files against the
-# published JSON Schema.
+# published JSON Schema; and kubernetes-validate (it carries the
+# Kubernetes schemas, so it works offline), with which
+# tests/deploy/kubernetes.rs validates the manifests.
 if ! have_schemathesis; then
-  echo "== installing schemathesis $SCHEMATHESIS_VERSION and jsonschema $JSONSCHEMA_VERSION into target/venv (PyPI)"
+  echo "== installing schemathesis $SCHEMATHESIS_VERSION, jsonschema $JSONSCHEMA_VERSION and kubernetes-validate $KUBERNETES_VALIDATE_VERSION into target/venv (PyPI)"
   mkdir -p target
   python3 -m venv --clear target/venv
   target/venv/bin/pip install --quiet --disable-pip-version-check \
-    "schemathesis==$SCHEMATHESIS_VERSION" "jsonschema==$JSONSCHEMA_VERSION"
+    "schemathesis==$SCHEMATHESIS_VERSION" "jsonschema==$JSONSCHEMA_VERSION" \
+    "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
 fi
 target/venv/bin/schemathesis --version
 

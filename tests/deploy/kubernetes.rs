@@ -393,3 +393,46 @@ fn service_pdb_and_hpa_select_the_deployment_pods() {
         other => panic!("the PDB sets neither or both of maxUnavailable and minAvailable: {other:?}"),
     }
 }
+
+/// kubernetes-validate (in the suite's virtualenv; it carries the
+/// Kubernetes schemas, so it runs offline), strict: every manifest the
+/// kustomization lists is a valid object of its kind, and a broken one is
+/// refused (the validator really validates).
+#[test]
+fn kubernetes_validate_accepts_every_manifest_strictly() {
+    let validate = crate::common::repo("target/venv/bin/kubernetes-validate");
+    assert!(
+        validate.is_file(),
+        "{} is missing: run scripts/test.sh, which installs it into target/venv",
+        validate.display()
+    );
+    let files: BTreeSet<String> = manifests().into_iter().map(|(f, _)| f).collect();
+    let paths: Vec<std::path::PathBuf> = files
+        .iter()
+        .map(|f| crate::common::repo(&format!("{DIR}/{f}")))
+        .collect();
+    let out = std::process::Command::new(&validate)
+        .arg("--strict")
+        .args(&paths)
+        .output()
+        .expect("kubernetes-validate runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    for file in &files {
+        assert!(text.contains(&format!("{file} passed")), "{file} in\n{text}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.yaml");
+    let deployment = crate::common::read(&format!("{DIR}/deployment.yaml"));
+    std::fs::write(&broken, deployment.replacen("replicas:", "replicaz:", 1)).unwrap();
+    let out = std::process::Command::new(&validate)
+        .arg("--strict")
+        .arg(&broken)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a misspelt field is refused");
+}
