@@ -109,6 +109,7 @@ impl Settings {
             .try_parsing(true)
             .list_separator(",")
             .with_list_parse_key("store.redis.nodes")
+            .with_list_parse_key("store.redis.sentinels")
             .source(env);
         Settings::from_builder(builder.add_source(env), origin)
     }
@@ -244,6 +245,46 @@ mod tests {
     fn missing_file_names_the_path() {
         let err = Settings::load_with_env(Some(Path::new("/nonexistent/rl.toml")), Some(HashMap::new())).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/rl.toml"), "{err}");
+    }
+
+    #[test]
+    fn redis_tls_and_sentinel_settings_are_checked_together() {
+        let problem = |toml: &str| Settings::from_toml(toml).unwrap_err().to_string();
+        let err = problem("[store.redis]\ntls_ca_file = \"/ca.pem\"\n");
+        assert!(
+            err.contains("store.redis.tls_ca_file") && err.contains("rediss://"),
+            "{err}"
+        );
+        let err = problem("[store.redis]\nurl = \"rediss://h:1\"\ntls_cert_file = \"/c.pem\"\n");
+        assert!(err.contains("tls_cert_file and tls_key_file"), "{err}");
+        let ok = "[store.redis]\nurl = \"rediss://h:1\"\ntls_ca_file = \"/ca\"\ntls_cert_file = \"/c\"\ntls_key_file = \"/k\"\n";
+        assert!(Settings::from_toml(ok).unwrap().store.redis.uses_tls());
+        let seeds = "[store.redis]\nmode = \"cluster\"\nnodes = [\"rediss://h:1\"]\ntls_ca_file = \"/ca\"\n";
+        assert!(Settings::from_toml(seeds).is_ok());
+
+        let err = problem("[store.redis]\nmode = \"sentinel\"\n");
+        assert!(
+            err.contains("store.redis.sentinels") && err.contains("store.redis.service_name"),
+            "{err}"
+        );
+        let err = problem("[store.redis]\nsentinels = [\"h:26379\"]\n");
+        assert!(err.contains("sentinel addresses need mode"), "{err}");
+        let env = HashMap::from([
+            ("RATELIMITER__STORE__REDIS__MODE".to_owned(), "sentinel".to_owned()),
+            (
+                "RATELIMITER__STORE__REDIS__SENTINELS".to_owned(),
+                "a:26379,b:26379".to_owned(),
+            ),
+            ("RATELIMITER__STORE__REDIS__SERVICE_NAME".to_owned(), "main".to_owned()),
+            ("RATELIMITER__STORE__REDIS__PASSWORD".to_owned(), "12345678".to_owned()),
+        ]);
+        let s = Settings::load_with_env(None, Some(env)).unwrap();
+        assert_eq!(s.store.redis.sentinels, ["a:26379", "b:26379"]);
+        assert_eq!(s.store.redis.password.as_ref().map(|p| p.expose()), Some("12345678"));
+        assert!(
+            !format!("{:?}", s.store.redis).contains("12345678"),
+            "the password is not printed"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -111,12 +112,35 @@ pub enum Backend {
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisSettings {
-    /// `standalone`, `cluster`, or `auto` (ask the server whether cluster
-    /// mode is enabled).
+    /// `standalone`, `cluster`, `sentinel`, or `auto` (ask the server
+    /// whether cluster mode is enabled).
     pub mode: RedisMode,
     /// Standalone server, or one cluster seed node:
-    /// `redis://[user:password@]host:port[/db]`.
+    /// `redis://[user:password@]host:port[/db]`; `rediss://` for TLS. With
+    /// `mode = "sentinel"` only its scheme (TLS or not), credentials and
+    /// database count: the master's address comes from the sentinels.
     pub url: String,
+    /// AUTH user, overriding the URL's (Redis 6 ACLs).
+    pub username: Option<String>,
+    /// AUTH password, overriding the URL's; set it from the environment
+    /// (`RATELIMITER__STORE__REDIS__PASSWORD`) to keep it out of files.
+    pub password: Option<Secret>,
+    /// TLS (`rediss://`): PEM file of the certificate authorities to trust;
+    /// absent, the system's roots. The server name is always checked.
+    pub tls_ca_file: Option<PathBuf>,
+    /// TLS: PEM client certificate (chain) for mutual TLS; needs
+    /// `tls_key_file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// TLS: PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// `mode = "sentinel"`: the sentinels' `host:port` addresses.
+    pub sentinels: Vec<String>,
+    /// `mode = "sentinel"`: the name the sentinels monitor the master by.
+    pub service_name: String,
+    /// `mode = "sentinel"`: AUTH for the sentinels themselves, when they
+    /// ask for one (the master's is `password`).
+    pub sentinel_username: Option<String>,
+    pub sentinel_password: Option<Secret>,
     /// Cluster seed nodes (`redis://host:port` or `host:port`); when set,
     /// `url` only contributes credentials.
     pub nodes: Vec<String>,
@@ -147,6 +171,15 @@ impl Default for RedisSettings {
         RedisSettings {
             mode: RedisMode::Auto,
             url: "redis://127.0.0.1:6379".to_owned(),
+            username: None,
+            password: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            sentinels: Vec::new(),
+            service_name: String::new(),
+            sentinel_username: None,
+            sentinel_password: None,
             nodes: Vec::new(),
             pool_size: 4,
             connect_timeout: HumanDuration(Duration::from_secs(2)),
@@ -161,6 +194,14 @@ impl Default for RedisSettings {
     }
 }
 
+impl RedisSettings {
+    /// Whether connections use TLS: a `rediss://` url or seed node.
+    pub fn uses_tls(&self) -> bool {
+        let tls = |url: &str| url.trim_start().to_ascii_lowercase().starts_with("rediss://");
+        tls(&self.url) || self.nodes.iter().any(|n| tls(n))
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RedisMode {
@@ -168,6 +209,9 @@ pub enum RedisMode {
     Auto,
     Standalone,
     Cluster,
+    /// A master and its replicas watched by Redis Sentinel: the service
+    /// asks the sentinels for the master, and again after a failover.
+    Sentinel,
 }
 
 /// The deny cache of the Redis backend: denials answered locally until

@@ -140,12 +140,13 @@ impl Settings {
         if let Err(e) = crate::store::redis::keys::check_prefix(&redis.key_prefix) {
             problems.push(Problem::new("store.redis.key_prefix", e));
         }
-        if redis.mode == RedisMode::Standalone && !redis.nodes.is_empty() {
+        if matches!(redis.mode, RedisMode::Standalone | RedisMode::Sentinel) && !redis.nodes.is_empty() {
             problems.push(Problem::new(
                 "store.redis.nodes",
                 "cluster seed nodes need mode = \"cluster\" or \"auto\"",
             ));
         }
+        problems.extend(redis_tls_and_sentinel(redis));
         if let Some(token) = &self.admin.token {
             if token.expose().len() < 16 {
                 problems.push(Problem::new("admin.token", "must be at least 16 characters"));
@@ -201,4 +202,49 @@ impl Settings {
             Err(problems)
         }
     }
+}
+
+/// `[store.redis]`'s TLS files and Sentinel settings, which only make
+/// sense together with the right URL scheme and mode.
+fn redis_tls_and_sentinel(redis: &super::RedisSettings) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let tls = redis.uses_tls();
+    for (field, set) in [
+        ("store.redis.tls_ca_file", redis.tls_ca_file.is_some()),
+        ("store.redis.tls_cert_file", redis.tls_cert_file.is_some()),
+        ("store.redis.tls_key_file", redis.tls_key_file.is_some()),
+    ] {
+        if set && !tls {
+            problems.push(Problem::new(
+                field,
+                "is set but the connection is not TLS: use a rediss:// url",
+            ));
+        }
+    }
+    if redis.tls_cert_file.is_some() != redis.tls_key_file.is_some() {
+        problems.push(Problem::new(
+            "store.redis.tls_cert_file",
+            "mutual TLS needs both tls_cert_file and tls_key_file",
+        ));
+    }
+    let sentinel = redis.mode == RedisMode::Sentinel;
+    if sentinel && redis.sentinels.is_empty() {
+        problems.push(Problem::new(
+            "store.redis.sentinels",
+            "mode = \"sentinel\" needs at least one sentinel address (host:port)",
+        ));
+    }
+    if sentinel && redis.service_name.trim().is_empty() {
+        problems.push(Problem::new(
+            "store.redis.service_name",
+            "mode = \"sentinel\" needs the name the sentinels monitor the master by",
+        ));
+    }
+    if !sentinel && !redis.sentinels.is_empty() {
+        problems.push(Problem::new(
+            "store.redis.sentinels",
+            "sentinel addresses need mode = \"sentinel\"",
+        ));
+    }
+    problems
 }

@@ -21,7 +21,7 @@ fn key<'a>(rule: &'a str, key: &'a str) -> StoreKey<'a> {
     StoreKey { rule, key }
 }
 
-async fn contract<S: Store>(store: &S) {
+pub async fn contract<S: Store>(store: &S) {
     for algorithm in Algorithm::ALL {
         let p = policy(algorithm, 5);
         let one = Cost::ONE;

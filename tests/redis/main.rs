@@ -20,3 +20,4 @@ mod recovery;
 mod reports;
 mod secrets;
 mod support_selftest;
+mod tls;

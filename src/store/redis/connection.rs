@@ -1,5 +1,6 @@
 //! Reaching Redis: the fred configuration from `[store.redis]` (a
-//! standalone server or a cluster, asked when `mode = "auto"`), with the
+//! standalone server or a cluster, asked when `mode = "auto"`, or a master
+//! found through Redis Sentinel), TLS and credentials, with the
 //! reconnection policy and timeouts every connection shares, and the
 //! connection pool and pub/sub clients built from it.
 //!
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use fred::clients::SubscriberClient;
 use fred::prelude::{
-    Builder, ClientLike, Config, Error as FredError, ErrorKind, Pool, ReconnectPolicy, ServerConfig, TcpConfig,
+    Builder, ClientLike, Config, Error as FredError, ErrorKind, Pool, ReconnectPolicy, Server, ServerConfig, TcpConfig,
 };
 use fred::types::InfoKind;
 
@@ -29,6 +30,8 @@ pub enum ConnectError {
         #[source]
         source: FredError,
     },
+    #[error("{field}: {reason}")]
+    Tls { field: &'static str, reason: String },
     #[error("cannot load the Lua scripts into Redis: {0}")]
     Scripts(#[source] FredError),
 }
@@ -153,17 +156,38 @@ fn millis(d: Duration) -> u32 {
 /// Builds the fred configuration, asking the server whether it runs in
 /// cluster mode when `mode = "auto"`.
 async fn server_config(settings: &RedisSettings) -> Result<(Config, bool), ConnectError> {
-    let mut config = Config::from_url(&settings.url).map_err(|e| ConnectError::Address {
-        address: settings.url.clone(),
-        reason: e.details().to_owned(),
-    })?;
+    let mut config = parse_url(&settings.url)?;
+    if let Some(username) = &settings.username {
+        config.username = Some(username.clone());
+    }
+    if let Some(password) = &settings.password {
+        config.password = Some(password.expose().to_owned());
+    }
+    config.tls = super::tls::config(settings)?;
     let nodes = settings
         .nodes
         .iter()
         .map(|node| parse_host_port(node))
         .collect::<Result<Vec<_>, _>>()?;
+    if settings.mode == RedisMode::Sentinel {
+        let sentinels = settings
+            .sentinels
+            .iter()
+            .map(|node| parse_host_port(node))
+            .collect::<Result<Vec<_>, _>>()?;
+        config.server = ServerConfig::Sentinel {
+            hosts: sentinels
+                .into_iter()
+                .map(|(host, port)| Server::new(host, port))
+                .collect(),
+            service_name: settings.service_name.clone(),
+            username: settings.sentinel_username.clone(),
+            password: settings.sentinel_password.as_ref().map(|p| p.expose().to_owned()),
+        };
+        return Ok((config, false));
+    }
     let clustered = match settings.mode {
-        RedisMode::Standalone => false,
+        RedisMode::Standalone | RedisMode::Sentinel => false,
         RedisMode::Cluster => true,
         RedisMode::Auto if !nodes.is_empty() => true,
         RedisMode::Auto => cluster_enabled(&config, settings).await?,
@@ -182,6 +206,29 @@ async fn server_config(settings: &RedisSettings) -> Result<(Config, bool), Conne
         config.server = ServerConfig::new_clustered(hosts);
     }
     Ok((config, clustered))
+}
+
+/// The URL's server, credentials and database. TLS is set apart from the
+/// scheme (see [`super::tls`]): fred would otherwise load the system's roots
+/// itself, whatever `tls_ca_file` says.
+fn parse_url(url: &str) -> Result<Config, ConnectError> {
+    let trimmed = url.trim();
+    let plain = match trimmed.get(..9) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("rediss://") => format!("redis://{}", &trimmed[9..]),
+        _ => trimmed.to_owned(),
+    };
+    Config::from_url(&plain).map_err(|e| ConnectError::Address {
+        address: redact(url),
+        reason: e.details().to_owned(),
+    })
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.split_once("://"), url.rsplit_once('@')) {
+        (Some((scheme, _)), Some((_, host))) => format!("{scheme}://***@{host}"),
+        _ => url.to_owned(),
+    }
 }
 
 /// Asks one server (`INFO cluster`) whether cluster mode is enabled.

@@ -28,6 +28,7 @@ pub mod keys;
 mod once;
 pub mod scripts;
 pub mod shards;
+mod tls;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::nodes::{parse_nodes, topology_of};
 use super::process::{cli, info_field, kill_child, role, spawn_server, temp_dir, try_cli, MISSING};
+use super::tls::TlsFiles;
 use super::CLUSTER_SLOTS;
 use crate::{poll_until, ports, wait_until};
 
@@ -25,6 +26,8 @@ const CLUSTER_NODES: usize = 6;
 pub struct RedisCluster {
     nodes: Vec<ClusterNode>,
     dir: tempfile::TempDir,
+    /// Nodes also serve TLS, one port above their plain port.
+    tls: bool,
 }
 
 struct ClusterNode {
@@ -47,15 +50,44 @@ impl RedisCluster {
 
     /// Like [`RedisCluster::start`], offering the nodes the ports
     /// `candidate` returns.
-    pub fn start_on(mut candidate: impl FnMut() -> u16) -> RedisCluster {
+    pub fn start_on(candidate: impl FnMut() -> u16) -> RedisCluster {
+        RedisCluster::start_nodes(candidate, None)
+    }
+
+    /// A cluster whose nodes also serve TLS, each one port above its plain
+    /// port ([`RedisCluster::tls_seed_urls`]), and speak TLS to each other
+    /// (cluster bus and replication) with the certificates of `files`. The
+    /// slot map a TLS client reads names the TLS ports. The plain ports
+    /// stay, for `redis-cli` and the health checks.
+    pub fn start_tls(files: &TlsFiles) -> RedisCluster {
+        RedisCluster::start_nodes(|| ports::candidate_cluster_block(2), Some(files))
+    }
+
+    fn start_nodes(mut candidate: impl FnMut() -> u16, tls: Option<&TlsFiles>) -> RedisCluster {
         let mut cluster = RedisCluster {
             nodes: Vec::new(),
             dir: temp_dir("ratelimiter-redis-cluster-"),
+            tls: tls.is_some(),
         };
         while cluster.nodes.len() < CLUSTER_NODES {
             let dir = cluster.dir.path();
             let node = ports::retry("a cluster node", &mut candidate, |&port| {
-                start_node(dir, port).map(|child| ClusterNode {
+                let tls_args = tls.map(|files| {
+                    let mut args = files.server_args(port + 1, false);
+                    args.extend(
+                        [
+                            "--tls-cluster",
+                            "yes",
+                            "--tls-replication",
+                            "yes",
+                            "--cluster-port",
+                            &(port + ports::BUS_OFFSET).to_string(),
+                        ]
+                        .map(str::to_owned),
+                    );
+                    args
+                });
+                start_node(dir, port, tls_args.as_deref().unwrap_or_default()).map(|child| ClusterNode {
                     port,
                     child: Some(child),
                 })
@@ -85,6 +117,16 @@ impl RedisCluster {
             cluster.healthy() && cluster.masters().len() == 3 && cluster.replicas().len() == 3
         });
         cluster
+    }
+
+    /// `rediss://127.0.0.1:TLS_PORT` for every live node of a cluster from
+    /// [`RedisCluster::start_tls`].
+    pub fn tls_seed_urls(&self) -> Vec<String> {
+        assert!(self.tls, "not a TLS cluster");
+        self.ports()
+            .into_iter()
+            .map(|p| format!("rediss://127.0.0.1:{}", p + 1))
+            .collect()
     }
 
     /// `redis://127.0.0.1:PORT` for every live node.
@@ -378,7 +420,7 @@ impl RedisCluster {
 
 /// Spawns a cluster-enabled `redis-server` on `port`, in a directory of its
 /// own below `dir` (see `spawn_server`).
-fn start_node(dir: &Path, port: u16) -> Result<Child, String> {
+fn start_node(dir: &Path, port: u16, tls_args: &[String]) -> Result<Child, String> {
     let node_dir = dir.join(port.to_string());
     std::fs::create_dir_all(&node_dir).expect("create node directory");
     let conf = node_dir.join("nodes.conf");
@@ -396,6 +438,7 @@ fn start_node(dir: &Path, port: u16) -> Result<Child, String> {
         "--repl-diskless-sync-delay",
         "0",
     ];
+    let args: Vec<&str> = args.into_iter().chain(tls_args.iter().map(String::as_str)).collect();
     spawn_server(port, &node_dir, &args)
 }
 

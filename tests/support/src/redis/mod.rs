@@ -15,6 +15,8 @@
 //!
 //! - `server`: [`RedisServer`];
 //! - `cluster`: [`RedisCluster`], with `nodes` reading `CLUSTER NODES`;
+//! - `tls`: [`TlsFiles`], certificates made at test time for servers that
+//!   also serve TLS ([`RedisServer::start_tls`], [`RedisCluster::start_tls`]);
 //! - `process`: spawning and stopping `redis-server` (and why a single
 //!   thread forks them all), and `redis-cli`.
 
@@ -22,10 +24,12 @@ mod cluster;
 mod nodes;
 mod process;
 mod server;
+mod tls;
 
 pub use cluster::RedisCluster;
 pub use process::{cli, try_cli};
 pub use server::RedisServer;
+pub use tls::TlsFiles;
 
 /// Number of hash slots in a Redis Cluster.
 pub const CLUSTER_SLOTS: u16 = 16384;

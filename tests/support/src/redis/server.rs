@@ -4,6 +4,7 @@ use std::path::Path;
 use std::process::Child;
 
 use super::process::{cli, kill_child, ping, signal_child, spawn_server, temp_dir, try_cli};
+use super::tls::TlsFiles;
 use crate::ports;
 
 /// A standalone `redis-server` on `127.0.0.1:port()`.
@@ -11,6 +12,8 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// The TLS port and the options serving it, for a TLS server.
+    tls: Option<(u16, Vec<String>)>,
 }
 
 impl RedisServer {
@@ -31,7 +34,40 @@ impl RedisServer {
             port,
             dir,
             child: Some(child),
+            tls: None,
         }
+    }
+
+    /// A server that also serves TLS, on [`RedisServer::tls_port`], with
+    /// the certificates of `files` (client certificates asked for when
+    /// `mutual`). The plain port stays, for `redis-cli` and readiness.
+    pub fn start_tls(files: &TlsFiles, mutual: bool) -> RedisServer {
+        let dir = temp_dir("ratelimiter-redis-tls-");
+        let (port, child, args) = ports::retry(
+            "redis-server with TLS",
+            || ports::candidate_block(2),
+            |&port| {
+                let args = files.server_args(port + 1, mutual);
+                let extra: Vec<&str> = args.iter().map(String::as_str).collect();
+                spawn_server(port, dir.path(), &extra).map(|child| (port, child, args.clone()))
+            },
+        );
+        RedisServer {
+            port,
+            dir,
+            child: Some(child),
+            tls: Some((port + 1, args)),
+        }
+    }
+
+    /// The TLS port of a server from [`RedisServer::start_tls`].
+    pub fn tls_port(&self) -> u16 {
+        self.tls.as_ref().expect("not a TLS server").0
+    }
+
+    /// `rediss://localhost:TLS_PORT`
+    pub fn tls_url(&self) -> String {
+        format!("rediss://localhost:{}", self.tls_port())
     }
 
     pub fn port(&self) -> u16 {
@@ -74,7 +110,12 @@ impl RedisServer {
     #[track_caller]
     pub fn restart(&mut self) {
         self.kill();
-        match spawn_server(self.port, self.dir.path(), &[]) {
+        let extra: Vec<&str> = self
+            .tls
+            .as_ref()
+            .map(|(_, args)| args.iter().map(String::as_str).collect())
+            .unwrap_or_default();
+        match spawn_server(self.port, self.dir.path(), &extra) {
             Ok(child) => self.child = Some(child),
             Err(e) => panic!("could not restart redis-server on port {}: {e}", self.port),
         }
