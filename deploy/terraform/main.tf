@@ -10,8 +10,8 @@ locals {
   container_name = "ratelimiter"
 
   # The service's settings, one RATELIMITER__SECTION__KEY variable each
-  # (the README's configuration reference). The admin token is a secret,
-  # below, never a plain variable.
+  # (the README's configuration reference). The admin token and the Redis
+  # AUTH token are secrets, below, never plain variables. rediss:// is TLS.
   environment = {
     RATELIMITER__SERVER__LISTEN           = "0.0.0.0:${var.container_port}"
     RATELIMITER__SERVER__DRAIN_GRACE      = var.drain_grace
@@ -22,7 +22,7 @@ locals {
     RATELIMITER__STORE__FAILURE_MODE      = var.failure_mode
     RATELIMITER__STORE__LOCAL_DIVISOR     = var.desired_count
     RATELIMITER__STORE__REDIS__MODE       = "cluster"
-    RATELIMITER__STORE__REDIS__NODES      = "redis://${aws_elasticache_replication_group.this.configuration_endpoint_address}:${aws_elasticache_replication_group.this.port}"
+    RATELIMITER__STORE__REDIS__NODES      = "rediss://${aws_elasticache_replication_group.this.configuration_endpoint_address}:${aws_elasticache_replication_group.this.port}"
   }
 
   health_path = {
@@ -45,6 +45,7 @@ resource "aws_ecs_cluster" "this" {
 resource "aws_cloudwatch_log_group" "this" {
   name              = "/ecs/${var.name}"
   retention_in_days = var.log_retention_days
+  kms_key_id        = aws_kms_key.this.arn
   tags              = var.tags
 }
 
@@ -59,7 +60,7 @@ data "aws_iam_policy_document" "ecs_tasks_assume" {
   }
 }
 
-# Used by ECS to pull the image, write logs and read the admin token.
+# Used by ECS to pull the image, write logs and read the two secrets.
 resource "aws_iam_role" "execution" {
   name               = "${var.name}-execution"
   assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
@@ -71,17 +72,26 @@ resource "aws_iam_role_policy_attachment" "execution" {
   policy_arn = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
 }
 
-data "aws_iam_policy_document" "read_admin_token" {
+# The admin token and the Redis AUTH token, and the keys they are
+# encrypted with (the module's, and the admin token's own if it has one).
+data "aws_iam_policy_document" "read_secrets" {
   statement {
+    sid       = "ReadTheSecrets"
     actions   = ["secretsmanager:GetSecretValue", "ssm:GetParameters"]
-    resources = [var.admin_token_secret_arn]
+    resources = [var.admin_token_secret_arn, aws_secretsmanager_secret.redis_auth.arn]
+  }
+
+  statement {
+    sid       = "DecryptTheSecrets"
+    actions   = ["kms:Decrypt"]
+    resources = compact([aws_kms_key.this.arn, var.admin_token_kms_key_arn])
   }
 }
 
-resource "aws_iam_role_policy" "read_admin_token" {
-  name   = "read-admin-token"
+resource "aws_iam_role_policy" "read_secrets" {
+  name   = "read-secrets"
   role   = aws_iam_role.execution.id
-  policy = data.aws_iam_policy_document.read_admin_token.json
+  policy = data.aws_iam_policy_document.read_secrets.json
 }
 
 # The service itself calls no AWS API.
@@ -134,6 +144,10 @@ resource "aws_ecs_task_definition" "this" {
         {
           name      = "RATELIMITER__ADMIN__TOKEN"
           valueFrom = var.admin_token_secret_arn
+        },
+        {
+          name      = "RATELIMITER__STORE__REDIS__PASSWORD"
+          valueFrom = aws_secretsmanager_secret.redis_auth.arn
         }
       ]
 
@@ -207,6 +221,8 @@ resource "aws_ecs_service" "this" {
     aws_lb_listener.http,
     aws_lb_listener.https,
     aws_vpc_security_group_ingress_rule.redis_from_tasks,
+    aws_secretsmanager_secret_version.redis_auth,
+    aws_iam_role_policy.read_secrets,
   ]
   tags       = var.tags
 }

@@ -33,6 +33,16 @@ output "task_security_group_id" {
   value       = aws_security_group.tasks.id
 }
 
+output "kms_key_arn" {
+  description = "The module's KMS key (Redis AUTH token, Redis data, logs); encrypt the admin token secret with it to need no other key."
+  value       = aws_kms_key.this.arn
+}
+
+output "redis_auth_secret_arn" {
+  description = "The Secrets Manager secret holding the Redis AUTH token."
+  value       = aws_secretsmanager_secret.redis_auth.arn
+}
+
 output "redis_configuration_endpoint" {
   description = "The Redis Cluster's configuration endpoint (host:port), the seed node the tasks use."
   value       = "${aws_elasticache_replication_group.this.configuration_endpoint_address}:${aws_elasticache_replication_group.this.port}"

@@ -36,7 +36,19 @@ variable "allowed_cidr_blocks" {
 }
 
 variable "certificate_arn" {
-  description = "ACM certificate for an HTTPS listener on 443; null for plain HTTP on 80."
+  description = "ACM certificate for an HTTPS listener on 443 (TLS 1.2 and 1.3); null for plain HTTP on 80."
+  type        = string
+  default     = null
+}
+
+variable "deletion_protection" {
+  description = "Whether the ALB refuses to be deleted (set false before terraform destroy)."
+  type        = bool
+  default     = true
+}
+
+variable "access_logs_bucket" {
+  description = "S3 bucket for the ALB's access logs (its policy must let the region's load balancers write); null for none."
   type        = string
   default     = null
 }
@@ -49,6 +61,12 @@ variable "image" {
 variable "admin_token_secret_arn" {
   description = "ARN of a Secrets Manager secret (plain string) or of an SSM SecureString parameter holding the admin API token (at least 16 characters). Injected as RATELIMITER__ADMIN__TOKEN; never written to the task definition."
   type        = string
+}
+
+variable "admin_token_kms_key_arn" {
+  description = "The customer-managed KMS key the admin token is encrypted with, if it is neither the AWS-managed one nor this module's (output kms_key_arn); ECS may then decrypt with it."
+  type        = string
+  default     = null
 }
 
 variable "container_port" {
@@ -147,9 +165,9 @@ variable "extra_environment" {
 }
 
 variable "log_retention_days" {
-  description = "Retention of the CloudWatch log group."
+  description = "Retention of the CloudWatch log group, in days (one of CloudWatch's values)."
   type        = number
-  default     = 30
+  default     = 365
 }
 
 variable "redis_node_type" {

@@ -1,7 +1,9 @@
 //! `deploy/kubernetes/`: the ConfigMap's TOML is valid settings, the
 //! Deployment's probes, ports, environment, security context and shutdown
-//! timing agree with it and with the image, and the Service, PDB and HPA
-//! select its pods.
+//! timing agree with it and with the image, the Service, PDB, HPA and
+//! NetworkPolicy select its pods, the NetworkPolicy admits exactly the
+//! ports the Service exposes and lets out only DNS and Redis, and every
+//! object lives in the manifests' own namespace.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -196,7 +198,20 @@ fn kustomization_lists_every_manifest() {
         .collect();
     let files: BTreeSet<String> = manifests().into_iter().map(|(f, _)| f).collect();
     assert_eq!(listed, files);
+    let namespace = one("Namespace");
+    let namespace = namespace["metadata"]["name"].as_str().expect("the Namespace's name");
+    assert_eq!(
+        kustomization["namespace"], namespace,
+        "the kustomization puts the objects in another namespace"
+    );
     for (file, doc) in manifests() {
+        if doc["kind"] != "Namespace" {
+            assert_eq!(
+                doc["metadata"]["namespace"], namespace,
+                "{file}: a {} outside namespace {namespace}",
+                doc["kind"]
+            );
+        }
         for field in ["apiVersion", "kind"] {
             assert!(doc[field].is_string(), "{file}: a document without {field}");
         }
@@ -301,6 +316,74 @@ fn pods_run_as_the_image_user_with_a_read_only_root() {
     let resources = &container(&deployment)["resources"];
     assert!(resources["requests"]["cpu"].is_string(), "the HPA needs a CPU request");
     assert!(resources["limits"]["memory"].is_string(), "no memory limit");
+    assert!(resources["limits"]["cpu"].is_string(), "no CPU limit");
+}
+
+/// A `host:port` or `redis://host:port` address's port.
+#[track_caller]
+fn address_port(address: &str) -> u16 {
+    let (_, port) = address.trim_end_matches('/').rsplit_once(':').expect("host:port");
+    port.parse().unwrap_or_else(|_| panic!("{address}: no port"))
+}
+
+#[test]
+fn the_network_policy_admits_the_service_ports_and_lets_out_only_dns_and_redis() {
+    let deployment = one("Deployment");
+    let settings = deployment_settings(&deployment);
+    let policy = one("NetworkPolicy");
+    assert_eq!(
+        labels(&policy["spec"]["podSelector"]["matchLabels"]),
+        labels(&deployment["spec"]["selector"]["matchLabels"]),
+        "the NetworkPolicy does not select exactly the Deployment's pods"
+    );
+    let types: BTreeSet<String> = policy["spec"]["policyTypes"]
+        .as_array()
+        .expect("policyTypes")
+        .iter()
+        .map(|t| scalar(t, "policyType"))
+        .collect();
+    assert_eq!(types, BTreeSet::from(["Ingress".to_owned(), "Egress".to_owned()]));
+
+    // In: what the Service exposes (the listen port) and the gRPC listener
+    // when there is one; never the admin port.
+    let ports = |direction: &str| -> BTreeSet<(String, u16)> {
+        policy["spec"][direction]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {direction} rules"))
+            .iter()
+            .flat_map(|rule| rule["ports"].as_array().expect("every rule names its ports").clone())
+            .map(|p| {
+                (
+                    p["protocol"].as_str().unwrap_or("TCP").to_owned(),
+                    container_port(&deployment, &p["port"]),
+                )
+            })
+            .collect()
+    };
+    let mut exposed: BTreeSet<(String, u16)> = one("Service")["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| ("TCP".to_owned(), container_port(&deployment, &p["targetPort"])))
+        .collect();
+    assert!(exposed.contains(&("TCP".to_owned(), settings.server.listen.port())));
+    if let Some(grpc) = settings.grpc.listen {
+        exposed.insert(("TCP".to_owned(), grpc.port()));
+    }
+    let ingress = ports("ingress");
+    assert_eq!(ingress, exposed, "the NetworkPolicy's ingress ports");
+    let admin = settings.admin.listen.expect("admin.listen").port();
+    assert!(
+        !ingress.iter().any(|(_, port)| *port == admin),
+        "the NetworkPolicy admits the admin port"
+    );
+
+    // Out: DNS, and the Redis seed nodes' port.
+    let mut needed = BTreeSet::from([("UDP".to_owned(), 53), ("TCP".to_owned(), 53)]);
+    for node in &settings.store.redis.nodes {
+        needed.insert(("TCP".to_owned(), address_port(node)));
+    }
+    assert_eq!(ports("egress"), needed, "the NetworkPolicy's egress ports");
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! reference names something declared, the example gives the module what it
 //! requires, and — evaluating the module's expressions with the example's
 //! inputs — the task definition runs the image on real settings, the ALB
-//! checks readiness, and ElastiCache runs in cluster mode.
+//! checks readiness, and ElastiCache runs in cluster mode, over TLS with
+//! an AUTH token that reaches the tasks only as a secret.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -38,6 +39,14 @@ const EXAMPLE_INPUTS: &[(&str, &str)] = &[
 
 /// What ECS would read from the admin token secret.
 const ADMIN_TOKEN: &str = "terraform-admin-token-0123456789";
+
+/// What ECS would read from the Redis AUTH token secret.
+const REDIS_AUTH_TOKEN: &str = "terraform-redis-auth-token-0123456789";
+
+/// The stand-in ARN of resource `kind.name` (see [`declare_resources`]).
+fn arn(kind: &str, name: &str) -> String {
+    format!("arn:aws:{kind}:eu-west-1:123456789012:{name}")
+}
 
 /// The configuration endpoint ElastiCache would create.
 const REDIS_ENDPOINT: &str = "clustercfg.ratelimiter-redis.abcdef.euw1.cache.amazonaws.com";
@@ -324,10 +333,7 @@ fn declare_resources(module: &Module, ctx: &mut Context<'static>) {
         let (kind, name) = (&labels[0], &labels[1]);
         let mut attrs = hcl::Map::new();
         attrs.insert("id".into(), hcl::Value::from(format!("{kind}-{name}")));
-        attrs.insert(
-            "arn".into(),
-            format!("arn:aws:{kind}:eu-west-1:123456789012:{name}").into(),
-        );
+        attrs.insert("arn".into(), arn(kind, name).into());
         attrs.insert("dns_name".into(), format!("{name}.eu-west-1.elb.amazonaws.com").into());
         attrs.insert("zone_id".into(), "Z0000000000000".into());
         attrs.insert("configuration_endpoint_address".into(), REDIS_ENDPOINT.into());
@@ -455,8 +461,19 @@ async fn the_task_definition_runs_the_image_on_real_settings() {
             )
         })
         .collect();
+    // Each secret resolved by where ECS reads it: the example's admin
+    // token secret, the module's Redis AUTH token secret.
+    let secrets = BTreeMap::from([
+        (arn("aws_secretsmanager_secret", "admin_token"), ADMIN_TOKEN),
+        (arn("aws_secretsmanager_secret", "redis_auth"), REDIS_AUTH_TOKEN),
+    ]);
     for secret in container["secrets"].as_array().expect("secrets") {
-        env.insert(secret["name"].as_str().unwrap().to_owned(), ADMIN_TOKEN.to_owned());
+        let name = secret["name"].as_str().unwrap();
+        let from = secret["valueFrom"].as_str().unwrap();
+        let value = secrets
+            .get(from)
+            .unwrap_or_else(|| panic!("{name} comes from {from}, not a secret the test knows"));
+        env.insert(name.to_owned(), (*value).to_owned());
     }
     assert!(env.keys().all(|k| k.starts_with("RATELIMITER__")), "{env:?}");
     // The module mounts no file: the image's own configuration applies.
@@ -467,8 +484,13 @@ async fn the_task_definition_runs_the_image_on_real_settings() {
     );
     assert_eq!(settings.store.backend, Backend::Redis);
     assert_eq!(settings.store.redis.mode, RedisMode::Cluster);
-    assert_eq!(settings.store.redis.nodes, [format!("redis://{REDIS_ENDPOINT}:6379")]);
-    assert!(settings.admin.token.is_some());
+    assert_eq!(settings.store.redis.nodes, [format!("rediss://{REDIS_ENDPOINT}:6379")]);
+    assert_eq!(
+        settings.store.redis.password.as_ref().map(|p| p.expose()),
+        Some(REDIS_AUTH_TOKEN),
+        "the Redis AUTH token does not reach store.redis.password"
+    );
+    assert_eq!(settings.admin.token.as_ref().map(|t| t.expose()), Some(ADMIN_TOKEN));
     assert_eq!(settings.log.format, ratelimiter::settings::LogFormat::Json);
 
     let port = settings.server.listen.port();
@@ -547,15 +569,9 @@ async fn the_alb_checks_readiness_and_redis_runs_in_cluster_mode() {
         parameters.as_str().unwrap().ends_with(".cluster.on"),
         "{parameters}: cluster mode is off"
     );
-    // The service has no TLS client: transit encryption would lock it out.
-    assert_eq!(
-        eval(
-            &ctx,
-            attr(&redis.body, "transit_encryption_enabled"),
-            "transit_encryption_enabled"
-        ),
-        false
-    );
+    for key in ["transit_encryption_enabled", "at_rest_encryption_enabled"] {
+        assert_eq!(eval(&ctx, attr(&redis.body, key), key), true, "{key}");
+    }
 
     let rule = module.resource("aws_vpc_security_group_ingress_rule", "redis_from_tasks");
     assert_eq!(
@@ -580,4 +596,91 @@ async fn the_alb_checks_readiness_and_redis_runs_in_cluster_mode() {
         eval(&ctx, attr(metric, "predefined_metric_type"), "predefined_metric_type"),
         "ECSServiceAverageCPUUtilization"
     );
+}
+
+/// The references of one attribute, as `a.b.c` strings.
+#[track_caller]
+fn attr_references(body: &Body, key: &str) -> BTreeSet<String> {
+    let mut refs = Vec::new();
+    references(attr(body, key).unwrap_or_else(|| panic!("{key} is not set")), &mut refs);
+    refs.into_iter().map(|r| r.join(".")).collect()
+}
+
+#[track_caller]
+fn assert_refers(body: &Body, key: &str, to: &str) {
+    let refs = attr_references(body, key);
+    assert!(refs.contains(to), "{key} refers to {refs:?}, not {to}");
+}
+
+/// The Redis AUTH token is one random value: ElastiCache's, the one the
+/// secret stores (under the module's KMS key), the one ECS hands to the
+/// tasks; the execution role may read and decrypt that secret, and the
+/// key also encrypts the nodes' data and the logs.
+#[test]
+fn the_redis_auth_token_goes_from_one_secret_to_elasticache_and_the_tasks() {
+    let module = Module::load(MODULE);
+    let token = "random_password.redis_auth.result";
+    let key = "aws_kms_key.this.arn";
+    let redis = module.resource("aws_elasticache_replication_group", "this");
+    assert_refers(&redis.body, "auth_token", token);
+    assert_refers(&redis.body, "kms_key_id", key);
+    let version = module.resource("aws_secretsmanager_secret_version", "redis_auth");
+    assert_refers(&version.body, "secret_string", token);
+    assert_refers(&version.body, "secret_id", "aws_secretsmanager_secret.redis_auth.id");
+    let secret = module.resource("aws_secretsmanager_secret", "redis_auth");
+    assert_refers(&secret.body, "kms_key_id", key);
+    let logs = module.resource("aws_cloudwatch_log_group", "this");
+    assert_refers(&logs.body, "kms_key_id", key);
+    let rotation = module.resource("aws_kms_key", "this");
+    assert_eq!(
+        eval(
+            &Context::new(),
+            attr(&rotation.body, "enable_key_rotation"),
+            "enable_key_rotation"
+        ),
+        true
+    );
+
+    let task = module.resource("aws_ecs_task_definition", "this");
+    assert_refers(
+        &task.body,
+        "container_definitions",
+        "aws_secretsmanager_secret.redis_auth.arn",
+    );
+    assert_refers(&task.body, "execution_role_arn", "aws_iam_role.execution.arn");
+
+    let (_, policy) = module
+        .named("data")
+        .find(|(l, _)| l[0] == "aws_iam_policy_document" && l[1] == "read_secrets")
+        .expect("data.aws_iam_policy_document.read_secrets");
+    let statements: Vec<&Body> = policy
+        .body
+        .blocks()
+        .filter(|b| b.identifier.as_str() == "statement")
+        .map(|b| &b.body)
+        .collect();
+    let granting = |action: &str| -> BTreeSet<String> {
+        statements
+            .iter()
+            .filter(|s| {
+                let actions = eval(&Context::new(), attr(s, "actions"), "actions");
+                actions.as_array().unwrap().iter().any(|a| a == action)
+            })
+            .flat_map(|s| attr_references(s, "resources"))
+            .collect()
+    };
+    let read = granting("secretsmanager:GetSecretValue");
+    for secret in ["aws_secretsmanager_secret.redis_auth.arn", "var.admin_token_secret_arn"] {
+        assert!(
+            read.contains(secret),
+            "the execution role may not read {secret}: {read:?}"
+        );
+    }
+    assert!(
+        granting("kms:Decrypt").contains(key),
+        "the execution role may not decrypt with the key"
+    );
+    let attached = module.resource("aws_iam_role_policy", "read_secrets");
+    assert_refers(&attached.body, "role", "aws_iam_role.execution.id");
+    assert_refers(&attached.body, "policy", "data.aws_iam_policy_document.read_secrets");
 }

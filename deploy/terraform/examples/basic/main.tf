@@ -48,14 +48,17 @@ variable "api_cidr_blocks" {
 }
 
 # The token lands in the Terraform state too: keep the state encrypted, or
-# create the secret outside Terraform and pass only its ARN.
+# create the secret outside Terraform and pass only its ARN. It is
+# encrypted with the module's KMS key, which ECS may already decrypt with.
 resource "random_password" "admin_token" {
   length  = 40
   special = false
 }
 
 resource "aws_secretsmanager_secret" "admin_token" {
+  # checkov:skip=CKV2_AWS_57: ECS hands the token to a task when it starts, so a rotation Lambda would leave running tasks on the old token; rotate with terraform apply -replace on random_password.admin_token, then a new deployment of the service
   name                    = "ratelimiter/admin-token"
+  kms_key_id              = module.ratelimiter.kms_key_arn
   recovery_window_in_days = 7
 }
 
