@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use crate::common::{cluster_toml, standalone_toml, unique_prefix};
 use ratelimiter::store::redis::keys::KeyLayout;
-use ratelimiter_testkit::redis::{RedisCluster, RedisServer};
+use ratelimiter_testkit::redis::{RedisCluster, RedisSentinels, RedisServer};
 use ratelimiter_testkit::service::Service;
 
 const WORKERS: usize = 8;
@@ -360,5 +360,37 @@ async fn a_cluster_master_lost_under_load() {
             );
         }
     }
+    assert_exact(&service).await;
+}
+
+/// Redis Sentinel: the master is killed under load; the sentinels mark it
+/// down after `DOWN_AFTER` and promote the replica, and the store follows
+/// their announcement. Reported: the failover's length, and the time from
+/// the promotion to the first Redis decision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_master_lost_under_load() {
+    let group = Arc::new(std::sync::Mutex::new(RedisSentinels::start()));
+    let toml = crate::sentinel::sentinel_toml(&group.lock().unwrap());
+    let service = Service::start(&config(&toml, "open"));
+    let (fault_at, duration) = (Duration::from_millis(800), Duration::from_millis(6000));
+    let start = Instant::now();
+    let faults = {
+        let group = group.clone();
+        tokio::task::spawn_blocking(move || {
+            std::thread::sleep(fault_at);
+            group.lock().unwrap().kill_master_and_wait_for_promotion();
+            start.elapsed()
+        })
+    };
+    let samples = load(&service, 20, start, duration).await;
+    let promoted_at = faults.await.unwrap();
+    let report = report("sentinel master killed (open)", &samples, fault_at, promoted_at);
+    eprintln!("sentinel failover took {:?}", promoted_at.saturating_sub(fault_at));
+    assert_statuses("sentinel master killed", &report, "open");
+    assert!(
+        report.to_recovery.unwrap() < Duration::from_secs(2),
+        "Redis decides again soon after the promotion: {:?}",
+        report.to_recovery
+    );
     assert_exact(&service).await;
 }

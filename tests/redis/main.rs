@@ -19,5 +19,6 @@ mod observability;
 mod recovery;
 mod reports;
 mod secrets;
+mod sentinel;
 mod support_selftest;
 mod tls;

@@ -15,6 +15,7 @@ use fred::clients::SubscriberClient;
 use fred::prelude::{
     Builder, ClientLike, Config, Error as FredError, ErrorKind, Pool, ReconnectPolicy, Server, ServerConfig, TcpConfig,
 };
+use fred::types::config::ReconnectError;
 use fred::types::InfoKind;
 
 use crate::settings::{RedisMode, RedisSettings};
@@ -71,7 +72,7 @@ impl Connector {
     /// be reached within `connect_timeout`.
     pub async fn pool(&self) -> Result<Pool, ConnectError> {
         let target = self.target();
-        let pool = builder(self.config.clone(), &self.settings)
+        let pool = builder(self.config.clone(), &self.settings, !self.clustered)
             .build_pool(self.settings.pool_size)
             .map_err(|source| ConnectError::Connect {
                 target: target.clone(),
@@ -105,12 +106,23 @@ impl Connector {
     pub fn node_pool(&self, host: &str, port: u16) -> Result<Pool, FredError> {
         let mut config = self.config.clone();
         config.server = ServerConfig::new_centralized(host, port);
-        builder(config, &self.settings).build_pool(self.settings.pool_size)
+        builder(config, &self.settings, false).build_pool(self.settings.pool_size)
+    }
+
+    /// The resolved fred configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A pub/sub client for `config` with the same policies; not yet
+    /// connected.
+    pub fn subscriber_for(&self, config: Config) -> Result<SubscriberClient, FredError> {
+        builder(config, &self.settings, false).build_subscriber_client()
     }
 
     /// A connected pub/sub client with the same servers and policies.
     pub async fn subscriber(&self) -> Result<SubscriberClient, FredError> {
-        let client = builder(self.config.clone(), &self.settings).build_subscriber_client()?;
+        let client = builder(self.config.clone(), &self.settings, !self.clustered).build_subscriber_client()?;
         tokio::time::timeout(self.settings.connect_timeout.0, client.init())
             .await
             .map_err(|_| FredError::new(ErrorKind::Timeout, "connection timed out"))??;
@@ -118,7 +130,14 @@ impl Connector {
     }
 }
 
-fn builder(config: Config, settings: &RedisSettings) -> Builder {
+/// `follow_role_changes`: a server that answers `READONLY` (it was
+/// demoted to a replica: a Sentinel failover, or a managed service's
+/// endpoint that moved) or `LOADING` gets its connection closed and
+/// opened again — through the sentinels, or the address's DNS — and the
+/// command written once more (it did not run). Not for a cluster's
+/// masters, whose role changes the slot map follows (see
+/// [`super::shards`]).
+fn builder(config: Config, settings: &RedisSettings, follow_role_changes: bool) -> Builder {
     let mut policy = ReconnectPolicy::new_exponential(
         0,
         millis(settings.reconnect_min_delay.0),
@@ -138,6 +157,15 @@ fn builder(config: Config, settings: &RedisSettings) -> Builder {
             // consume twice follows a connection lost mid-command.
             c.max_command_attempts = 3;
             c.max_redirections = 5;
+            c.reconnect_errors = if follow_role_changes {
+                vec![
+                    ReconnectError::ReadOnly,
+                    ReconnectError::Loading,
+                    ReconnectError::MasterDown,
+                ]
+            } else {
+                Vec::new()
+            };
             c.tcp = TcpConfig {
                 nodelay: Some(true),
                 ..Default::default()
@@ -234,7 +262,7 @@ fn redact(url: &str) -> String {
 /// Asks one server (`INFO cluster`) whether cluster mode is enabled.
 async fn cluster_enabled(config: &Config, settings: &RedisSettings) -> Result<bool, ConnectError> {
     let target = describe(config);
-    let client = builder(config.clone(), settings)
+    let client = builder(config.clone(), settings, false)
         .build()
         .map_err(|source| ConnectError::Connect {
             target: target.clone(),

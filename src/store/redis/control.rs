@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use fred::prelude::{EventInterface, HashesInterface, Pool, PubsubInterface};
+use fred::prelude::{ClientLike, EventInterface, HashesInterface, Pool, PubsubInterface};
 use fred::types::Value;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -29,6 +29,8 @@ pub struct RedisControl {
     connector: Connector,
     metrics: Arc<Metrics>,
     layout: KeyLayout,
+    /// Sentinel failovers followed by the store, when there are sentinels.
+    switches: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 /// A failed admin command, saying what it was doing.
@@ -48,6 +50,7 @@ impl RedisControl {
             connector: store.connector().clone(),
             metrics: store.metrics().clone(),
             layout: store.layout().clone(),
+            switches: store.sentinel_switches(),
         }
     }
 
@@ -176,14 +179,24 @@ impl RedisControl {
         let mut messages = subscriber.message_rx();
         let mut reconnects = subscriber.reconnect_rx();
         let _resubscribe = subscriber.manage_subscriptions();
+        // After a Sentinel failover the subscriber moves to the new master
+        // too, where the other replicas now publish.
+        let mut switches = self.switches.clone();
         tokio::spawn(async move {
-            // Keep the subscriber alive as long as the task runs.
-            let _subscriber = subscriber;
             loop {
                 // A lagging receiver missed messages: that is a change too.
                 let event = tokio::select! {
                     message = messages.recv() => !matches!(message, Err(RecvError::Closed)),
                     reconnect = reconnects.recv() => !matches!(reconnect, Err(RecvError::Closed)),
+                    Some(Ok(())) = async {
+                        match switches.as_mut() {
+                            Some(switches) => Some(switches.changed().await),
+                            None => std::future::pending().await,
+                        }
+                    } => {
+                        let _ = subscriber.force_reconnection().await;
+                        true
+                    }
                 };
                 if !event || tx.try_send(()).is_err() && tx.is_closed() {
                     break;

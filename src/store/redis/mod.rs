@@ -27,6 +27,7 @@ pub mod errors;
 pub mod keys;
 mod once;
 pub mod scripts;
+mod sentinel;
 pub mod shards;
 mod tls;
 
@@ -39,6 +40,7 @@ use self::batch::Batcher;
 pub use self::connection::{ConnectError, Connector};
 use self::keys::KeyLayout;
 use self::scripts::Scripts;
+use self::sentinel::SentinelWatch;
 use self::shards::Shards;
 use super::{Applied, CounterKey, LeaseOp, Once, Op, Store, StoreError, StoreKey};
 use crate::core::{Clock, Consume, Cost, Decision, Policy, Timestamp};
@@ -80,6 +82,8 @@ pub struct RedisStore {
     batcher: std::sync::OnceLock<Option<Batcher>>,
     /// A cluster's checks, routed per master ([`shards`]).
     shards: Option<Arc<Shards>>,
+    /// `mode = "sentinel"`: the sentinels' failover announcements.
+    sentinel: Option<SentinelWatch>,
 }
 
 impl RedisStore {
@@ -100,6 +104,7 @@ impl RedisStore {
             ),
             false => None,
         };
+        let sentinel = SentinelWatch::start(&connector, pool.clone());
         let store = RedisStore {
             pool,
             connector,
@@ -110,6 +115,7 @@ impl RedisStore {
             metrics: Arc::new(Metrics::new()),
             batcher: std::sync::OnceLock::new(),
             shards,
+            sentinel,
         };
         store.load_scripts().await.map_err(ConnectError::Scripts)?;
         let (target, clustered) = (store.connector.target(), store.is_clustered());
@@ -132,6 +138,11 @@ impl RedisStore {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// With sentinels: changes after each failover the store followed.
+    pub fn sentinel_switches(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.sentinel.as_ref().map(SentinelWatch::switches)
     }
 
     /// Pool size and connected connections, for the gauges.

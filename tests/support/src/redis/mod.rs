@@ -15,6 +15,8 @@
 //!
 //! - `server`: [`RedisServer`];
 //! - `cluster`: [`RedisCluster`], with `nodes` reading `CLUSTER NODES`;
+//! - `sentinel`: [`RedisSentinels`], a master, its replica and three
+//!   sentinels;
 //! - `tls`: [`TlsFiles`], certificates made at test time for servers that
 //!   also serve TLS ([`RedisServer::start_tls`], [`RedisCluster::start_tls`]);
 //! - `process`: spawning and stopping `redis-server` (and why a single
@@ -23,11 +25,13 @@
 mod cluster;
 mod nodes;
 mod process;
+mod sentinel;
 mod server;
 mod tls;
 
 pub use cluster::RedisCluster;
 pub use process::{cli, try_cli};
+pub use sentinel::{RedisSentinels, SERVICE_NAME as SENTINEL_SERVICE_NAME};
 pub use server::RedisServer;
 pub use tls::TlsFiles;
 

@@ -26,7 +26,7 @@ use crate::poll_until;
 /// How long a single server may take to answer `PING` after spawning.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 pub(super) const MISSING: &str =
-    "redis-server/redis-cli not found on PATH: run scripts/test.sh (which installs them), or `apt-get install -y redis-server`";
+    "redis-server/redis-cli (or redis-sentinel) not found on PATH: run scripts/test.sh (which installs them), or `apt-get install -y redis-server redis-sentinel`";
 
 // ---------------------------------------------------------------------------
 // redis-cli
@@ -100,10 +100,21 @@ pub(super) fn temp_dir(prefix: &str) -> tempfile::TempDir {
 /// (or, for a cluster node, its bus port) was taken, for
 /// [`crate::ports::retry`] to try another.
 pub(super) fn spawn_server(port: u16, dir: &Path, extra: &[&str]) -> Result<Child, String> {
+    spawn_program(Command::new("redis-server"), port, dir, extra)
+}
+
+/// Like [`spawn_server`], a Redis Sentinel (Debian's `redis-sentinel`)
+/// with the configuration file `conf`, which it rewrites as it learns.
+pub(super) fn spawn_sentinel(port: u16, dir: &Path, conf: &Path) -> Result<Child, String> {
+    let mut cmd = Command::new("redis-sentinel");
+    cmd.arg(conf);
+    spawn_program(cmd, port, dir, &[])
+}
+
+fn spawn_program(mut cmd: Command, port: u16, dir: &Path, extra: &[&str]) -> Result<Child, String> {
     let log = dir.join("redis.log");
     // The log is appended to: this attempt's lines start here.
     let logged_before = std::fs::metadata(&log).map_or(0, |m| m.len());
-    let mut cmd = Command::new("redis-server");
     cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--daemonize", "no"])
         .arg("--dir")
         .arg(dir)
@@ -115,7 +126,8 @@ pub(super) fn spawn_server(port: u16, dir: &Path, extra: &[&str]) -> Result<Chil
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     kill_with_parent(&mut cmd);
-    let mut child = spawn_from_spawner_thread(cmd).unwrap_or_else(|e| panic!("{MISSING} ({e})"));
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let mut child = spawn_from_spawner_thread(cmd).unwrap_or_else(|e| panic!("{program}: {e}; {MISSING}"));
 
     let mut exited = None;
     let up = poll_until(START_TIMEOUT, || match child.try_wait() {
