@@ -301,11 +301,12 @@ impl Shards {
     /// map, and installs the first answer; returns whether it changed.
     pub async fn refresh(&self) -> Result<bool, FredError> {
         let masters = self.masters();
+        let by_hostname = self.connector.config().tls.is_some();
         let ask = |client: Client| async move {
             let reply: Value = tokio::time::timeout(self.command_timeout, client.cluster_slots())
                 .await
                 .map_err(|_| FredError::new(ErrorKind::Timeout, "CLUSTER SLOTS timed out"))??;
-            parse_slots(reply)
+            parse_slots(reply, by_hostname)
         };
         let mut asked = None;
         if !masters.is_empty() {
@@ -336,7 +337,7 @@ impl Shards {
             let asked = async {
                 pool.init().await?;
                 let reply: Value = pool.next().cluster_slots().await?;
-                parse_slots(reply)
+                parse_slots(reply, self.connector.config().tls.is_some())
             };
             let result = tokio::time::timeout(self.connect_timeout, asked).await;
             let _ = pool.quit().await;
@@ -486,9 +487,11 @@ fn redirection(details: &str) -> Option<(u16, String, u16)> {
     Some((slot, host.to_owned(), port.parse().ok()?))
 }
 
-/// The reply of `CLUSTER SLOTS`: `[start, end, [host, port, id, ...],
-/// replicas...]` per range.
-pub fn parse_slots(reply: Value) -> Result<Vec<SlotRange>, FredError> {
+/// The reply of `CLUSTER SLOTS`: `[start, end, [host, port, id,
+/// metadata], replicas...]` per range. With `by_hostname` (TLS, whose
+/// certificates name hosts rather than addresses) a master's `hostname`
+/// from the metadata (`cluster-announce-hostname`) is used when it has one.
+pub fn parse_slots(reply: Value, by_hostname: bool) -> Result<Vec<SlotRange>, FredError> {
     let bad = |what: &str| FredError::new(ErrorKind::Protocol, format!("CLUSTER SLOTS: {what}"));
     let ranges: Vec<Vec<Value>> = reply.convert()?;
     let mut out = Vec::with_capacity(ranges.len());
@@ -498,14 +501,45 @@ pub fn parse_slots(reply: Value) -> Result<Vec<SlotRange>, FredError> {
         let end: u16 = fields.next().ok_or_else(|| bad("no end"))?.convert()?;
         let primary: Vec<Value> = fields.next().ok_or_else(|| bad("no master"))?.convert()?;
         let mut primary = primary.into_iter();
-        let host: String = primary.next().ok_or_else(|| bad("no host"))?.convert()?;
+        let mut host: String = primary.next().ok_or_else(|| bad("no host"))?.convert()?;
         let port: u16 = primary.next().ok_or_else(|| bad("no port"))?.convert()?;
+        if by_hostname {
+            if let Some(name) = primary.nth(1).and_then(announced_hostname) {
+                host = name;
+            }
+        }
         if host.is_empty() || start > end {
             return Err(bad("a range without a usable master"));
         }
         out.push(SlotRange { start, end, host, port });
     }
     Ok(out)
+}
+
+/// `hostname` of a node's metadata (a map, or in RESP2 a flat list of
+/// names and values), when set.
+fn announced_hostname(metadata: Value) -> Option<String> {
+    let pairs: Vec<(String, Value)> = match metadata {
+        Value::Map(map) => map
+            .inner()
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v)))
+            .collect(),
+        Value::Array(list) => {
+            let mut list = list.into_iter();
+            let mut pairs = Vec::new();
+            while let (Some(k), Some(v)) = (list.next(), list.next()) {
+                pairs.push((k.as_string()?, v));
+            }
+            pairs
+        }
+        _ => return None,
+    };
+    pairs
+        .into_iter()
+        .find(|(k, _)| k == "hostname")
+        .and_then(|(_, v)| v.as_string())
+        .filter(|h| !h.is_empty())
 }
 
 #[cfg(test)]
@@ -540,7 +574,7 @@ mod tests {
                 node("10.0.0.2", 7001),
             ]),
         ]);
-        let ranges = parse_slots(reply).unwrap();
+        let ranges = parse_slots(reply, false).unwrap();
         assert_eq!(
             ranges,
             vec![
@@ -563,6 +597,34 @@ mod tests {
             Value::Integer(1),
             node("", 7000),
         ])]);
-        assert!(parse_slots(no_host).is_err());
+        assert!(parse_slots(no_host, false).is_err());
+    }
+
+    #[test]
+    fn over_tls_a_master_is_reached_by_its_announced_hostname() {
+        let with_name = |metadata: Value| {
+            Value::Array(vec![Value::Array(vec![
+                Value::Integer(0),
+                Value::Integer(16383),
+                Value::Array(vec![
+                    Value::from("10.0.0.1"),
+                    Value::Integer(6379),
+                    Value::from("id"),
+                    metadata,
+                ]),
+            ])])
+        };
+        let resp2 = || {
+            with_name(Value::Array(vec![
+                Value::from("hostname"),
+                Value::from("node-1.example"),
+            ]))
+        };
+        assert_eq!(parse_slots(resp2(), true).unwrap()[0].host, "node-1.example");
+        assert_eq!(parse_slots(resp2(), false).unwrap()[0].host, "10.0.0.1");
+        let empty = with_name(Value::Array(vec![Value::from("hostname"), Value::from("")]));
+        assert_eq!(parse_slots(empty, true).unwrap()[0].host, "10.0.0.1");
+        let none = with_name(Value::Array(Vec::new()));
+        assert_eq!(parse_slots(none, true).unwrap()[0].host, "10.0.0.1");
     }
 }

@@ -57,8 +57,10 @@ impl RedisCluster {
     /// A cluster whose nodes also serve TLS, each one port above its plain
     /// port ([`RedisCluster::tls_seed_urls`]), and speak TLS to each other
     /// (cluster bus and replication) with the certificates of `files`. The
-    /// slot map a TLS client reads names the TLS ports. The plain ports
-    /// stay, for `redis-cli` and the health checks.
+    /// slot map a TLS client reads names the TLS ports, and `localhost` as
+    /// every node's announced hostname (as managed services name their
+    /// nodes for their certificates). The plain ports stay, for
+    /// `redis-cli` and the health checks.
     pub fn start_tls(files: &TlsFiles) -> RedisCluster {
         RedisCluster::start_nodes(|| ports::candidate_cluster_block(2), Some(files))
     }
@@ -82,6 +84,8 @@ impl RedisCluster {
                             "yes",
                             "--cluster-port",
                             &(port + ports::BUS_OFFSET).to_string(),
+                            "--cluster-announce-hostname",
+                            "localhost",
                         ]
                         .map(str::to_owned),
                     );
@@ -119,13 +123,13 @@ impl RedisCluster {
         cluster
     }
 
-    /// `rediss://127.0.0.1:TLS_PORT` for every live node of a cluster from
+    /// `rediss://localhost:TLS_PORT` for every live node of a cluster from
     /// [`RedisCluster::start_tls`].
     pub fn tls_seed_urls(&self) -> Vec<String> {
         assert!(self.tls, "not a TLS cluster");
         self.ports()
             .into_iter()
-            .map(|p| format!("rediss://127.0.0.1:{}", p + 1))
+            .map(|p| format!("rediss://localhost:{}", p + 1))
             .collect()
     }
 
