@@ -95,15 +95,6 @@ async fn fail_closed_answers_503_while_redis_is_down() {
 fn the_service_refuses_to_start_without_redis() {
     let config =
         "[store]\nbackend = \"redis\"\n[store.redis]\nurl = \"redis://127.0.0.1:1\"\nconnect_timeout = \"300ms\"\n";
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("r.toml");
-    std::fs::write(&path, config).unwrap();
-    let out = std::process::Command::new(ratelimiter_testkit::service::binary())
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = ratelimiter_testkit::service::Service::refused(config);
     assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
 }

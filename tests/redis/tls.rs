@@ -223,16 +223,7 @@ window = "1h"
     drop(service);
 
     // The wrong authority: the binary exits at start-up with the reason.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("wrong-ca.toml");
-    std::fs::write(&path, config(&files.other_ca())).unwrap();
-    let out = std::process::Command::new(ratelimiter_testkit::service::binary())
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = Service::refused(&config(&files.other_ca()));
     assert!(stderr.contains("cannot connect to Redis"), "{stderr}");
     assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
 }

@@ -60,6 +60,23 @@ impl Service {
         Service::spawn(&path, Some(dir))
     }
 
+    /// Runs the binary with `toml` as its configuration, expecting it to
+    /// refuse to start; returns what it wrote to stderr. Panics if it
+    /// exits 0.
+    pub fn refused(toml: &str) -> String {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("ratelimiter.toml");
+        std::fs::write(&path, toml).expect("write config");
+        let out = Command::new(binary())
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&path)
+            .output()
+            .expect("run the ratelimiter binary");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "the service started: {stderr}");
+        stderr
+    }
+
     fn spawn(config: &Path, dir: Option<tempfile::TempDir>) -> Service {
         let mut child = Command::new(binary())
             .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--config"])
