@@ -73,17 +73,28 @@ fn serve(args: &ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    telemetry::init(settings.log.format, settings.log.level.as_deref());
-    for (name, meant) in ratelimiter::settings::misspelt_env(std::env::vars().map(|(name, _)| name)) {
-        tracing::warn!(variable = %name, meant = %meant, "an environment variable is not read: overrides are RATELIMITER__SECTION__KEY, with double underscores");
-    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
-            tracing::error!(error = %e, "cannot start the async runtime");
+            eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
+    // The trace exporter runs on the runtime.
+    let telemetry = {
+        let _runtime = runtime.enter();
+        let log = &settings.log;
+        match telemetry::init(log.format, log.level.as_deref(), &settings.telemetry) {
+            Ok(telemetry) => telemetry,
+            Err(e) => {
+                tracing::error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    for (name, meant) in ratelimiter::settings::misspelt_env(std::env::vars().map(|(name, _)| name)) {
+        tracing::warn!(variable = %name, meant = %meant, "an environment variable is not read: overrides are RATELIMITER__SECTION__KEY, with double underscores");
+    }
     let result: anyhow::Result<()> = runtime.block_on(async move {
         let app = App::builder(settings).rules_file(args.config.clone()).build().await?;
         if let Some(admin) = app.admin_addr() {
@@ -97,6 +108,8 @@ fn serve(args: &ServeArgs) -> ExitCode {
         tracing::info!("stopped");
         Ok(())
     });
+    // The runtime's workers still run the exporter: the last spans go out.
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

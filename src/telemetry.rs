@@ -1,19 +1,130 @@
-//! Logging through `tracing-subscriber`: human-readable lines by default,
-//! one JSON object per line with `--log-format json`.
+//! Logging through `tracing-subscriber`, and traces through OpenTelemetry.
 //!
-//! The filter comes from `RUST_LOG` when set, else `log.level`, else `info`.
+//! **Logs**: human-readable lines by default, one JSON object per line with
+//! `--log-format json`. The filter comes from `RUST_LOG` when set, else
+//! `log.level`, else `info`.
+//!
+//! **Traces** (`[telemetry] otlp_endpoint`, off by default): a
+//! `tracing-opentelemetry` layer turns the service's own spans into
+//! OpenTelemetry spans, batched and exported over OTLP (HTTP/protobuf, or
+//! gRPC). The spans:
+//!
+//! - `request`, around every HTTP request ([`crate::http::request_id`]),
+//!   child of the caller's span when the request carries a W3C
+//!   `traceparent` (and `tracestate`);
+//! - `grpc`, around every `ShouldRateLimit` call, likewise from the call's
+//!   metadata;
+//! - `store`, one per store call of a check ([`StoreCall`]), child of the
+//!   above: the rule, the algorithm, how many counters the call decides,
+//!   how many checks shared its round trip (`batch`), and the outcome.
+//!   Never the key, not even hashed.
+//!
+//! Sampling is parent-based: a request with a `traceparent` follows its
+//! caller's decision; others are kept at `sample_ratio`.
+//!
+//! When traces are off, the layer is not installed at all, and the hot
+//! path makes no span of its own: [`exporting`] is one relaxed atomic load.
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use tracing_subscriber::EnvFilter;
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::trace::{BatchConfigBuilder, Sampler, SdkTracerProvider};
+use opentelemetry_sdk::Resource;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::filter::FilterExt;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::settings::LogFormat;
+use crate::core::{Algorithm, Policy};
+use crate::settings::{LogFormat, OtlpProtocol, TelemetrySettings};
 
-/// Installs the global subscriber; a second call does nothing.
-pub fn init(format: LogFormat, level: Option<&str>) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level.unwrap_or("info")))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+/// Whether spans are being exported (set once, by [`init`]).
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans are being exported: callers make their spans only then.
+#[inline]
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
+/// The target of the spans made for traces only (`store`, `grpc`): the
+/// log lines do not show them.
+pub const TRACE_TARGET: &str = "ratelimiter::trace";
+
+/// What [`init`] started; [`Telemetry::shutdown`] exports what is left.
+#[must_use = "shut it down to export the last spans"]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Exports the spans still waiting and stops the exporter (blocking, up
+    /// to the export timeout); nothing when traces are off.
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider {
+            EXPORTING.store(false, Ordering::Relaxed);
+            if let Err(e) = provider.shutdown() {
+                tracing::warn!(error = %e, "the last spans could not be exported");
+            }
+        }
+    }
+}
+
+/// Installs the global subscriber: logs always, traces when
+/// `telemetry.otlp_endpoint` is set. Traces need a Tokio runtime: call it
+/// inside one (the exporter runs on it). A second call does nothing.
+///
+/// When the exporter cannot be made, logging is installed alone and the
+/// error returned.
+pub fn init(format: LogFormat, level: Option<&str>, telemetry: &TelemetrySettings) -> Result<Telemetry, String> {
+    let filter = || {
+        EnvFilter::try_from_default_env()
+            .or_else(|_| EnvFilter::try_new(level.unwrap_or("info")))
+            .unwrap_or_else(|_| EnvFilter::new("info"))
+    };
+    let Some(url) = telemetry.traces_url() else {
+        logs_only(format, filter());
+        return Ok(Telemetry { provider: None });
+    };
+    let provider = match provider(&url, telemetry) {
+        Ok(provider) => provider,
+        Err(e) => {
+            logs_only(format, filter());
+            return Err(format!("cannot export traces to {url}: {e}"));
+        }
+    };
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let fmt = match format {
+        LogFormat::Human => fmt.boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+    };
+    // Logs: as without traces, less the spans made for traces only.
+    let logs = tracing_subscriber::filter::filter_fn(|meta| meta.target() != TRACE_TARGET);
+    // Traces: the service's spans, and no events (they may name keys).
+    let traces =
+        tracing_subscriber::filter::filter_fn(|meta| meta.is_span() && meta.target().starts_with("ratelimiter"));
+    let tracer = provider.tracer("ratelimiter");
+    let installed = tracing_subscriber::registry()
+        .with(fmt.with_filter(filter().and(logs)))
+        .with(tracing_opentelemetry::layer().with_tracer(tracer).with_filter(traces))
+        .try_init();
+    if installed.is_err() {
+        let _ = provider.shutdown();
+        return Ok(Telemetry { provider: None });
+    }
+    EXPORTING.store(true, Ordering::Relaxed);
+    Ok(Telemetry {
+        provider: Some(provider),
+    })
+}
+
+fn logs_only(format: LogFormat, filter: EnvFilter) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -22,4 +133,148 @@ pub fn init(format: LogFormat, level: Option<&str>) {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// The tracer provider: the OTLP exporter behind a batch processor on the
+/// Tokio runtime, parent-based ratio sampling, and the service's name.
+fn provider(url: &str, telemetry: &TelemetrySettings) -> Result<SdkTracerProvider, String> {
+    let timeout = telemetry.export_timeout.0;
+    let exporter = match telemetry.protocol {
+        OtlpProtocol::Http => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(url)
+            .with_timeout(timeout)
+            .build(),
+        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(url)
+            .with_timeout(timeout)
+            .build(),
+    }
+    .map_err(|e| e.to_string())?;
+    let batch = BatchConfigBuilder::default()
+        .with_scheduled_delay(telemetry.export_interval.0)
+        .with_max_export_timeout(timeout)
+        .build();
+    let processor = opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
+        exporter,
+        opentelemetry_sdk::runtime::Tokio,
+    )
+    .with_batch_config(batch)
+    .build();
+    let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(telemetry.sample_ratio)));
+    Ok(SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .with_sampler(sampler)
+        .with_resource(
+            Resource::builder()
+                .with_service_name(telemetry.service_name.clone())
+                .build(),
+        )
+        .build())
+}
+
+/// Makes `span` the child of the caller's span named by W3C
+/// `traceparent`/`tracestate` in `carrier` (HTTP headers or gRPC
+/// metadata); nothing when there is none, or it is malformed.
+pub fn adopt_parent(span: &tracing::Span, carrier: &dyn Extractor) {
+    if carrier.get("traceparent").is_none() {
+        return;
+    }
+    let parent = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(carrier);
+    let _ = span.set_parent(parent);
+}
+
+/// HTTP headers as a carrier of trace context.
+pub struct Headers<'a>(pub &'a axum::http::HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(axum::http::HeaderName::as_str).collect()
+    }
+}
+
+/// gRPC metadata as a carrier of trace context.
+pub struct Metadata<'a>(pub &'a tonic::metadata::MetadataMap);
+
+impl Extractor for Metadata<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        Vec::new()
+    }
+}
+
+/// What one store call of a check is, for its span: never its key.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreCall<'a> {
+    pub rule: &'a str,
+    /// The counters' algorithm; `None` when they differ.
+    pub algorithm: Option<Algorithm>,
+    /// How many counters the call decides.
+    pub counters: usize,
+}
+
+impl<'a> StoreCall<'a> {
+    /// A call deciding counters under `policies`.
+    pub fn new<'p>(rule: &'a str, policies: impl IntoIterator<Item = &'p Policy>) -> StoreCall<'a> {
+        let mut policies = policies.into_iter();
+        let first = policies.next().map(Policy::algorithm);
+        let mut counters = usize::from(first.is_some());
+        let mut algorithm = first;
+        for policy in policies {
+            counters += 1;
+            if algorithm != Some(policy.algorithm()) {
+                algorithm = None;
+            }
+        }
+        StoreCall {
+            rule,
+            algorithm,
+            counters,
+        }
+    }
+
+    /// The call's span, when spans are exported. `batch` starts at 1 and
+    /// the Redis store raises it when a group commit carried the call
+    /// ([`record_batch`]); `outcome` is set by [`StoreCall::outcome`].
+    pub fn span(&self) -> tracing::Span {
+        if !exporting() {
+            return tracing::Span::none();
+        }
+        tracing::info_span!(
+            target: TRACE_TARGET,
+            "store",
+            rule = self.rule,
+            algorithm = self.algorithm.map_or("several", Algorithm::as_str),
+            counters = self.counters,
+            batch = 1_u64,
+            outcome = tracing::field::Empty,
+        )
+    }
+
+    /// Records the outcome on `span`: `allowed`, `limited` or `error`.
+    pub fn outcome(span: &tracing::Span, allowed: Option<bool>) {
+        let outcome = match allowed {
+            Some(true) => "allowed",
+            Some(false) => "limited",
+            None => "error",
+        };
+        span.record("outcome", outcome);
+    }
+}
+
+/// Records on the current store span how many checks shared its store
+/// round trip (a Redis group commit); nothing when spans are off.
+pub fn record_batch(checks: usize) {
+    if exporting() {
+        tracing::Span::current().record("batch", checks as u64);
+    }
 }

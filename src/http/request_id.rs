@@ -62,7 +62,9 @@ fn hex_into(out: &mut [u8], mut n: u64) {
 }
 
 /// Accepts or generates `x-request-id`, opens a span carrying it around the
-/// request, and echoes it in the response.
+/// request, and echoes it in the response. When traces are exported, the
+/// span continues the caller's trace (W3C `traceparent`), see
+/// [`crate::telemetry`].
 pub fn with_request_ids(router: Router) -> Router {
     let x_request_id = HeaderName::from_static("x-request-id");
     router
@@ -73,7 +75,11 @@ pub fn with_request_ids(router: Router) -> Router {
                 .get("x-request-id")
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("-");
-            tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path())
+            let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
+            if crate::telemetry::exporting() {
+                crate::telemetry::adopt_parent(&span, &crate::telemetry::Headers(request.headers()));
+            }
+            span
         }))
         .layer(SetRequestIdLayer::new(x_request_id, SequentialIds::new()))
 }

@@ -16,6 +16,7 @@ use super::verdict::{binding, Lease};
 use super::{CheckRequest, Limiter, LimiterError, Reason, Verdict};
 use crate::core::{Consume, Policy, Timestamp, Units};
 use crate::store::{Applied, CounterKey, LeaseOp, Once, Op, Store, StoreError, StoreKey};
+use crate::telemetry::StoreCall;
 
 /// The longest id a caller may send, in bytes.
 pub const MAX_ID_BYTES: usize = 128;
@@ -160,7 +161,8 @@ impl<S: Store> Limiter<S> {
         let once = request.id.as_deref().map(|id| Once { id, ttl_us });
         let shard = self.store.shard(plan.resolved.rule, partition);
         let call = || self.store.apply(partition, &counters, op, once);
-        self.resilience.guard(shard, call, &self.metrics).await
+        let what = StoreCall::new(plan.resolved.rule, policies);
+        self.resilience.guard(shard, what, call, &self.metrics).await
     }
 
     /// The verdict of an applied call: the binding limit's numbers, every

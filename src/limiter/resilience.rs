@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
+use tracing::Instrument;
 
 use super::breaker::{Breaker, BreakerState, Permit};
 use super::rules::FailureMode;
@@ -22,6 +23,7 @@ use crate::core::{Clock, Consume, Cost, Decision, Policy, Timestamp};
 use crate::metrics::Metrics;
 use crate::store::memory::MemoryStore;
 use crate::store::{CounterKey, Store, StoreError, StoreKey};
+use crate::telemetry::StoreCall;
 
 /// How checks are decided when the store cannot decide.
 #[derive(Debug, Clone, Copy)]
@@ -130,20 +132,38 @@ impl Resilience {
         metrics: &Metrics,
     ) -> Result<Decision, StoreError> {
         let shard = store.shard(key.rule, key.key);
-        self.guard(shard, || store.check(key, policy, cost), metrics).await
+        let what = StoreCall::new(key.rule, [policy]);
+        self.guard(shard, what, || store.check(key, policy, cost), metrics)
+            .await
     }
 
-    /// One store call through the circuit breaker, timed as a check. The
+    /// One store call through the circuit breaker, timed as a check, in a
+    /// `store` span describing it (`what`) when traces are exported. The
     /// call's future is made here, once the breaker lets it through, and
     /// awaited where it is made (a future passed in would be held twice in
     /// this one's state).
     /// `shard` is the store's for the call's keys ([`Store::shard`]).
-    pub(super) async fn guard<T, F>(
+    pub(super) async fn guard<T: Answer, F>(
         &self,
         shard: u32,
+        what: StoreCall<'_>,
         call: impl FnOnce() -> F,
         metrics: &Metrics,
     ) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, StoreError>>,
+    {
+        if !crate::telemetry::exporting() {
+            return self.breaker_call(shard, call, metrics).await;
+        }
+        let span = what.span();
+        let result = self.breaker_call(shard, call, metrics).instrument(span.clone()).await;
+        StoreCall::outcome(&span, result.as_ref().ok().map(Answer::allowed));
+        result
+    }
+
+    /// [`Resilience::guard`] without the span.
+    async fn breaker_call<T, F>(&self, shard: u32, call: impl FnOnce() -> F, metrics: &Metrics) -> Result<T, StoreError>
     where
         F: Future<Output = Result<T, StoreError>>,
     {
@@ -325,6 +345,36 @@ impl Resilience {
     }
 }
 
+/// What a store call answered, as its span's outcome says it.
+pub(super) trait Answer {
+    /// Whether every counter allowed.
+    fn allowed(&self) -> bool;
+}
+
+impl Answer for Decision {
+    fn allowed(&self) -> bool {
+        self.allowed
+    }
+}
+
+impl Answer for (bool, Vec<Decision>) {
+    fn allowed(&self) -> bool {
+        self.0
+    }
+}
+
+impl Answer for crate::store::Applied {
+    fn allowed(&self) -> bool {
+        self.allowed
+    }
+}
+
+impl Answer for () {
+    fn allowed(&self) -> bool {
+        true
+    }
+}
+
 /// A shard's breaker: shard 0's by reference, another's shared.
 enum BreakerRef<'a> {
     Whole(&'a Breaker),
@@ -352,6 +402,7 @@ mod tests {
         let clock = Arc::new(ManualClock::new(Timestamp::from_micros(1_000_000)));
         let resilience = Resilience::new(FailurePolicy::default(), clock.clone());
         let metrics = Metrics::new();
+        let what = || StoreCall::new("default", []);
         let fail = || async {
             Err::<(), StoreError>(StoreError {
                 transient: true,
@@ -359,17 +410,17 @@ mod tests {
             })
         };
         for _ in 0..FailurePolicy::default().breaker_failures {
-            let _ = resilience.guard(7, fail, &metrics).await;
+            let _ = resilience.guard(7, what(), fail, &metrics).await;
         }
         assert_eq!(resilience.breaker_state(), BreakerState::Open);
         assert_eq!(resilience.breakers_open(), 1);
         let ok = || async { Ok::<(), StoreError>(()) };
         assert!(
-            resilience.guard(8, ok, &metrics).await.is_ok(),
+            resilience.guard(8, what(), ok, &metrics).await.is_ok(),
             "another shard's calls go through"
         );
         assert!(
-            resilience.guard(7, ok, &metrics).await.is_err(),
+            resilience.guard(7, what(), ok, &metrics).await.is_err(),
             "the open shard's are refused"
         );
         // The shard is gone; its breaker, half-open once nothing calls it,

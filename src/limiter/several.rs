@@ -17,6 +17,7 @@ use super::verdict::{binding, LimitOutcome};
 use super::{CheckRequest, Limiter, LimiterError, Reason, Verdict};
 use crate::core::{Consume, Cost, Decision, Policy, Timestamp};
 use crate::store::{CounterKey, Store};
+use crate::telemetry::StoreCall;
 
 /// The value `by` counts per in `request`: its key, or the value of one of
 /// its scopes; a scope the request does not name is refused.
@@ -120,7 +121,12 @@ impl<S: Store> Limiter<S> {
             Err(denied) => (denied, Reason::Limited, None),
             Ok(remember) => match self
                 .resilience
-                .guard(self.store.shard(resolved.rule, partition), call, &self.metrics)
+                .guard(
+                    self.store.shard(resolved.rule, partition),
+                    StoreCall::new(resolved.rule, &policies),
+                    call,
+                    &self.metrics,
+                )
                 .await
             {
                 Ok((allowed, decisions)) => {

@@ -2,7 +2,8 @@
 //! environment overrides, deserialised into [`Settings`].
 //!
 //! Every section has defaults, so the service runs without a file. Unknown
-//! fields are errors. The sections are in [`sections`]; the rule sections
+//! fields are errors. The sections are in [`sections`] (`[telemetry]` in
+//! [`telemetry`]); the rule sections
 //! (`[defaults]`, `[tiers]`, `[[rules]]`) are kept there as written, and
 //! [`crate::limiter::rules::RuleSet`] resolves and validates them.
 //! [`Settings::validate`] (`validate.rs`) checks the rest and names the
@@ -10,6 +11,7 @@
 
 pub mod duration;
 pub mod sections;
+pub mod telemetry;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -22,6 +24,7 @@ use serde::Deserialize;
 
 pub use self::duration::{format_duration, parse_duration, HumanDuration};
 pub use self::sections::*;
+pub use self::telemetry::{OtlpProtocol, TelemetrySettings};
 pub use self::validate::Problem;
 
 /// Prefix of environment overrides: `RATELIMITER__SERVER__LISTEN=…`.
@@ -46,6 +49,8 @@ pub struct Settings {
     pub grpc: GrpcSettings,
     #[serde(default)]
     pub keys: KeysSettings,
+    #[serde(default)]
+    pub telemetry: TelemetrySettings,
     #[serde(default)]
     pub defaults: DefaultsSpec,
     /// Default limits per tier, by tier name.

@@ -196,6 +196,7 @@ impl Settings {
                 ));
             }
         }
+        problems.extend(self.telemetry.problems());
         if problems.is_empty() {
             Ok(())
         } else {

@@ -22,3 +22,4 @@ mod schemathesis;
 mod several;
 mod shadow;
 mod slow_clients;
+mod telemetry;

@@ -32,6 +32,7 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use self::mapping::{map, Mapped};
 use crate::context::Context;
@@ -58,6 +59,29 @@ impl RateLimiter {
             domains: mapping::domains(&settings.domains),
             max_descriptors: settings.max_descriptors,
         }
+    }
+
+    /// The call's span when traces are exported (else none): its domain
+    /// when configured, and the caller's trace from `traceparent`.
+    fn span(&self, request: &Request<RateLimitRequest>) -> tracing::Span {
+        if !crate::telemetry::exporting() {
+            return tracing::Span::none();
+        }
+        let domain = request.get_ref().domain.as_str();
+        let domain = if self.domains.contains_key(domain) {
+            domain
+        } else {
+            "unknown"
+        };
+        let span = tracing::info_span!(
+            target: crate::telemetry::TRACE_TARGET,
+            "grpc",
+            method = "ShouldRateLimit",
+            domain,
+            descriptors = request.get_ref().descriptors.len(),
+        );
+        crate::telemetry::adopt_parent(&span, &crate::telemetry::Metadata(request.metadata()));
+        span
     }
 
     fn count(&self, domain: &str, code: &str) {
@@ -290,9 +314,10 @@ impl RateLimitService for RateLimiter {
         &self,
         request: Request<RateLimitRequest>,
     ) -> Result<Response<RateLimitResponse>, Status> {
+        let span = self.span(&request);
         let request = request.into_inner();
         let domain = request.domain.clone();
-        match self.decide(request).await {
+        match self.decide(request).instrument(span).await {
             Ok(response) => {
                 let code = if response.overall_code == Code::OverLimit as i32 {
                     "OVER_LIMIT"

@@ -15,7 +15,9 @@
 //! answers each caller.
 //! While a batch is in flight the next one queues, so batches grow with the
 //! load and a lone check goes out at once (on its own, with the single
-//! script): nothing waits for a batch to fill.
+//! script): nothing waits for a batch to fill. When traces are exported,
+//! each check's `store` span records how many checks its script call
+//! carried (`batch`, see [`crate::telemetry`]).
 //!
 //! A batch is one script call, hence atomic as a whole, and its checks are
 //! decided in queue order at one server time, each exactly as the single
@@ -93,7 +95,8 @@ pub struct Job {
     slot: u16,
     /// The state keys of the check (one per limit, two for the sliding log).
     keys: Vec<String>,
-    reply: oneshot::Sender<Result<Value, FredError>>,
+    /// The answer, and how many checks the script call carried.
+    reply: oneshot::Sender<(Result<Value, FredError>, usize)>,
 }
 
 /// The lanes, picked round-robin.
@@ -167,12 +170,12 @@ impl Batcher {
         {
             return Err(FredError::new(ErrorKind::Canceled, "the batching task stopped"));
         }
-        answer.await.unwrap_or_else(|_| {
-            Err(FredError::new(
-                ErrorKind::Canceled,
-                "the batching task dropped the check",
-            ))
-        })
+        let (answer, checks) = answer.await.unwrap_or_else(|_| {
+            let dropped = FredError::new(ErrorKind::Canceled, "the batching task dropped the check");
+            (Err(dropped), 1)
+        });
+        crate::telemetry::record_batch(checks);
+        answer
     }
 }
 
@@ -214,7 +217,8 @@ async fn send(client: &Client, scripts: &Scripts, metrics: &Metrics, now: &str, 
     metrics.redis_operations.with_label_values(&["evalsha"]).inc();
     metrics.redis_batch_size.observe(group.len() as f64);
     let script = group[0].work.script();
-    let one = group.len() == 1;
+    let checks = group.len();
+    let one = checks == 1;
     let mut keys = Vec::with_capacity(group.iter().map(|job| job.keys.len()).sum());
     let mut args = Vec::new();
     let mut replies = Vec::with_capacity(group.len());
@@ -246,7 +250,7 @@ async fn send(client: &Client, scripts: &Scripts, metrics: &Metrics, now: &str, 
     let result = call.evalsha_with_reload::<Value, _, _>(client, keys, args).await;
     if one {
         if let Some(reply) = replies.pop() {
-            let _ = reply.send(result);
+            let _ = reply.send((result, checks));
         }
         return;
     }
@@ -267,7 +271,7 @@ async fn send(client: &Client, scripts: &Scripts, metrics: &Metrics, now: &str, 
     match decided {
         Ok(decided) if decided.len() == replies.len() => {
             for (reply, decision) in replies.into_iter().zip(decided) {
-                let _ = reply.send(Ok(decision));
+                let _ = reply.send((Ok(decision), checks));
             }
         }
         Ok(decided) => {
@@ -280,12 +284,12 @@ async fn send(client: &Client, scripts: &Scripts, metrics: &Metrics, now: &str, 
                 ),
             );
             for reply in replies {
-                let _ = reply.send(Err(error.clone()));
+                let _ = reply.send((Err(error.clone()), checks));
             }
         }
         Err(error) => {
             for reply in replies {
-                let _ = reply.send(Err(error.clone()));
+                let _ = reply.send((Err(error.clone()), checks));
             }
         }
     }
