@@ -483,14 +483,18 @@ impl Client {
     }
 
     /// One `POST` of a JSON `body` to `uri`: the answer's status, headers
-    /// and body (at most [`MAX_ANSWER_BYTES`]).
+    /// and body (at most [`MAX_ANSWER_BYTES`]). With the `opentelemetry`
+    /// feature, the request carries the current span's trace context.
     async fn exchange(&self, uri: &Uri, body: Vec<u8>) -> Result<(StatusCode, HeaderMap, Bytes), ClientError> {
-        let request = Request::builder()
+        #[allow(unused_mut)]
+        let mut request = Request::builder()
             .method(Method::POST)
             .uri(uri.clone())
             .header(CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)))
             .expect("a valid request");
+        #[cfg(feature = "opentelemetry")]
+        crate::trace::inject(request.headers_mut());
         let response = self
             .http
             .request(request)

@@ -28,6 +28,8 @@
 //! - [`layer`] — [`RateLimitLayer`] / [`RateLimitService`]: the middleware,
 //!   its options ([`FailureMode`], [`MissingKey`]) and the pure decision of
 //!   what to answer ([`layer::decide`]).
+//! - `trace` (feature `opentelemetry`) — the current span's trace context
+//!   as W3C `traceparent`/`tracestate` on every request to the service.
 //!
 //! # Why hyper rather than reqwest
 //!
@@ -45,6 +47,8 @@
 pub mod client;
 pub mod extract;
 pub mod layer;
+#[cfg(feature = "opentelemetry")]
+mod trace;
 
 pub use client::{CheckOutcome, CheckRequest, Client, ClientBuilder, ClientError, LimitOutcome, Reason};
 pub use extract::KeyExtractor;
