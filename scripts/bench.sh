@@ -21,6 +21,12 @@
 #   grpc-memory-allowed  the same replica asked over gRPC (Envoy's
 #                     ShouldRateLimit, one descriptor per call), all allowed;
 #                     reported as a ratio to memory-allowed too
+#   memory-allowed-otlp  memory-allowed on a replica of its own that exports
+#                     every request's spans over OTLP/HTTP ([telemetry]
+#                     sample_ratio = 1.0) to a sink (a second ceiling
+#                     server, whose POST /v1/traces takes and drops them);
+#                     reported as a ratio to memory-allowed too: the cost
+#                     of traces
 #   redis-allowed     standalone Redis, closed loop, every request allowed
 #   redis-half-rate   standalone Redis at a fixed rate of half redis-allowed's
 #                     throughput (latency at a load the service keeps up with)
@@ -35,7 +41,7 @@
 #   cluster3-hot-allowed 3-master cluster, one hot key, every request allowed:
 #                     all the traffic on one slot, so on one master
 #
-# with the ceiling measured again after each scenario (ceiling-2 ... -12):
+# with the ceiling measured again after each scenario (ceiling-2 ... -13):
 # each scenario's ratio is to the mean of the ceiling runs just before and
 # after it, so the machine's drift during the run moves both sides alike.
 #
@@ -90,7 +96,7 @@
 #                      <scenario>.json and <scenario>.txt (loadgen's reports),
 #                      <scenario>.wrk.json, .wrk.txt and .wrk.lua (wrk's), logs/;
 #                      with --soak: soak.md, soak.json, soak-probe.* and soak-run.* (loadgen's)
-#   BENCH_PORT         first of 14 consecutive loopback ports to use (Redis cluster bus
+#   BENCH_PORT         first of 17 consecutive loopback ports to use (Redis cluster bus
 #                      ports included); default: free ports chosen by the OS
 #   BENCH_SMOKE=1      the same as --smoke
 #   BENCH_SOAK=1       the same as --soak
@@ -159,8 +165,8 @@ out="${BENCH_OUT:-$root/target/bench}"
 [[ "$connections" =~ ^[1-9][0-9]*$ ]] || bad "BENCH_CONNECTIONS must be a positive integer, not '$connections'"
 [[ "$pool_size" =~ ^[1-9][0-9]*$ ]] || bad "BENCH_POOL_SIZE must be a positive integer, not '$pool_size'"
 if [[ -n "${BENCH_PORT:-}" ]]; then
-    if ! [[ "$BENCH_PORT" =~ ^[0-9]+$ ]] || ((BENCH_PORT < 1024 || BENCH_PORT + 13 > 65535)); then
-        bad "BENCH_PORT must be a port between 1024 and 65522, not '$BENCH_PORT'"
+    if ! [[ "$BENCH_PORT" =~ ^[0-9]+$ ]] || ((BENCH_PORT < 1024 || BENCH_PORT + 16 > 65535)); then
+        bad "BENCH_PORT must be a port between 1024 and 65519, not '$BENCH_PORT'"
     fi
 fi
 case "$profile" in
@@ -262,14 +268,14 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---------------------------------------------------------------- ports
-# 15 loopback ports: BENCH_PORT's, or free ones the OS picks (all sockets are
+# 17 loopback ports: BENCH_PORT's, or free ones the OS picks (all sockets are
 # held open until every port is chosen, so no two are the same).
 if [[ -n "${BENCH_PORT:-}" ]]; then
-    mapfile -t free_ports < <(seq "$BENCH_PORT" $((BENCH_PORT + 14)))
+    mapfile -t free_ports < <(seq "$BENCH_PORT" $((BENCH_PORT + 16)))
 else
     mapfile -t free_ports < <(python3 -c '
 import socket
-socks = [socket.socket() for _ in range(15)]
+socks = [socket.socket() for _ in range(17)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 for s in socks:
@@ -281,8 +287,9 @@ c1_port="${free_ports[1]}"
 c3_ports=("${free_ports[2]}" "${free_ports[3]}" "${free_ports[4]}")
 bus_ports=("${free_ports[@]:5:4}") # cluster bus ports of the 4 cluster nodes
 ceiling_port="${free_ports[9]}"
-replica_ports=("${free_ports[@]:10:4}")
+replica_ports=("${free_ports[@]:10:4}" "${free_ports[15]}")
 grpc_port="${free_ports[14]}" # the memory replica's gRPC listener
+sink_port="${free_ports[16]}" # the OTLP sink of memory-allowed-otlp
 
 # Polls "$@" until it succeeds, for at most 30 s, while process $2 lives
 # (the one that should answer; "-" for none).
@@ -306,10 +313,11 @@ if [[ "$soak" == 1 ]]; then
     rm -f -- "$out/soak.md" "$out/soak.json" "$out"/soak-probe.{json,txt} "$out"/soak-run.{json,txt}
 else
     rm -f -- "$out/results.md" "$out/results.json"
-    for name in ceiling ceiling-{2..12} memory-allowed grpc-memory-allowed redis-allowed redis-half-rate redis-denied \
+    for name in ceiling ceiling-{2..13} memory-allowed grpc-memory-allowed memory-allowed-otlp redis-allowed \
+        redis-half-rate redis-denied \
         cluster1-allowed cluster3-allowed memory-three-limits redis-three-limits \
         redis-hot-allowed cluster3-hot-allowed; do
-        rm -f -- "$out/$name".{json,txt,redis.json,wrk.json,wrk.txt,wrk.lua}
+        rm -f -- "$out/$name".{json,txt,redis.json,sink.json,wrk.json,wrk.txt,wrk.lua}
     done
 fi
 
@@ -435,6 +443,18 @@ key_entries = [\"key\"]
 endpoint_entry = \"endpoint\"
 tier_entry = \"tier\""
     memory_url="$replica_url"
+
+    # The OTLP sink, and a memory replica exporting every request's spans to it.
+    "$ceiling_bin" --listen "127.0.0.1:$sink_port" >"$out/logs/otlp-sink.log" 2>&1 &
+    pids+=($!)
+    sink_url="http://127.0.0.1:$sink_port"
+    wait_for "OTLP sink" $! http_ok "$sink_url/health"
+    start_replica memory-otlp "[store]
+backend = \"memory\"
+[telemetry]
+otlp_endpoint = \"$sink_url\"
+sample_ratio = 1.0"
+    otlp_url="$replica_url"
 fi
 start_replica redis "$(redis_store "mode = \"standalone\"
 url = \"redis://127.0.0.1:$redis_port\"")"
@@ -449,7 +469,7 @@ nodes = [\"127.0.0.1:$c1_port\"]")"
     start_replica cluster3 "$(redis_store "mode = \"cluster\"
 nodes = [\"127.0.0.1:${c3_ports[0]}\", \"127.0.0.1:${c3_ports[1]}\", \"127.0.0.1:${c3_ports[2]}\"]")"
     cluster3_url="$replica_url"
-    say "replicas: memory $memory_url, redis $redis_url, cluster1 $cluster1_url, cluster3 $cluster3_url; ceiling $ceiling_url"
+    say "replicas: memory $memory_url, memory-otlp $otlp_url (OTLP sink $sink_url), redis $redis_url, cluster1 $cluster1_url, cluster3 $cluster3_url; ceiling $ceiling_url"
 fi
 
 throughput() {
@@ -875,6 +895,11 @@ run memory-allowed "$memory_url" --keys "$keys"
 ceiling_run
 run grpc-memory-allowed "$memory_url" --keys "$keys" --grpc "127.0.0.1:$grpc_port"
 ceiling_run
+run memory-allowed-otlp "$otlp_url" --keys "$keys"
+# What the sink received (the replica exports every 5 s, and at 512 spans).
+python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' \
+    "$sink_url/v1/traces" >"$out/memory-allowed-otlp.sink.json" 2>/dev/null || echo '{}' >"$out/memory-allowed-otlp.sink.json"
+ceiling_run
 REDIS_PORTS="$redis_port" run redis-allowed "$redis_url" --keys "$keys"
 ceiling_run
 half="$(python3 -c 'import sys; print(max(1.0, round(float(sys.argv[1]) / 2)))' "$(throughput "$out/redis-allowed.json")")"
@@ -914,6 +939,8 @@ about = {
     "ceiling": ("bare axum, no limiting", "1.00×"),
     "memory-allowed": ("memory store, all allowed", "≥ 0.9× ceiling"),
     "grpc-memory-allowed": ("memory store over gRPC (ShouldRateLimit), all allowed", "≥ 1.0× memory-allowed"),
+    "memory-allowed-otlp": ("memory store, all allowed, every request's spans exported over OTLP/HTTP",
+                            "≥ 0.8× memory-allowed"),
     "redis-allowed": ("Redis, all allowed", "≥ 0.6× ceiling, p99 ≤ 2 ms"),
     "redis-half-rate": ("Redis, all allowed, half of redis-allowed's req/s", "p99 ≤ 1 ms"),
     "redis-denied": ("Redis, one hot key over its limit", "≥ 0.9× ceiling"),
@@ -1108,6 +1135,23 @@ if grpc_r and http_r and rps_of("memory-allowed"):
     meta += f". gRPC / HTTP /check (memory): throughput {rps_of('grpc-memory-allowed') / rps_of('memory-allowed'):.2f}×"
     if g99 and h99:
         meta += f", p99 {g99 / h99:.2f}×"
+otlp_r = reports.get("memory-allowed-otlp")
+if otlp_r and http_r and rps_of("memory-allowed"):
+    o99 = (otlp_r.get("latency_ms") or {}).get("p99")
+    h99 = (http_r.get("latency_ms") or {}).get("p99")
+    meta += (f". Traces exported / not (memory): throughput "
+             f"{rps_of('memory-allowed-otlp') / rps_of('memory-allowed'):.2f}×")
+    if o99 and h99:
+        meta += f", p99 {o99 / h99:.2f}×"
+    try:
+        with open(os.path.join(out, "memory-allowed-otlp.sink.json")) as f:
+            sink = json.load(f)
+    except (OSError, ValueError):
+        sink = {}
+    if sink.get("exports"):
+        meta += f" (the sink received {sink['exports']:,} exports, {sink['bytes'] / 1e6:,.1f} MB)"
+    else:
+        problems.append("memory-allowed-otlp: the OTLP sink received no export")
 md = "\n".join(["# ratelimiter benchmark", "", meta, ""] + lines) + "\n"
 if problems:
     md += "\nProblems:\n" + "".join(f"- {p}\n" for p in problems)

@@ -1,6 +1,7 @@
 //! `scripts/bench.sh --smoke` end to end: the benchmark pipeline works.
 //!
-//! The script starts the ceiling server, four service replicas (memory,
+//! The script starts the ceiling server, five service replicas (memory,
+//! memory exporting traces to a second ceiling server as its OTLP sink,
 //! Redis, a 1-master and a 3-master Redis Cluster) and five redis-server
 //! processes on free loopback ports, runs every scenario (single-limit,
 //! three-limit and hot-key rules) for about a second with a few
@@ -19,10 +20,11 @@ use serde_json::Value;
 mod bench_run;
 mod support;
 
-const SCENARIOS: [&str; 12] = [
+const SCENARIOS: [&str; 13] = [
     "ceiling",
     "memory-allowed",
     "grpc-memory-allowed",
+    "memory-allowed-otlp",
     "redis-allowed",
     "redis-half-rate",
     "redis-denied",
@@ -71,6 +73,13 @@ fn bench_script_smoke_run_produces_the_table_with_answers_and_no_over_admission(
         markdown.contains("gRPC / HTTP /check (memory): throughput "),
         "{markdown}"
     );
+    // So is the replica exporting traces, whose sink received them.
+    assert!(
+        markdown.contains("Traces exported / not (memory): throughput ") && markdown.contains("the sink received"),
+        "{markdown}"
+    );
+    let sink = read_json(&out.path().join("memory-allowed-otlp.sink.json"));
+    assert!(sink["exports"].as_u64().is_some_and(|n| n > 0), "{sink}");
     for name in SCENARIOS {
         assert!(
             markdown.lines().any(|l| l.starts_with(&format!("| {name} |"))),

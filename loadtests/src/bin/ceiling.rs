@@ -21,13 +21,20 @@
 //! like it, leaves Nagle's algorithm on: hyper writes each answer at once).
 //! `GET /health` answers 200 so scripts can wait for it.
 //!
+//! It is also the OTLP sink of `scripts/bench.sh`'s export-on scenario:
+//! `POST /v1/traces` reads the body and answers 200 with an empty
+//! `ExportTraceServiceResponse` (no bytes), and `GET /v1/traces` tells how
+//! many exports and bytes it received, as `{"exports": n, "bytes": n}`.
+//!
 //! ```text
 //! ceiling --listen 127.0.0.1:18080
 //! ```
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -130,7 +137,27 @@ fn app(answer: Answer) -> Router {
         Answer::Full => Router::new().route("/check", post(check)),
         Answer::Small => Router::new().route("/check", post(check_small)),
     };
-    router.route("/health", get(|| async { "ok" }))
+    router
+        .route("/health", get(|| async { "ok" }))
+        .route("/v1/traces", post(receive_traces).get(traces_received))
+}
+
+/// Exports and bytes received on `POST /v1/traces`.
+static EXPORTS: AtomicU64 = AtomicU64::new(0);
+static EXPORTED_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// An OTLP/HTTP export, taken and dropped.
+async fn receive_traces(body: Bytes) -> ([(&'static str, &'static str); 1], &'static [u8]) {
+    EXPORTS.fetch_add(1, Ordering::Relaxed);
+    EXPORTED_BYTES.fetch_add(body.len() as u64, Ordering::Relaxed);
+    ([("content-type", "application/x-protobuf")], b"")
+}
+
+async fn traces_received() -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "exports": EXPORTS.load(Ordering::Relaxed),
+        "bytes": EXPORTED_BYTES.load(Ordering::Relaxed),
+    }))
 }
 
 #[tokio::main(flavor = "multi_thread")]
