@@ -135,10 +135,50 @@ impl Settings {
                     origin: origin.clone(),
                     source,
                 })?;
+        let mut settings = settings;
         settings
-            .validate()
+            .read_secret_files()
+            .and_then(|()| settings.validate())
             .map_err(|problems| ConfigError::Invalid { origin, problems })?;
         Ok(settings)
+    }
+
+    /// Reads `admin.token_file` and `store.redis.password_file` into the
+    /// secrets they stand for, so the rest of the service sees one value.
+    fn read_secret_files(&mut self) -> Result<(), Vec<Problem>> {
+        let mut problems = Vec::new();
+        for (field, value, file) in [
+            ("admin.token_file", &mut self.admin.token, &self.admin.token_file),
+            (
+                "store.redis.password_file",
+                &mut self.store.redis.password,
+                &self.store.redis.password_file,
+            ),
+        ] {
+            let Some(path) = file else { continue };
+            if value.is_some() {
+                let twin = field.trim_end_matches("_file");
+                problems.push(Problem::new(field, format!("set {twin} or {field}, not both")));
+                continue;
+            }
+            match std::fs::read_to_string(path) {
+                Ok(text) => {
+                    let text = text.strip_suffix('\n').unwrap_or(&text);
+                    let text = text.strip_suffix('\r').unwrap_or(text);
+                    if text.is_empty() {
+                        problems.push(Problem::new(field, format!("{} is empty", path.display())));
+                    } else {
+                        *value = Some(Secret::new(text));
+                    }
+                }
+                Err(e) => problems.push(Problem::new(field, format!("cannot read {}: {e}", path.display()))),
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
     }
 }
 
@@ -250,6 +290,40 @@ mod tests {
     fn missing_file_names_the_path() {
         let err = Settings::load_with_env(Some(Path::new("/nonexistent/rl.toml")), Some(HashMap::new())).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/rl.toml"), "{err}");
+    }
+
+    #[test]
+    fn secrets_can_come_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "a-mounted-admin-token-0123\n").unwrap();
+        let password = dir.path().join("password");
+        std::fs::write(&password, "redis-auth").unwrap();
+        let toml = format!(
+            "[admin]\ntoken_file = \"{}\"\n[store.redis]\npassword_file = \"{}\"\n",
+            token.display(),
+            password.display()
+        );
+        let s = Settings::from_toml(&toml).unwrap();
+        assert_eq!(s.admin.token.unwrap().expose(), "a-mounted-admin-token-0123");
+        assert_eq!(s.store.redis.password.unwrap().expose(), "redis-auth");
+
+        let both = format!("[admin]\ntoken = \"x\"\ntoken_file = \"{}\"\n", token.display());
+        let err = Settings::from_toml(&both).unwrap_err().to_string();
+        assert!(
+            err.contains("admin.token_file: set admin.token or admin.token_file, not both"),
+            "{err}"
+        );
+        let missing = "[store.redis]\npassword_file = \"/nonexistent/pw\"\n";
+        let err = Settings::from_toml(missing).unwrap_err().to_string();
+        assert!(
+            err.contains("store.redis.password_file: cannot read /nonexistent/pw"),
+            "{err}"
+        );
+        std::fs::write(&token, "short\n").unwrap();
+        let short = format!("[admin]\ntoken_file = \"{}\"\n", token.display());
+        let err = Settings::from_toml(&short).unwrap_err().to_string();
+        assert!(err.contains("admin.token: must be at least 16 characters"), "{err}");
     }
 
     #[test]

@@ -125,6 +125,9 @@ pub struct RedisSettings {
     /// AUTH password, overriding the URL's; set it from the environment
     /// (`RATELIMITER__STORE__REDIS__PASSWORD`) to keep it out of files.
     pub password: Option<Secret>,
+    /// A file holding the password instead (a mounted secret); one
+    /// trailing newline is ignored.
+    pub password_file: Option<PathBuf>,
     /// TLS (`rediss://`): PEM file of the certificate authorities to trust;
     /// absent, the system's roots. The server name is always checked.
     pub tls_ca_file: Option<PathBuf>,
@@ -173,6 +176,7 @@ impl Default for RedisSettings {
             url: "redis://127.0.0.1:6379".to_owned(),
             username: None,
             password: None,
+            password_file: None,
             tls_ca_file: None,
             tls_cert_file: None,
             tls_key_file: None,
@@ -307,6 +311,9 @@ pub enum LogFormat {
 pub struct AdminSettings {
     /// Bearer token for `/admin`; without one the admin API is disabled.
     pub token: Option<Secret>,
+    /// A file holding the token instead (a mounted secret); one trailing
+    /// newline is ignored.
+    pub token_file: Option<PathBuf>,
     /// A separate listener for `/admin`; without one it shares `server.listen`.
     pub listen: Option<SocketAddr>,
     /// How often a replica re-reads overrides and lists from the shared
@@ -320,6 +327,7 @@ impl Default for AdminSettings {
     fn default() -> Self {
         AdminSettings {
             token: None,
+            token_file: None,
             listen: None,
             resync_interval: HumanDuration(Duration::from_secs(5)),
             top_keys: 100,

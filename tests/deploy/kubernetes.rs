@@ -164,11 +164,49 @@ fn container_env(deployment: &Value) -> BTreeMap<String, String> {
 }
 
 fn deployment_settings(deployment: &Value) -> Settings {
-    settings_from_toml_and_env(
-        "deploy/kubernetes Deployment",
-        &mounted_toml(deployment),
-        &container_env(deployment),
-    )
+    let files = tempfile::tempdir().unwrap();
+    let mut env = container_env(deployment);
+    for (name, value) in env.iter_mut() {
+        if name.ends_with("_FILE") {
+            let secret = mounted_secret(deployment, value);
+            let copy = files.path().join(name.as_str());
+            std::fs::write(&copy, secret).unwrap();
+            *value = copy.to_str().unwrap().to_owned();
+        }
+    }
+    settings_from_toml_and_env("deploy/kubernetes Deployment", &mounted_toml(deployment), &env)
+}
+
+/// The value the file at `path` holds in the container: a key of a
+/// Secret mounted as a volume, from [`SECRETS`].
+#[track_caller]
+fn mounted_secret(deployment: &Value, path: &str) -> String {
+    let (dir, file) = path.rsplit_once('/').unwrap();
+    let mount = container(deployment)["volumeMounts"]
+        .as_array()
+        .expect("volumeMounts")
+        .iter()
+        .find(|m| m["mountPath"] == dir)
+        .unwrap_or_else(|| panic!("nothing is mounted at {dir}"));
+    assert_eq!(mount["readOnly"], true, "{dir} is mounted read-only");
+    let volume = pod_spec(deployment)["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the mounted volume");
+    let secret = volume["secret"]["secretName"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{dir}: not a Secret volume"));
+    let key = volume["secret"]["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|i| i["path"] == file))
+        .map_or(file, |item| item["key"].as_str().unwrap());
+    SECRETS
+        .iter()
+        .find(|((s, k), _)| *s == secret && *k == key)
+        .map(|(_, v)| (*v).to_owned())
+        .unwrap_or_else(|| panic!("{path}: Secret {secret} key {key} is not documented in the test"))
 }
 
 /// The container port named or numbered `port`.
@@ -275,7 +313,11 @@ fn the_environment_holds_real_settings_from_existing_config_maps_and_documented_
     assert!(env.keys().all(|name| name.starts_with("RATELIMITER__")), "{env:?}");
     let settings = deployment_settings(&deployment);
     assert!(!settings.store.redis.nodes.is_empty(), "no Redis seed nodes");
-    assert!(settings.admin.token.is_some(), "no admin token");
+    assert_eq!(
+        settings.admin.token.as_ref().map(|t| t.expose()),
+        Some("k8s-admin-token-0123456789"),
+        "the admin token is read from the mounted Secret"
+    );
 
     let docs = read("deploy/README.md");
     for ((secret, key), _) in SECRETS {
