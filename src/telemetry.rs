@@ -51,6 +51,14 @@ pub fn exporting() -> bool {
     EXPORTING.load(Ordering::Relaxed)
 }
 
+/// Whether the current span's trace is sampled, so that a span made
+/// under it would be exported. With a parent-based sampler, a child of an
+/// unsampled request is dropped anyway: not making it saves building it.
+pub fn in_sampled_trace() -> bool {
+    use opentelemetry::trace::TraceContextExt;
+    tracing::Span::current().context().span().span_context().is_sampled()
+}
+
 /// The target of the spans made for traces only (`store`, `grpc`): the
 /// log lines do not show them.
 pub const TRACE_TARGET: &str = "ratelimiter::trace";

@@ -153,7 +153,7 @@ impl Resilience {
     where
         F: Future<Output = Result<T, StoreError>>,
     {
-        if !crate::telemetry::exporting() {
+        if !crate::telemetry::exporting() || !crate::telemetry::in_sampled_trace() {
             return self.breaker_call(shard, call, metrics).await;
         }
         let span = what.span();
