@@ -250,9 +250,9 @@ impl<'a> StoreCall<'a> {
         }
     }
 
-    /// The call's span, when spans are exported. `batch` starts at 1 and
-    /// the Redis store raises it when a group commit carried the call
-    /// ([`record_batch`]); `outcome` is set by [`StoreCall::outcome`].
+    /// The call's span, when spans are exported. `batch` and `outcome`
+    /// are recorded once the call is done ([`StoreCall::outcome`]; a
+    /// field recorded twice would be exported twice).
     pub fn span(&self) -> tracing::Span {
         if !exporting() {
             return tracing::Span::none();
@@ -263,26 +263,42 @@ impl<'a> StoreCall<'a> {
             rule = self.rule,
             algorithm = self.algorithm.map_or("several", Algorithm::as_str),
             counters = self.counters,
-            batch = 1_u64,
+            batch = tracing::field::Empty,
             outcome = tracing::field::Empty,
         )
     }
 
-    /// Records the outcome on `span`: `allowed`, `limited` or `error`.
-    pub fn outcome(span: &tracing::Span, allowed: Option<bool>) {
+    /// Records on `span` the outcome (`allowed`, `limited` or `error`)
+    /// and how many checks shared the call's round trip (`batch`).
+    pub fn outcome(span: &tracing::Span, allowed: Option<bool>, batch: u64) {
         let outcome = match allowed {
             Some(true) => "allowed",
             Some(false) => "limited",
             None => "error",
         };
         span.record("outcome", outcome);
+        span.record("batch", batch);
     }
 }
 
-/// Records on the current store span how many checks shared its store
-/// round trip (a Redis group commit); nothing when spans are off.
+tokio::task_local! {
+    /// How many checks the current store call's round trip carried.
+    static BATCH: std::cell::Cell<u64>;
+}
+
+/// Runs a store call, and tells how many checks its round trip carried:
+/// 1, unless the Redis store's group commit said more ([`record_batch`]).
+pub async fn counting_batch<F: std::future::Future>(call: F) -> (F::Output, u64) {
+    BATCH
+        .scope(std::cell::Cell::new(1), async {
+            let output = call.await;
+            (output, BATCH.with(std::cell::Cell::get))
+        })
+        .await
+}
+
+/// Tells the store call under way (in [`counting_batch`]) how many checks
+/// shared its round trip (a Redis group commit); nothing outside one.
 pub fn record_batch(checks: usize) {
-    if exporting() {
-        tracing::Span::current().record("batch", checks as u64);
-    }
+    let _ = BATCH.try_with(|batch| batch.set(checks as u64));
 }

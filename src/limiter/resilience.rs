@@ -157,8 +157,9 @@ impl Resilience {
             return self.breaker_call(shard, call, metrics).await;
         }
         let span = what.span();
-        let result = self.breaker_call(shard, call, metrics).instrument(span.clone()).await;
-        StoreCall::outcome(&span, result.as_ref().ok().map(Answer::allowed));
+        let call = self.breaker_call(shard, call, metrics).instrument(span.clone());
+        let (result, batch) = crate::telemetry::counting_batch(call).await;
+        StoreCall::outcome(&span, result.as_ref().ok().map(Answer::allowed), batch);
         result
     }
 

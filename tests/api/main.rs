@@ -23,3 +23,5 @@ mod several;
 mod shadow;
 mod slow_clients;
 mod telemetry;
+#[path = "../shared/otlp.rs"]
+mod otlp;

@@ -1,25 +1,15 @@
-//! Traces over OTLP/HTTP, received by a minimal collector started here: the
+//! Traces over OTLP/HTTP, received by a minimal collector started in the test (`tests/shared/otlp.rs`): the
 //! real binary's `request` and `store` spans continue the caller's trace
 //! (W3C `traceparent`), carry the rule, algorithm, batch and outcome and
 //! never the key; sampling is parent-based; nothing is exported when
 //! traces are off; gRPC calls continue the caller's trace from metadata.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::post;
-use axum::Router;
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
-use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
-use opentelemetry_proto::tonic::common::v1::KeyValue;
-use opentelemetry_proto::tonic::trace::v1::Span;
-use prost::Message;
 use serde_json::json;
 
+use crate::otlp::{text, Collector};
+use opentelemetry_proto::tonic::trace::v1::Span;
 use ratelimiter_testkit::service::Service;
 use ratelimiter_testkit::{poll_until, wait_until};
 
@@ -27,86 +17,6 @@ use ratelimiter_testkit::{poll_until, wait_until};
 const KEY: &str = "user-7f3a-secret-key";
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_ID: &str = "00f067aa0ba902b7";
-
-/// A collector: `POST /v1/traces` with protobuf bodies, every span kept
-/// with its resource's `service.name`.
-struct Collector {
-    addr: SocketAddr,
-    spans: Arc<Mutex<Vec<(String, Span)>>>,
-    requests: Arc<Mutex<usize>>,
-}
-
-type Received = (Arc<Mutex<Vec<(String, Span)>>>, Arc<Mutex<usize>>);
-
-impl Collector {
-    fn start() -> Collector {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let spans = Arc::new(Mutex::new(Vec::new()));
-        let requests = Arc::new(Mutex::new(0));
-        let state: Received = (spans.clone(), requests.clone());
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let app = Router::new().route("/v1/traces", post(receive)).with_state(state);
-                axum::serve(listener, app).await.unwrap();
-            });
-        });
-        Collector { addr, spans, requests }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn spans(&self) -> Vec<(String, Span)> {
-        self.spans.lock().unwrap().clone()
-    }
-
-    fn span_named(&self, name: &str) -> Option<Span> {
-        self.spans().into_iter().map(|(_, s)| s).find(|s| s.name == name)
-    }
-
-    fn exports(&self) -> usize {
-        *self.requests.lock().unwrap()
-    }
-}
-
-async fn receive(State((spans, requests)): State<Received>, body: Bytes) -> (StatusCode, Vec<u8>) {
-    let Ok(export) = ExportTraceServiceRequest::decode(body) else {
-        return (StatusCode::BAD_REQUEST, Vec::new());
-    };
-    *requests.lock().unwrap() += 1;
-    let mut kept = spans.lock().unwrap();
-    for resource in export.resource_spans {
-        let service = resource
-            .resource
-            .as_ref()
-            .and_then(|r| text(&r.attributes, "service.name"))
-            .unwrap_or_default();
-        for scope in resource.scope_spans {
-            kept.extend(scope.spans.into_iter().map(|span| (service.clone(), span)));
-        }
-    }
-    (StatusCode::OK, ExportTraceServiceResponse::default().encode_to_vec())
-}
-
-fn text(attributes: &[KeyValue], key: &str) -> Option<String> {
-    attributes
-        .iter()
-        .find(|a| a.key == key)
-        .and_then(|a| a.value.as_ref()?.value.as_ref())
-        .map(|v| match v {
-            AnyValue::StringValue(s) => s.clone(),
-            AnyValue::IntValue(i) => i.to_string(),
-            other => format!("{other:?}"),
-        })
-}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

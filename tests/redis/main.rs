@@ -22,3 +22,6 @@ mod secrets;
 mod sentinel;
 mod support_selftest;
 mod tls;
+mod traces;
+#[path = "../shared/otlp.rs"]
+mod otlp;
