@@ -101,24 +101,8 @@ fn mounted_toml(deployment: &Value) -> String {
         .map(|a| scalar(a, "arg"))
         .collect();
     let config = &args[args.iter().position(|a| a == "--config").expect("--config") + 1];
-    let (dir, file) = config.rsplit_once('/').unwrap();
-    let mount = container["volumeMounts"]
-        .as_array()
-        .expect("volumeMounts")
-        .iter()
-        .find(|m| m["mountPath"] == dir)
-        .unwrap_or_else(|| panic!("nothing is mounted at {dir}"));
-    let volume = pod_spec(deployment)["volumes"]
-        .as_array()
-        .expect("volumes")
-        .iter()
-        .find(|v| v["name"] == mount["name"])
-        .expect("the mounted volume");
+    let (volume, key) = mounted_file(deployment, config);
     let map_name = volume["configMap"]["name"].as_str().expect("a ConfigMap volume");
-    let key = volume["configMap"]["items"]
-        .as_array()
-        .and_then(|items| items.iter().find(|i| i["path"] == file))
-        .map_or(file.to_owned(), |i| scalar(&i["key"], "key"));
     let maps = config_maps();
     let data = maps.get(map_name).unwrap_or_else(|| panic!("no ConfigMap {map_name}"));
     scalar(
@@ -177,31 +161,46 @@ fn deployment_settings(deployment: &Value) -> Settings {
     settings_from_toml_and_env("deploy/kubernetes Deployment", &mounted_toml(deployment), &env)
 }
 
-/// The value the file at `path` holds in the container: a key of a
-/// Secret mounted as a volume, from [`SECRETS`].
+/// The volume mounted (read-only) where the container sees `path`, and
+/// the key of its ConfigMap or Secret that the file holds.
 #[track_caller]
-fn mounted_secret(deployment: &Value, path: &str) -> String {
+fn mounted_file(deployment: &Value, path: &str) -> (Value, String) {
     let (dir, file) = path.rsplit_once('/').unwrap();
     let mount = container(deployment)["volumeMounts"]
         .as_array()
         .expect("volumeMounts")
         .iter()
         .find(|m| m["mountPath"] == dir)
-        .unwrap_or_else(|| panic!("nothing is mounted at {dir}"));
+        .unwrap_or_else(|| panic!("nothing is mounted at {dir}"))
+        .clone();
     assert_eq!(mount["readOnly"], true, "{dir} is mounted read-only");
     let volume = pod_spec(deployment)["volumes"]
         .as_array()
         .expect("volumes")
         .iter()
         .find(|v| v["name"] == mount["name"])
-        .expect("the mounted volume");
-    let secret = volume["secret"]["secretName"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{dir}: not a Secret volume"));
-    let key = volume["secret"]["items"]
+        .expect("the mounted volume")
+        .clone();
+    let source = if volume.get("secret").is_some() {
+        "secret"
+    } else {
+        "configMap"
+    };
+    let key = volume[source]["items"]
         .as_array()
         .and_then(|items| items.iter().find(|i| i["path"] == file))
-        .map_or(file, |item| item["key"].as_str().unwrap());
+        .map_or(file.to_owned(), |i| scalar(&i["key"], "key"));
+    (volume, key)
+}
+
+/// The value the file at `path` holds in the container: a key of a
+/// Secret mounted as a volume, from [`SECRETS`].
+#[track_caller]
+fn mounted_secret(deployment: &Value, path: &str) -> String {
+    let (volume, key) = mounted_file(deployment, path);
+    let secret = volume["secret"]["secretName"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{path}: not in a Secret volume"));
     SECRETS
         .iter()
         .find(|((s, k), _)| *s == secret && *k == key)
