@@ -16,6 +16,8 @@ mod http2;
 mod leases;
 mod observability;
 mod openapi;
+#[path = "../shared/otlp.rs"]
+mod otlp;
 mod reload;
 mod report;
 mod schemathesis;
@@ -23,5 +25,3 @@ mod several;
 mod shadow;
 mod slow_clients;
 mod telemetry;
-#[path = "../shared/otlp.rs"]
-mod otlp;

@@ -16,6 +16,8 @@ mod footprint;
 mod grpc;
 mod leases;
 mod observability;
+#[path = "../shared/otlp.rs"]
+mod otlp;
 mod recovery;
 mod reports;
 mod secrets;
@@ -23,5 +25,3 @@ mod sentinel;
 mod support_selftest;
 mod tls;
 mod traces;
-#[path = "../shared/otlp.rs"]
-mod otlp;
