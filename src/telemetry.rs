@@ -300,5 +300,8 @@ pub async fn counting_batch<F: std::future::Future>(call: F) -> (F::Output, u64)
 /// Tells the store call under way (in [`counting_batch`]) how many checks
 /// shared its round trip (a Redis group commit); nothing outside one.
 pub fn record_batch(checks: usize) {
+    if !exporting() {
+        return;
+    }
     let _ = BATCH.try_with(|batch| batch.set(checks as u64));
 }

@@ -212,7 +212,7 @@ impl<S: Store> Limiter<S> {
         let counters = [(CounterKey::single(key), &plan.policy)];
         let peeked = || self.store.check_all("", &counters, Cost::ONE, Consume::Never);
         let shard = self.store.shard(key.rule, key.key);
-        let what = crate::telemetry::StoreCall::new(key.rule, [&plan.policy]);
+        let what = || crate::telemetry::StoreCall::new(key.rule, [&plan.policy]);
         match self.resilience.guard(shard, what, peeked, &self.metrics).await {
             Ok((_, decisions)) => self.record(plan, request, decisions[0], Reason::Peek),
             Err(e) => {

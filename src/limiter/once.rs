@@ -161,7 +161,7 @@ impl<S: Store> Limiter<S> {
         let once = request.id.as_deref().map(|id| Once { id, ttl_us });
         let shard = self.store.shard(plan.resolved.rule, partition);
         let call = || self.store.apply(partition, &counters, op, once);
-        let what = StoreCall::new(plan.resolved.rule, policies);
+        let what = || StoreCall::new(plan.resolved.rule, policies);
         self.resilience.guard(shard, what, call, &self.metrics).await
     }
 

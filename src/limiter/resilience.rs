@@ -132,21 +132,21 @@ impl Resilience {
         metrics: &Metrics,
     ) -> Result<Decision, StoreError> {
         let shard = store.shard(key.rule, key.key);
-        let what = StoreCall::new(key.rule, [policy]);
+        let what = || StoreCall::new(key.rule, [policy]);
         self.guard(shard, what, || store.check(key, policy, cost), metrics)
             .await
     }
 
     /// One store call through the circuit breaker, timed as a check, in a
-    /// `store` span describing it (`what`) when traces are exported. The
-    /// call's future is made here, once the breaker lets it through, and
+    /// `store` span describing it (`what`, asked only when traces are
+    /// exported and the request is sampled). The call's future is made here, once the breaker lets it through, and
     /// awaited where it is made (a future passed in would be held twice in
     /// this one's state).
     /// `shard` is the store's for the call's keys ([`Store::shard`]).
-    pub(super) async fn guard<T: Answer, F>(
+    pub(super) async fn guard<'w, T: Answer, F>(
         &self,
         shard: u32,
-        what: StoreCall<'_>,
+        what: impl FnOnce() -> StoreCall<'w>,
         call: impl FnOnce() -> F,
         metrics: &Metrics,
     ) -> Result<T, StoreError>
@@ -156,7 +156,7 @@ impl Resilience {
         if !crate::telemetry::exporting() || !crate::telemetry::in_sampled_trace() {
             return self.breaker_call(shard, call, metrics).await;
         }
-        let span = what.span();
+        let span = what().span();
         let call = self.breaker_call(shard, call, metrics).instrument(span.clone());
         let (result, batch) = crate::telemetry::counting_batch(call).await;
         StoreCall::outcome(&span, result.as_ref().ok().map(Answer::allowed), batch);
@@ -403,7 +403,7 @@ mod tests {
         let clock = Arc::new(ManualClock::new(Timestamp::from_micros(1_000_000)));
         let resilience = Resilience::new(FailurePolicy::default(), clock.clone());
         let metrics = Metrics::new();
-        let what = || StoreCall::new("default", []);
+        let what = || || StoreCall::new("default", []);
         let fail = || async {
             Err::<(), StoreError>(StoreError {
                 transient: true,

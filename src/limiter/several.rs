@@ -123,7 +123,7 @@ impl<S: Store> Limiter<S> {
                 .resilience
                 .guard(
                     self.store.shard(resolved.rule, partition),
-                    StoreCall::new(resolved.rule, &policies),
+                    || StoreCall::new(resolved.rule, &policies),
                     call,
                     &self.metrics,
                 )
