@@ -20,7 +20,10 @@
 //! - [`settings`]: typed configuration (TOML file + environment), its
 //!   sections, validation naming the field, and human durations.
 //! - [`metrics`]: Prometheus metrics on an owned registry.
-//! - [`cli`], [`telemetry`]: command line and logging, used by `main.rs`.
+//! - [`cli`], [`telemetry`]: command line, logging and traces, used by
+//!   `main.rs`.
+//! - [`tls`]: the TLS client configuration of the connections the service
+//!   opens (Redis, the OpenTelemetry collector).
 //!
 //! **[`http`]: the HTTP API.** The router; `check`, `forward` and `batch`;
 //! the operational routes (`ops`: health, readiness, metrics, rules,
@@ -59,3 +62,4 @@ pub mod server;
 pub mod settings;
 pub mod store;
 pub mod telemetry;
+pub mod tls;

@@ -7,7 +7,8 @@
 //! **Traces** (`[telemetry] otlp_endpoint`, off by default): a
 //! `tracing-opentelemetry` layer turns the service's own spans into
 //! OpenTelemetry spans, batched and exported over OTLP (HTTP/protobuf, or
-//! gRPC). The spans:
+//! gRPC), in the clear or over TLS (`https://`, [`crate::tls`]). The
+//! spans:
 //!
 //! - `request`, around every HTTP request ([`crate::http::request_id`]),
 //!   child of the caller's span when the request carries a W3C
@@ -41,6 +42,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::core::{Algorithm, Policy};
 use crate::settings::{LogFormat, OtlpProtocol, TelemetrySettings};
+use crate::tls::ClientFiles;
 
 /// Whether spans are being exported (set once, by [`init`]).
 static EXPORTING: AtomicBool = AtomicBool::new(false);
@@ -132,6 +134,78 @@ pub fn init(format: LogFormat, level: Option<&str>, telemetry: &TelemetrySetting
     })
 }
 
+/// The OTLP span exporter. Over TLS (an `https://` endpoint) both
+/// protocols connect through hyper-rustls with the configuration of
+/// [`crate::tls`]: the OTLP/HTTP client is the hyper one it uses anyway,
+/// given that connector; OTLP/gRPC gets a tonic channel made on it (h2 by
+/// ALPN), since tonic is built without TLS of its own.
+fn exporter(url: &str, telemetry: &TelemetrySettings) -> Result<opentelemetry_otlp::SpanExporter, String> {
+    use opentelemetry_otlp::{SpanExporter, WithHttpConfig, WithTonicConfig};
+
+    let timeout = telemetry.export_timeout.0;
+    let tls = if telemetry.uses_tls() {
+        let files = ClientFiles::new(
+            &telemetry.tls_ca_file,
+            &telemetry.tls_cert_file,
+            &telemetry.tls_key_file,
+            [
+                "telemetry.tls_ca_file",
+                "telemetry.tls_cert_file",
+                "telemetry.tls_key_file",
+            ],
+        );
+        Some(crate::tls::client_config(&files).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let https = |config, http2: bool| {
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_only();
+        if http2 {
+            builder.enable_http2().build()
+        } else {
+            builder.enable_http1().build()
+        }
+    };
+    let exporter = match (telemetry.protocol, tls) {
+        (OtlpProtocol::Http, tls) => {
+            let builder = SpanExporter::builder()
+                .with_http()
+                .with_protocol(Protocol::HttpBinary)
+                .with_endpoint(url)
+                .with_timeout(timeout);
+            match tls {
+                Some(config) => builder
+                    .with_http_client(opentelemetry_http::hyper::HyperClient::new(
+                        https(config, false),
+                        timeout,
+                        None,
+                    ))
+                    .build(),
+                None => builder.build(),
+            }
+        }
+        (OtlpProtocol::Grpc, None) => SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(url)
+            .with_timeout(timeout)
+            .build(),
+        (OtlpProtocol::Grpc, Some(config)) => {
+            let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+                .map_err(|e| e.to_string())?
+                .timeout(timeout)
+                .connect_with_connector_lazy(https(config, true));
+            SpanExporter::builder()
+                .with_tonic()
+                .with_channel(channel)
+                .with_timeout(timeout)
+                .build()
+        }
+    };
+    exporter.map_err(|e| e.to_string())
+}
+
 fn logs_only(format: LogFormat, filter: EnvFilter) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -146,24 +220,10 @@ fn logs_only(format: LogFormat, filter: EnvFilter) {
 /// The tracer provider: the OTLP exporter behind a batch processor on the
 /// Tokio runtime, parent-based ratio sampling, and the service's name.
 fn provider(url: &str, telemetry: &TelemetrySettings) -> Result<SdkTracerProvider, String> {
-    let timeout = telemetry.export_timeout.0;
-    let exporter = match telemetry.protocol {
-        OtlpProtocol::Http => opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_protocol(Protocol::HttpBinary)
-            .with_endpoint(url)
-            .with_timeout(timeout)
-            .build(),
-        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(url)
-            .with_timeout(timeout)
-            .build(),
-    }
-    .map_err(|e| e.to_string())?;
+    let exporter = exporter(url, telemetry)?;
     let batch = BatchConfigBuilder::default()
         .with_scheduled_delay(telemetry.export_interval.0)
-        .with_max_export_timeout(timeout)
+        .with_max_export_timeout(telemetry.export_timeout.0)
         .build();
     let processor = opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
         exporter,

@@ -2,6 +2,7 @@
 //! set (see [`crate::telemetry`] for what is exported), and the checks of
 //! its fields.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -14,8 +15,9 @@ use super::validate::Problem;
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetrySettings {
     /// The collector's base URL, such as `http://127.0.0.1:4318` (HTTP) or
-    /// `http://127.0.0.1:4317` (gRPC); over HTTP, traces go to its
-    /// `/v1/traces`. Absent: no traces are made or exported.
+    /// `http://127.0.0.1:4317` (gRPC), or `https://` for TLS; over HTTP,
+    /// traces go to its `/v1/traces`. Absent: no traces are made or
+    /// exported.
     pub otlp_endpoint: Option<String>,
     /// `http` (OTLP over HTTP with protobuf bodies) or `grpc`.
     pub protocol: OtlpProtocol,
@@ -29,6 +31,14 @@ pub struct TelemetrySettings {
     pub export_interval: HumanDuration,
     /// How long one export may take before it is given up.
     pub export_timeout: HumanDuration,
+    /// With an `https://` endpoint: a PEM file of the authorities to trust
+    /// (absent: the system's roots).
+    pub tls_ca_file: Option<PathBuf>,
+    /// With an `https://` endpoint: a PEM client certificate chain, for
+    /// mutual TLS (with `tls_key_file`).
+    pub tls_cert_file: Option<PathBuf>,
+    /// The PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for TelemetrySettings {
@@ -40,6 +50,9 @@ impl Default for TelemetrySettings {
             service_name: "ratelimiter".to_owned(),
             export_interval: HumanDuration(Duration::from_secs(5)),
             export_timeout: HumanDuration(Duration::from_secs(10)),
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -74,6 +87,13 @@ impl TelemetrySettings {
         }
     }
 
+    /// Whether the collector is reached over TLS (an `https://` endpoint).
+    pub fn uses_tls(&self) -> bool {
+        self.otlp_endpoint
+            .as_deref()
+            .is_some_and(|e| e.trim().get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://")))
+    }
+
     /// What is wrong with these settings, each naming its field.
     pub(super) fn problems(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
@@ -97,25 +117,39 @@ impl TelemetrySettings {
         if !(Duration::from_millis(100)..=Duration::from_secs(300)).contains(&self.export_timeout.0) {
             problems.push(Problem::new("telemetry.export_timeout", "must be between 100ms and 5m"));
         }
+        for (field, set) in [
+            ("telemetry.tls_ca_file", self.tls_ca_file.is_some()),
+            ("telemetry.tls_cert_file", self.tls_cert_file.is_some()),
+            ("telemetry.tls_key_file", self.tls_key_file.is_some()),
+        ] {
+            if set && !self.uses_tls() {
+                problems.push(Problem::new(
+                    field,
+                    "is set but the collector is not reached over TLS: use an https:// otlp_endpoint",
+                ));
+            }
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            problems.push(Problem::new(
+                "telemetry.tls_cert_file",
+                "mutual TLS needs both tls_cert_file and tls_key_file",
+            ));
+        }
         problems
     }
 }
 
-/// An `http://host:port[/path]` URL: the exporters speak plain HTTP (a
-/// collector or agent runs beside the service).
+/// An `http://` or `https://` `host:port[/path]` URL.
 fn check_endpoint(endpoint: &str) -> Result<(), String> {
     let example = "such as \"http://127.0.0.1:4318\"";
     let uri: axum::http::Uri = endpoint
         .parse()
         .map_err(|e| format!("{endpoint:?} is not a URL {example} ({e})"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(format!(
-            "{endpoint:?}: TLS to the collector is not supported; use an http:// URL of a collector beside the service"
-        ))
-        }
-        _ => return Err(format!("{endpoint:?} is not an http:// URL {example}")),
+    if !uri
+        .scheme_str()
+        .is_some_and(|s| s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"))
+    {
+        return Err(format!("{endpoint:?} is not an http:// or https:// URL {example}"));
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err(format!("{endpoint:?} names no host; use a URL {example}"));
@@ -142,8 +176,8 @@ mod tests {
         assert!(err.contains("telemetry.sample_ratio"), "{err}");
         let err = problem("[telemetry]\notlp_endpoint = \"collector:4318\"\n");
         assert!(err.contains("telemetry.otlp_endpoint"), "{err}");
-        let err = problem("[telemetry]\notlp_endpoint = \"https://collector:4318\"\n");
-        assert!(err.contains("TLS"), "{err}");
+        let err = problem("[telemetry]\notlp_endpoint = \"ftp://collector:4318\"\n");
+        assert!(err.contains("telemetry.otlp_endpoint"), "{err}");
         let err = problem("[telemetry]\nservice_name = \" \"\nexport_interval = \"1ms\"\n");
         assert!(
             err.contains("telemetry.service_name") && err.contains("telemetry.export_interval"),
@@ -151,6 +185,30 @@ mod tests {
         );
         let err = problem("[telemetry]\nprotocol = \"udp\"\n");
         assert!(err.contains("udp"), "{err}");
+    }
+
+    #[test]
+    fn tls_files_need_an_https_endpoint_and_a_certificate_its_key() {
+        let problem = |toml: &str| Settings::from_toml(toml).unwrap_err().to_string();
+        let err = problem("[telemetry]\notlp_endpoint = \"http://c:4318\"\ntls_ca_file = \"/ca.pem\"\n");
+        assert!(
+            err.contains("telemetry.tls_ca_file") && err.contains("https://"),
+            "{err}"
+        );
+        let err = problem("[telemetry]\ntls_key_file = \"/key.pem\"\n");
+        assert!(err.contains("telemetry.tls_key_file"), "{err}");
+        let err = problem("[telemetry]\notlp_endpoint = \"https://c:4318\"\ntls_cert_file = \"/c.pem\"\n");
+        assert!(err.contains("telemetry.tls_cert_file") && err.contains("both"), "{err}");
+
+        let s = Settings::from_toml(
+            "[telemetry]\notlp_endpoint = \"HTTPS://c:4317\"\nprotocol = \"grpc\"\ntls_ca_file = \"/ca.pem\"\n",
+        )
+        .unwrap();
+        assert!(s.telemetry.uses_tls());
+        assert!(!Settings::from_toml("[telemetry]\notlp_endpoint = \"http://c:4318\"\n")
+            .unwrap()
+            .telemetry
+            .uses_tls());
     }
 
     #[test]

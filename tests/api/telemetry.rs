@@ -2,7 +2,10 @@
 //! real binary's `request` and `store` spans continue the caller's trace
 //! (W3C `traceparent`), carry the rule, algorithm, batch and outcome and
 //! never the key; sampling is parent-based; nothing is exported when
-//! traces are off; gRPC calls continue the caller's trace from metadata.
+//! traces are off; gRPC calls continue the caller's trace from metadata;
+//! OTLP/HTTP and OTLP/gRPC, in the clear and over TLS (with a private
+//! authority, mutual TLS, and an untrusted collector refused), carry the
+//! standard `OTEL_EXPORTER_OTLP_HEADERS`.
 
 use std::time::Duration;
 
@@ -10,6 +13,7 @@ use serde_json::json;
 
 use crate::otlp::{text, Collector};
 use opentelemetry_proto::tonic::trace::v1::Span;
+use ratelimiter_testkit::redis::TlsFiles;
 use ratelimiter_testkit::service::Service;
 use ratelimiter_testkit::{poll_until, wait_until};
 
@@ -181,4 +185,115 @@ async fn grpc_calls_continue_the_callers_trace_from_metadata() {
     assert_eq!(store.parent_span_id, grpc.span_id);
     assert_eq!(text(&store.attributes, "outcome").as_deref(), Some("allowed"));
     assert!(!format!("{:?}", collector.spans()).contains(KEY));
+}
+
+/// A `[telemetry]` section's lines go before the first `[[rules]]`.
+fn telemetry_toml(endpoint: &str, protocol: &str, extra: &str) -> String {
+    config(endpoint, 1.0).replacen(
+        "[[rules]]",
+        &format!("protocol = \"{protocol}\"\n{extra}\n[[rules]]"),
+        1,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_protocols_reach_a_collector_in_the_clear_and_over_tls_with_the_standard_headers() {
+    let tls = TlsFiles::generate();
+    for protocol in ["http", "grpc"] {
+        for secure in [false, true] {
+            let (collector, extra) = if secure {
+                let collector = Collector::start_tls(&tls.server_cert(), &tls.server_key(), None);
+                (collector, format!("tls_ca_file = {:?}", tls.ca()))
+            } else {
+                (Collector::start(), String::new())
+            };
+            assert_eq!(collector.endpoint().starts_with("https://"), secure);
+            let service = Service::start_with_env(
+                &telemetry_toml(&collector.endpoint(), protocol, &extra),
+                &[(
+                    "OTEL_EXPORTER_OTLP_HEADERS",
+                    "authorization=Bearer%20t0ken,x-tenant=acme",
+                )],
+            );
+            assert_eq!(check(&service, None).await, 200);
+            wait_until(
+                &format!("a store span over {protocol}, TLS {secure}"),
+                Duration::from_secs(10),
+                || collector.span_named("store").is_some(),
+            );
+            let headers = collector.export_headers("authorization");
+            assert!(!headers.is_empty());
+            for (arrived_by, value) in headers {
+                assert_eq!(arrived_by, protocol);
+                assert_eq!(value.as_deref(), Some("Bearer t0ken"));
+            }
+            assert_eq!(collector.export_headers("x-tenant")[0].1.as_deref(), Some("acme"));
+            assert_eq!(collector.failed_handshakes(), 0);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_to_the_collector_and_an_untrusted_one_gets_nothing() {
+    let tls = TlsFiles::generate();
+    for protocol in ["http", "grpc"] {
+        // The collector asks for a client certificate signed by the CA.
+        let collector = Collector::start_tls(&tls.server_cert(), &tls.server_key(), Some(&tls.ca()));
+        let without = Service::start(&telemetry_toml(
+            &collector.endpoint(),
+            protocol,
+            &format!("tls_ca_file = {:?}", tls.ca()),
+        ));
+        assert_eq!(check(&without, None).await, 200, "traces never stand in a check's way");
+        wait_until("a refused handshake", Duration::from_secs(10), || {
+            collector.failed_handshakes() > 0
+        });
+        assert_eq!(collector.exports(), 0);
+        drop(without);
+
+        let with = Service::start(&telemetry_toml(
+            &collector.endpoint(),
+            protocol,
+            &format!(
+                "tls_ca_file = {:?}\ntls_cert_file = {:?}\ntls_key_file = {:?}",
+                tls.ca(),
+                tls.client_cert(),
+                tls.client_key()
+            ),
+        ));
+        assert_eq!(check(&with, None).await, 200);
+        wait_until(
+            &format!("spans over mutual TLS ({protocol})"),
+            Duration::from_secs(10),
+            || collector.span_named("store").is_some(),
+        );
+    }
+
+    // A collector whose certificate the service does not trust: the
+    // service refuses the handshake, and nothing is sent.
+    let collector = Collector::start_tls(&tls.server_cert(), &tls.server_key(), None);
+    let service = Service::start(&telemetry_toml(
+        &collector.endpoint(),
+        "http",
+        &format!("tls_ca_file = {:?}", tls.other_ca()),
+    ));
+    assert_eq!(check(&service, None).await, 200);
+    wait_until("the distrusted handshake", Duration::from_secs(10), || {
+        collector.failed_handshakes() > 0
+    });
+    assert_eq!(collector.exports(), 0);
+}
+
+#[test]
+fn an_unreadable_tls_file_stops_start_up_naming_the_setting() {
+    let missing = "/nonexistent/collector-ca.pem";
+    let stderr = Service::refused(&telemetry_toml(
+        "https://127.0.0.1:4318",
+        "http",
+        &format!("tls_ca_file = {missing:?}"),
+    ));
+    assert!(
+        stderr.contains("telemetry.tls_ca_file") && stderr.contains(missing),
+        "{stderr}"
+    );
 }

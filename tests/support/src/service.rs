@@ -49,15 +49,21 @@ pub struct Service {
 impl Service {
     /// Starts the binary with the configuration file at `config`.
     pub fn start_with_file(config: &Path) -> Service {
-        Service::spawn(config, None)
+        Service::spawn(config, None, &[])
     }
 
     /// Starts the binary with `toml` as its configuration.
     pub fn start(toml: &str) -> Service {
+        Service::start_with_env(toml, &[])
+    }
+
+    /// Starts the binary with `toml` as its configuration and `env` added
+    /// to its environment.
+    pub fn start_with_env(toml: &str, env: &[(&str, &str)]) -> Service {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("ratelimiter.toml");
         std::fs::write(&path, toml).expect("write config");
-        Service::spawn(&path, Some(dir))
+        Service::spawn(&path, Some(dir), env)
     }
 
     /// Runs the binary with `toml` as its configuration, expecting it to
@@ -77,12 +83,13 @@ impl Service {
         stderr
     }
 
-    fn spawn(config: &Path, dir: Option<tempfile::TempDir>) -> Service {
+    fn spawn(config: &Path, dir: Option<tempfile::TempDir>, env: &[(&str, &str)]) -> Service {
         let mut child = Command::new(binary())
             .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--config"])
             .arg(config)
             // The "listening" event is at info, whatever the config says.
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
