@@ -120,9 +120,21 @@ pub fn init(format: LogFormat, level: Option<&str>, telemetry: &TelemetrySetting
     let traces =
         tracing_subscriber::filter::filter_fn(|meta| meta.is_span() && meta.target().starts_with("ratelimiter"));
     let tracer = provider.tracer("ratelimiter");
+    // Only what the spans say: no source location, thread, target or
+    // busy/idle times (the last takes the time at every poll of a request
+    // span), and no OpenTelemetry context made current on entry, which
+    // nothing in the service reads (spans find their parent through the
+    // layer).
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_tracked_inactivity(false)
+        .with_context_activation(false);
     let installed = tracing_subscriber::registry()
         .with(fmt.with_filter(filter().and(logs)))
-        .with(tracing_opentelemetry::layer().with_tracer(tracer).with_filter(traces))
+        .with(otel.with_filter(traces))
         .try_init();
     if installed.is_err() {
         let _ = provider.shutdown();

@@ -99,6 +99,16 @@ async fn request_and_store_spans_continue_the_callers_trace_and_never_name_the_k
     }
     outcomes.sort();
     assert_eq!(outcomes, ["allowed", "limited"]);
+    // Only what the spans say: no source location, thread, target or
+    // busy/idle times.
+    let keys = |span: &Span| {
+        let mut keys: Vec<String> = span.attributes.iter().map(|a| a.key.clone()).collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(keys(requests[0]), ["method", "path", "request_id"]);
+    let store = collector.span_named("store").unwrap();
+    assert_eq!(keys(&store), ["algorithm", "batch", "counters", "outcome", "rule"]);
     assert!(spans.iter().all(|(service, _)| service == "rl-under-test"));
     let everything = format!("{spans:?}");
     assert!(!everything.contains(KEY), "the key appears in a span: {everything}");
