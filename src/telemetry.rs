@@ -20,14 +20,16 @@
 //!   how many checks shared its round trip (`batch`), and the outcome.
 //!   Never the key, not even hashed.
 //!
-//! Sampling is parent-based: a request with a `traceparent` follows its
-//! caller's decision; others are kept at `sample_ratio`.
+//! Sampling is parent-based and decided where a request arrives
+//! ([`Head`]): a request with a `traceparent` follows its caller's
+//! decision; others are kept at `sample_ratio`. A request that is not
+//! traced makes no span the trace layer sees.
 //!
 //! When traces are off, the layer is not installed at all, and the hot
 //! path makes no span of its own: [`exporting`] is one relaxed atomic load.
 
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;
@@ -47,6 +49,9 @@ use crate::tls::ClientFiles;
 /// Whether spans are being exported (set once, by [`init`]).
 static EXPORTING: AtomicBool = AtomicBool::new(false);
 
+/// `sample_ratio`, as the bits of an `f64` (set once, by [`init`]).
+static SAMPLE_RATIO: AtomicU64 = AtomicU64::new(0);
+
 /// Whether spans are being exported: callers make their spans only then.
 #[inline]
 pub fn exporting() -> bool {
@@ -64,6 +69,70 @@ pub fn in_sampled_trace() -> bool {
 /// The target of the spans made for traces only (`store`, `grpc`): the
 /// log lines do not show them.
 pub const TRACE_TARGET: &str = "ratelimiter::trace";
+
+/// The target of the `request` span of a request that is not traced: the
+/// log lines show it as any other, the trace layer never sees it.
+pub const UNTRACED_TARGET: &str = "ratelimiter::untraced";
+
+/// Whether a request that has just arrived is traced, decided once, where
+/// it arrives (head sampling): a caller's valid W3C `traceparent` decides
+/// by its sampled flag, and the request joins that trace; otherwise the
+/// request starts a trace of its own with probability `sample_ratio`.
+///
+/// Deciding before the request's span is made, rather than in the
+/// OpenTelemetry sampler when the span opens, means a request that is not
+/// traced costs the trace layer nothing: its span is made under
+/// [`UNTRACED_TARGET`] (or, for gRPC, not at all), and no `store` span
+/// follows. The sampler behind it is parent-based over "always": by the
+/// time a span reaches it, the decision has been made.
+pub enum Head {
+    /// Not traced (traces off, the caller's trace unsampled, or the ratio
+    /// said no).
+    Untraced,
+    /// A trace of its own.
+    Root,
+    /// The caller's sampled trace.
+    Child(opentelemetry::Context),
+}
+
+impl Head {
+    /// The decision for a request whose headers or metadata are `carrier`.
+    pub fn of(carrier: &dyn Extractor) -> Head {
+        use opentelemetry::trace::TraceContextExt;
+        if !exporting() {
+            return Head::Untraced;
+        }
+        if carrier.get("traceparent").is_some() {
+            let parent = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(carrier);
+            let caller = parent.span().span_context().clone();
+            if caller.is_valid() {
+                return if caller.is_sampled() {
+                    Head::Child(parent)
+                } else {
+                    Head::Untraced
+                };
+            }
+        }
+        let ratio = f64::from_bits(SAMPLE_RATIO.load(Ordering::Relaxed));
+        if ratio >= 1.0 || (ratio > 0.0 && rand::random::<f64>() < ratio) {
+            Head::Root
+        } else {
+            Head::Untraced
+        }
+    }
+
+    /// Whether the request is traced.
+    pub fn traced(&self) -> bool {
+        !matches!(self, Head::Untraced)
+    }
+
+    /// Makes `span`, the request's span, the child of the caller's.
+    pub fn adopt(self, span: &tracing::Span) {
+        if let Head::Child(parent) = self {
+            let _ = span.set_parent(parent);
+        }
+    }
+}
 
 /// What [`init`] started; [`Telemetry::shutdown`] exports what is left.
 #[must_use = "shut it down to export the last spans"]
@@ -116,9 +185,11 @@ pub fn init(format: LogFormat, level: Option<&str>, telemetry: &TelemetrySetting
     };
     // Logs: as without traces, less the spans made for traces only.
     let logs = tracing_subscriber::filter::filter_fn(|meta| meta.target() != TRACE_TARGET);
-    // Traces: the service's spans, and no events (they may name keys).
-    let traces =
-        tracing_subscriber::filter::filter_fn(|meta| meta.is_span() && meta.target().starts_with("ratelimiter"));
+    // Traces: the service's spans of traced requests, and no events (they
+    // may name keys).
+    let traces = tracing_subscriber::filter::filter_fn(|meta| {
+        meta.is_span() && meta.target().starts_with("ratelimiter") && meta.target() != UNTRACED_TARGET
+    });
     let tracer = provider.tracer("ratelimiter");
     // Only what the spans say: no source location, thread, target or
     // busy/idle times (the last takes the time at every poll of a request
@@ -140,6 +211,7 @@ pub fn init(format: LogFormat, level: Option<&str>, telemetry: &TelemetrySetting
         let _ = provider.shutdown();
         return Ok(Telemetry { provider: None });
     }
+    SAMPLE_RATIO.store(telemetry.sample_ratio.to_bits(), Ordering::Relaxed);
     EXPORTING.store(true, Ordering::Relaxed);
     Ok(Telemetry {
         provider: Some(provider),
@@ -243,7 +315,9 @@ fn provider(url: &str, telemetry: &TelemetrySettings) -> Result<SdkTracerProvide
     )
     .with_batch_config(batch)
     .build();
-    let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(telemetry.sample_ratio)));
+    // The ratio is applied where requests arrive ([`Head`]); what reaches
+    // the sampler has been chosen already.
+    let sampler = Sampler::ParentBased(Box::new(Sampler::AlwaysOn));
     Ok(SdkTracerProvider::builder()
         .with_span_processor(processor)
         .with_sampler(sampler)
@@ -253,17 +327,6 @@ fn provider(url: &str, telemetry: &TelemetrySettings) -> Result<SdkTracerProvide
                 .build(),
         )
         .build())
-}
-
-/// Makes `span` the child of the caller's span named by W3C
-/// `traceparent`/`tracestate` in `carrier` (HTTP headers or gRPC
-/// metadata); nothing when there is none, or it is malformed.
-pub fn adopt_parent(span: &tracing::Span, carrier: &dyn Extractor) {
-    if carrier.get("traceparent").is_none() {
-        return;
-    }
-    let parent = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(carrier);
-    let _ = span.set_parent(parent);
 }
 
 /// HTTP headers as a carrier of trace context.

@@ -75,11 +75,20 @@ pub fn with_request_ids(router: Router) -> Router {
                 .get("x-request-id")
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("-");
-            let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
-            if crate::telemetry::exporting() {
-                crate::telemetry::adopt_parent(&span, &crate::telemetry::Headers(request.headers()));
+            let head = crate::telemetry::Head::of(&crate::telemetry::Headers(request.headers()));
+            macro_rules! request_span {
+                ($target:expr) => {
+                    tracing::info_span!(target: $target, "request", request_id = %id, method = %request.method(), path = %request.uri().path())
+                };
             }
-            span
+            if head.traced() {
+                let span = request_span!(module_path!());
+                head.adopt(&span);
+                span
+            } else {
+                // The same span for the logs; the trace layer skips it.
+                request_span!(crate::telemetry::UNTRACED_TARGET)
+            }
         }))
         .layer(SetRequestIdLayer::new(x_request_id, SequentialIds::new()))
 }

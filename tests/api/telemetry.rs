@@ -138,6 +138,63 @@ async fn a_zero_ratio_keeps_no_trace_of_its_own_but_follows_a_sampled_caller() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ratio_is_decided_once_per_request_and_an_unsampled_caller_wins_at_any_ratio() {
+    let collector = Collector::start();
+    let toml = config(&collector.endpoint(), 0.5).replace("limit = 1\n", "limit = 1000\n");
+    let service = Service::start(&toml);
+    const REQUESTS: usize = 200;
+    for _ in 0..REQUESTS {
+        assert_eq!(check(&service, None).await, 200);
+    }
+    // A last sampled caller marks the end: its spans leave after the
+    // others'.
+    let sampled = format!("00-{TRACE_ID}-{PARENT_ID}-01");
+    assert_eq!(check(&service, Some(&sampled)).await, 200);
+    wait_until("the sampled caller's spans", Duration::from_secs(10), || {
+        collector
+            .spans()
+            .iter()
+            .any(|(_, s)| s.name == "store" && hex(&s.trace_id) == TRACE_ID)
+    });
+    let spans = collector.spans();
+    let own = |name: &str| -> Vec<&Span> {
+        spans
+            .iter()
+            .map(|(_, s)| s)
+            .filter(|s| s.name == name && hex(&s.trace_id) != TRACE_ID)
+            .collect()
+    };
+    let (requests, stores) = (own("request"), own("store"));
+    // Binomial(200, 0.5): 100, standard deviation 7; outside 70..=130
+    // (over four deviations, once in 30,000 runs by chance) the ratio is
+    // not applied once (applied twice, it keeps 50).
+    assert!(
+        (70..=130).contains(&requests.len()),
+        "{} of {REQUESTS} kept",
+        requests.len()
+    );
+    // Each kept request has its store span, and no store span is kept
+    // without its request.
+    assert_eq!(stores.len(), requests.len());
+    for store in &stores {
+        assert!(requests.iter().any(|r| r.span_id == store.parent_span_id));
+    }
+
+    // At ratio 1.0 an unsampled caller still keeps nothing.
+    let collector = Collector::start();
+    let service = Service::start(&config(&collector.endpoint(), 1.0));
+    let unsampled = format!("00-{TRACE_ID}-{PARENT_ID}-00");
+    assert_eq!(check(&service, Some(&unsampled)).await, 200);
+    assert_eq!(check(&service, None).await, 429);
+    wait_until("the second request's spans", Duration::from_secs(10), || {
+        collector.span_named("store").is_some()
+    });
+    let spans = collector.spans();
+    assert!(spans.iter().all(|(_, s)| hex(&s.trace_id) != TRACE_ID), "{spans:#?}");
+    assert_eq!(spans.iter().filter(|(_, s)| s.name == "store").count(), 1);
+}
+
 #[tokio::test]
 async fn nothing_is_exported_when_traces_are_off() {
     let collector = Collector::start();

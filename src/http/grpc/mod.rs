@@ -64,7 +64,8 @@ impl RateLimiter {
     /// The call's span when traces are exported (else none): its domain
     /// when configured, and the caller's trace from `traceparent`.
     fn span(&self, request: &Request<RateLimitRequest>) -> tracing::Span {
-        if !crate::telemetry::exporting() {
+        let head = crate::telemetry::Head::of(&crate::telemetry::Metadata(request.metadata()));
+        if !head.traced() {
             return tracing::Span::none();
         }
         let domain = request.get_ref().domain.as_str();
@@ -80,7 +81,7 @@ impl RateLimiter {
             domain,
             descriptors = request.get_ref().descriptors.len(),
         );
-        crate::telemetry::adopt_parent(&span, &crate::telemetry::Metadata(request.metadata()));
+        head.adopt(&span);
         span
     }
 
