@@ -302,7 +302,8 @@ fn logs_only(format: LogFormat, filter: EnvFilter) {
 }
 
 /// The tracer provider: the OTLP exporter behind a batch processor on the
-/// Tokio runtime, parent-based ratio sampling, and the service's name.
+/// Tokio runtime, a parent-based always-on sampler (the ratio is applied
+/// where requests arrive, [`Head`]), and the service's name.
 fn provider(url: &str, telemetry: &TelemetrySettings) -> Result<SdkTracerProvider, String> {
     let exporter = exporter(url, telemetry)?;
     let batch = BatchConfigBuilder::default()
