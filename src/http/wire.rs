@@ -51,7 +51,7 @@ struct Borrowed<'a> {
 /// The common case — a well-formed body — is read straight into typed
 /// fields, without building a JSON tree. Anything else (an error, or a form
 /// the fast path does not take, such as `"cost": 2.0` or a repeated field)
-/// goes through [`parse_check_fields`], which accepts exactly the same
+/// goes through `parse_check_fields`, which accepts exactly the same
 /// requests and explains every refusal.
 pub fn parse_check(body: &[u8], max_key_bytes: usize) -> Result<CheckRequest, ApiError> {
     // (A derived struct also reads a JSON array as its fields in order.)
