@@ -191,7 +191,10 @@ async fn server_config(settings: &RedisSettings) -> Result<(Config, bool), Conne
     if let Some(password) = &settings.password {
         config.password = Some(password.expose().to_owned());
     }
-    config.tls = super::tls::config(settings)?;
+    config.tls = super::tls::config(settings).map_err(|e| ConnectError::Tls {
+        field: e.field,
+        reason: e.reason,
+    })?;
     let nodes = settings
         .nodes
         .iter()

@@ -9,12 +9,11 @@
 
 use fred::types::config::{TlsConfig, TlsConnector, TlsHostMapping};
 
-use super::connection::ConnectError;
 use crate::settings::RedisSettings;
-use crate::tls::{client_config, ClientFiles};
+use crate::tls::{client_config, ClientFiles, TlsError};
 
 /// The TLS configuration of every connection, or `None` without TLS.
-pub fn config(settings: &RedisSettings) -> Result<Option<TlsConfig>, ConnectError> {
+pub fn config(settings: &RedisSettings) -> Result<Option<TlsConfig>, TlsError> {
     if !settings.uses_tls() {
         return Ok(None);
     }
@@ -28,10 +27,7 @@ pub fn config(settings: &RedisSettings) -> Result<Option<TlsConfig>, ConnectErro
             "store.redis.tls_key_file",
         ],
     );
-    let client = client_config(&files).map_err(|e| ConnectError::Tls {
-        field: e.field,
-        reason: e.reason,
-    })?;
+    let client = client_config(&files)?;
     Ok(Some(TlsConfig {
         connector: TlsConnector::from(client),
         hostnames: TlsHostMapping::None,
