@@ -117,24 +117,12 @@ impl TelemetrySettings {
         if !(Duration::from_millis(100)..=Duration::from_secs(300)).contains(&self.export_timeout.0) {
             problems.push(Problem::new("telemetry.export_timeout", "must be between 100ms and 5m"));
         }
-        for (field, set) in [
-            ("telemetry.tls_ca_file", self.tls_ca_file.is_some()),
-            ("telemetry.tls_cert_file", self.tls_cert_file.is_some()),
-            ("telemetry.tls_key_file", self.tls_key_file.is_some()),
-        ] {
-            if set && !self.uses_tls() {
-                problems.push(Problem::new(
-                    field,
-                    "is set but the collector is not reached over TLS: use an https:// otlp_endpoint",
-                ));
-            }
-        }
-        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
-            problems.push(Problem::new(
-                "telemetry.tls_cert_file",
-                "mutual TLS needs both tls_cert_file and tls_key_file",
-            ));
-        }
+        problems.extend(super::validate::tls_file_problems(
+            "telemetry",
+            [&self.tls_ca_file, &self.tls_cert_file, &self.tls_key_file],
+            self.uses_tls(),
+            "the collector is not reached over TLS: use an https:// otlp_endpoint",
+        ));
         problems
     }
 }

@@ -207,27 +207,40 @@ impl Settings {
 
 /// `[store.redis]`'s TLS files and Sentinel settings, which only make
 /// sense together with the right URL scheme and mode.
-fn redis_tls_and_sentinel(redis: &super::RedisSettings) -> Vec<Problem> {
+/// The TLS files of a section (`store.redis`, `telemetry`): set only
+/// when the connection is TLS (`not_tls` says how to make it so), and a
+/// client certificate only with its key.
+pub(super) fn tls_file_problems(
+    section: &str,
+    [ca, cert, key]: [&Option<std::path::PathBuf>; 3],
+    tls: bool,
+    not_tls: &str,
+) -> Vec<Problem> {
     let mut problems = Vec::new();
-    let tls = redis.uses_tls();
-    for (field, set) in [
-        ("store.redis.tls_ca_file", redis.tls_ca_file.is_some()),
-        ("store.redis.tls_cert_file", redis.tls_cert_file.is_some()),
-        ("store.redis.tls_key_file", redis.tls_key_file.is_some()),
-    ] {
-        if set && !tls {
+    for (name, file) in [("tls_ca_file", ca), ("tls_cert_file", cert), ("tls_key_file", key)] {
+        if file.is_some() && !tls {
             problems.push(Problem::new(
-                field,
-                "is set but the connection is not TLS: use a rediss:// url",
+                format!("{section}.{name}"),
+                format!("is set but {not_tls}"),
             ));
         }
     }
-    if redis.tls_cert_file.is_some() != redis.tls_key_file.is_some() {
+    if cert.is_some() != key.is_some() {
         problems.push(Problem::new(
-            "store.redis.tls_cert_file",
+            format!("{section}.tls_cert_file"),
             "mutual TLS needs both tls_cert_file and tls_key_file",
         ));
     }
+    problems
+}
+
+fn redis_tls_and_sentinel(redis: &super::RedisSettings) -> Vec<Problem> {
+    let mut problems = tls_file_problems(
+        "store.redis",
+        [&redis.tls_ca_file, &redis.tls_cert_file, &redis.tls_key_file],
+        redis.uses_tls(),
+        "the connection is not TLS: use a rediss:// url",
+    );
     let sentinel = redis.mode == RedisMode::Sentinel;
     if sentinel && redis.sentinels.is_empty() {
         problems.push(Problem::new(
