@@ -265,6 +265,11 @@ pub enum ClientError {
     /// wrong base URL, 401 from a proxy, …), or not its JSON.
     #[error("unexpected answer from ratelimiter ({status}): {detail}")]
     Unexpected { status: StatusCode, detail: String },
+    /// A tower layer stacked on the client failed the check without an
+    /// answer from the service: its timeout elapsed, a load balancer had
+    /// no ready client, … (see [`crate::RateLimitLayer::checks`]).
+    #[error("no decision from the layers on the ratelimiter client: {}", chain(.0.as_ref()))]
+    Layer(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl ClientError {

@@ -68,9 +68,15 @@ pub enum MissingKey {
 
 type PartsFn<T> = Arc<dyn Fn(&Parts) -> T + Send + Sync>;
 
+/// The checks as a cloneable service (see [`RateLimitLayer::checks`]).
+type Checks = tower::util::BoxCloneSyncService<CheckRequest, CheckOutcome, tower::BoxError>;
+
 #[derive(Clone)]
 struct Config {
     client: Client,
+    /// Where checks go when not straight to `client`: the client under
+    /// tower layers.
+    checks: Option<Checks>,
     key: KeyExtractor,
     endpoint: PartsFn<Option<String>>,
     tier: Option<PartsFn<Option<String>>>,
@@ -107,6 +113,7 @@ impl std::fmt::Debug for RateLimitLayer {
         f.debug_struct("RateLimitLayer")
             .field("check_url", self.config.client.check_url())
             .field("key", &self.config.key)
+            .field("checks_through_layers", &self.config.checks.is_some())
             .field("failure_mode", &self.config.failure_mode)
             .field("missing_key", &self.config.missing_key)
             .finish_non_exhaustive()
@@ -119,6 +126,7 @@ impl RateLimitLayer {
         RateLimitLayer {
             config: Arc::new(Config {
                 client,
+                checks: None,
                 key: KeyExtractor::header("x-api-key"),
                 endpoint: Arc::new(extract::method_and_path),
                 tier: None,
@@ -219,6 +227,55 @@ impl RateLimitLayer {
     /// What happens to a request without a key.
     pub fn missing_key(self, missing: MissingKey) -> RateLimitLayer {
         self.with(|c| c.missing_key = missing)
+    }
+
+    /// Sends the checks through `checks` instead of straight to the
+    /// layer's client: the client (or several) under tower's layers — a
+    /// timeout, retries, a concurrency limit, load balancing. Leases are
+    /// still released through the layer's client.
+    ///
+    /// An error of `checks` that is a [`ClientError`] counts as that
+    /// error; any other (a layer's timeout, a load balancer with no
+    /// ready client, …) is [`ClientError::Layer`], which the
+    /// [`FailureMode`] decides.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use ratelimiter_client::{Client, RateLimitLayer};
+    /// let client = Client::new("http://ratelimiter:8080")?;
+    /// let checks = tower::ServiceBuilder::new()
+    ///     .concurrency_limit(256)
+    ///     .service(client.clone());
+    /// let layer = RateLimitLayer::new(client).checks(checks);
+    /// # Ok::<(), ratelimiter_client::ClientError>(())
+    /// ```
+    pub fn checks<S>(self, checks: S) -> RateLimitLayer
+    where
+        S: Service<CheckRequest, Response = CheckOutcome> + Clone + Send + Sync + 'static,
+        S::Error: Into<tower::BoxError>,
+        S::Future: Send + 'static,
+    {
+        use tower::ServiceExt;
+        let boxed = Checks::new(checks.map_err(Into::into));
+        self.with(|c| c.checks = Some(boxed))
+    }
+}
+
+/// Asks ratelimiter through the layer's checks, or its client.
+async fn ask(config: &Config, check: &CheckRequest) -> Result<CheckOutcome, ClientError> {
+    use tower::ServiceExt;
+    match &config.checks {
+        None => config.client.check(check).await,
+        Some(checks) => {
+            checks
+                .clone()
+                .oneshot(check.clone())
+                .await
+                .map_err(|error| match error.downcast::<ClientError>() {
+                    Ok(error) => *error,
+                    Err(other) => ClientError::Layer(other),
+                })
+        }
     }
 }
 
@@ -350,7 +407,7 @@ where
             let action = match check_request(&config, &parts) {
                 None => missing_key(config.missing_key, &config.key),
                 Some(check) => {
-                    let result = config.client.check(&check).await;
+                    let result = ask(&config, &check).await;
                     log_failure(&config, &check, &result);
                     decide(result, config.failure_mode)
                 }

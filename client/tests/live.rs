@@ -1011,3 +1011,73 @@ async fn the_client_is_a_tower_service_of_checks() {
     assert_eq!(second.remaining, first.remaining - 1);
     replica.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_layers_checks_go_through_tower_layers_stacked_on_the_client() {
+    let replica = Replica::start().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = {
+        let (calls, client) = (calls.clone(), replica.client());
+        tower::service_fn(move |check: CheckRequest| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let client = client.clone();
+            async move { client.check(&check).await }
+        })
+    };
+    let api = ApiServer::start(RateLimitLayer::new(replica.client()).checks(counted)).await;
+    for expected in [200, 200, 200, 429] {
+        let reply = api.items("ursula").await;
+        assert_eq!(reply.status.as_u16(), expected, "{}", reply.body);
+        assert!(reply.has_rate_limit_headers());
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 4, "every check went through the stack");
+    assert_eq!(api.handled(), 3);
+
+    // A ClientError from under the layers keeps its meaning: an unknown
+    // tier set by a layer is the service's refusal, a 400 naming the
+    // field, not the failure mode.
+    let bad_tier = tower::ServiceBuilder::new()
+        .map_request(|check: CheckRequest| check.tier("gold"))
+        .service(replica.client());
+    let api = ApiServer::start(RateLimitLayer::new(replica.client()).checks(bad_tier)).await;
+    let reply = api.items("victor").await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+    assert_eq!(reply.body["field"], "tier");
+    assert_eq!(api.handled(), 0);
+    replica.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_layer_on_the_checks_is_decided_by_the_failure_mode() {
+    use tower::ServiceExt;
+    // Accepted by the kernel, never answered; the client itself would wait
+    // a minute.
+    let silent = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let client = Client::builder(&format!("http://{}", silent.local_addr().unwrap()))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let checks = tower::ServiceBuilder::new()
+        .timeout(Duration::from_millis(100))
+        .service(client.clone());
+    let error = checks.clone().oneshot(CheckRequest::new("k")).await.unwrap_err();
+    assert!(error.is::<tower::timeout::error::Elapsed>(), "{error}");
+
+    let closed = ApiServer::start(
+        RateLimitLayer::new(client.clone())
+            .checks(checks.clone())
+            .failure_mode(FailureMode::FailClosed),
+    )
+    .await;
+    let reply = closed.items("wendy").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{}", reply.body);
+    assert_eq!(reply.body["reason"], "rate_limiter_unavailable");
+    assert_eq!(closed.handled(), 0);
+
+    let open = ApiServer::start(RateLimitLayer::new(client).checks(checks)).await;
+    let reply = open.items("wendy").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(!reply.has_rate_limit_headers());
+    assert_eq!(open.handled(), 1);
+    drop(silent);
+}
