@@ -74,6 +74,8 @@ echo "== cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test --workspace (the service, loadtests/ loadgen and client/ ratelimiter-client)"
 cargo test --workspace --all-targets --locked
+echo "== doc tests (the examples in the client crate's documentation and README)"
+cargo test --workspace --doc --locked
 echo "== ratelimiter-client with its opentelemetry feature (clippy, and the trace propagation test)"
 cargo clippy -p ratelimiter-client --all-targets --features opentelemetry --locked -- -D warnings
 cargo test -p ratelimiter-client --features opentelemetry --locked --test trace
