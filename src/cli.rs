@@ -133,6 +133,24 @@ pub fn check_config(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> bo
             return false;
         }
     };
+    // The TLS files are read at start-up; read them now too.
+    let mut tls = Vec::new();
+    if settings.store.backend == crate::settings::Backend::Redis && settings.store.redis.uses_tls() {
+        tls.push(settings.store.redis.tls_files());
+    }
+    if settings.telemetry.uses_tls() {
+        tls.push(settings.telemetry.tls_files());
+    }
+    let unreadable: Vec<_> = tls
+        .iter()
+        .filter_map(|files| crate::tls::client_config(files).err())
+        .collect();
+    if !unreadable.is_empty() {
+        for problem in unreadable {
+            let _ = writeln!(err, "error: {problem}");
+        }
+        return false;
+    }
     let rules = match RuleSet::from_settings(&settings) {
         Ok(rules) => rules,
         Err(problems) => {

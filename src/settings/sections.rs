@@ -204,6 +204,20 @@ impl RedisSettings {
         let tls = |url: &str| url.trim_start().to_ascii_lowercase().starts_with("rediss://");
         tls(&self.url) || self.nodes.iter().any(|n| tls(n))
     }
+
+    /// The TLS client files, named by their settings.
+    pub fn tls_files(&self) -> crate::tls::ClientFiles<'_> {
+        crate::tls::ClientFiles::new(
+            &self.tls_ca_file,
+            &self.tls_cert_file,
+            &self.tls_key_file,
+            [
+                "store.redis.tls_ca_file",
+                "store.redis.tls_cert_file",
+                "store.redis.tls_key_file",
+            ],
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]

@@ -94,6 +94,20 @@ impl TelemetrySettings {
             .is_some_and(|e| e.trim().get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://")))
     }
 
+    /// The TLS client files, named by their settings.
+    pub fn tls_files(&self) -> crate::tls::ClientFiles<'_> {
+        crate::tls::ClientFiles::new(
+            &self.tls_ca_file,
+            &self.tls_cert_file,
+            &self.tls_key_file,
+            [
+                "telemetry.tls_ca_file",
+                "telemetry.tls_cert_file",
+                "telemetry.tls_key_file",
+            ],
+        )
+    }
+
     /// What is wrong with these settings, each naming its field.
     pub(super) fn problems(&self) -> Vec<Problem> {
         let mut problems = Vec::new();

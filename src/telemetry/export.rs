@@ -6,7 +6,6 @@ use opentelemetry_sdk::trace::{BatchConfigBuilder, Sampler, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
 
 use crate::settings::{OtlpProtocol, TelemetrySettings};
-use crate::tls::ClientFiles;
 
 /// The OTLP span exporter. Over TLS (an `https://` endpoint) both
 /// protocols connect through hyper-rustls with the configuration of
@@ -18,17 +17,7 @@ fn exporter(url: &str, telemetry: &TelemetrySettings) -> Result<opentelemetry_ot
 
     let timeout = telemetry.export_timeout.0;
     let tls = if telemetry.uses_tls() {
-        let files = ClientFiles::new(
-            &telemetry.tls_ca_file,
-            &telemetry.tls_cert_file,
-            &telemetry.tls_key_file,
-            [
-                "telemetry.tls_ca_file",
-                "telemetry.tls_cert_file",
-                "telemetry.tls_key_file",
-            ],
-        );
-        Some(crate::tls::client_config(&files).map_err(|e| e.to_string())?)
+        Some(crate::tls::client_config(&telemetry.tls_files()).map_err(|e| e.to_string())?)
     } else {
         None
     };

@@ -122,3 +122,43 @@ fn check_config_takes_the_file_either_way_and_warns_of_a_misspelt_variable() {
     }
     assert!(!run(&["check-config"]).status.success(), "a file is required");
 }
+
+#[test]
+fn check_config_reads_the_tls_files_the_service_would_read_at_start_up() {
+    let tls = ratelimiter_testkit::redis::TlsFiles::generate();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let check = |toml: &str| {
+        std::fs::write(&path, toml).unwrap();
+        let out = Command::new(binary()).arg("check-config").arg(&path).output().unwrap();
+        (out.status.success(), text(&out.stderr))
+    };
+    let good = format!(
+        "[store]\nbackend = \"redis\"\n[store.redis]\nurl = \"rediss://127.0.0.1:1\"\ntls_ca_file = {:?}\n\
+         [telemetry]\notlp_endpoint = \"https://127.0.0.1:4318\"\ntls_ca_file = {:?}\n\
+         tls_cert_file = {:?}\ntls_key_file = {:?}\n",
+        tls.ca(),
+        tls.ca(),
+        tls.client_cert(),
+        tls.client_key()
+    );
+    let (ok, stderr) = check(&good);
+    assert!(ok, "{stderr}");
+
+    // The client certificate's key swapped for the server's: both sections
+    // are reported, each naming its setting.
+    let bad = good
+        .replace(&format!("{:?}", tls.client_key()), &format!("{:?}", tls.server_key()))
+        .replacen(
+            &format!("tls_ca_file = {:?}", tls.ca()),
+            "tls_ca_file = \"/nonexistent/ca.pem\"",
+            1,
+        );
+    let (ok, stderr) = check(&bad);
+    assert!(!ok);
+    assert!(
+        stderr.contains("store.redis.tls_ca_file: /nonexistent/ca.pem"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("telemetry.tls_key_file"), "{stderr}");
+}

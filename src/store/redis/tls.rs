@@ -10,24 +10,14 @@
 use fred::types::config::{TlsConfig, TlsConnector, TlsHostMapping};
 
 use crate::settings::RedisSettings;
-use crate::tls::{client_config, ClientFiles, TlsError};
+use crate::tls::{client_config, TlsError};
 
 /// The TLS configuration of every connection, or `None` without TLS.
 pub fn config(settings: &RedisSettings) -> Result<Option<TlsConfig>, TlsError> {
     if !settings.uses_tls() {
         return Ok(None);
     }
-    let files = ClientFiles::new(
-        &settings.tls_ca_file,
-        &settings.tls_cert_file,
-        &settings.tls_key_file,
-        [
-            "store.redis.tls_ca_file",
-            "store.redis.tls_cert_file",
-            "store.redis.tls_key_file",
-        ],
-    );
-    let client = client_config(&files)?;
+    let client = client_config(&settings.tls_files())?;
     Ok(Some(TlsConfig {
         connector: TlsConnector::from(client),
         hostnames: TlsHostMapping::None,
