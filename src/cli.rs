@@ -133,18 +133,7 @@ pub fn check_config(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> bo
             return false;
         }
     };
-    // The TLS files are read at start-up; read them now too.
-    let mut tls = Vec::new();
-    if settings.store.backend == crate::settings::Backend::Redis && settings.store.redis.uses_tls() {
-        tls.push(settings.store.redis.tls_files());
-    }
-    if settings.telemetry.uses_tls() {
-        tls.push(settings.telemetry.tls_files());
-    }
-    let unreadable: Vec<_> = tls
-        .iter()
-        .filter_map(|files| crate::tls::client_config(files).err())
-        .collect();
+    let unreadable = start_up_file_problems(&settings);
     if !unreadable.is_empty() {
         for problem in unreadable {
             let _ = writeln!(err, "error: {problem}");
@@ -163,6 +152,29 @@ pub fn check_config(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> bo
     };
     let _ = write_rule_table(&rules, path, out);
     true
+}
+
+/// What is wrong with the files the service reads only at start-up: the
+/// TLS files of `[store.redis]` and `[telemetry]`, and `[keys]`'s HMAC
+/// key. (Secret files named by `_file` settings are read with the
+/// settings.)
+fn start_up_file_problems(settings: &Settings) -> Vec<String> {
+    let mut tls = Vec::new();
+    if settings.store.backend == crate::settings::Backend::Redis && settings.store.redis.uses_tls() {
+        tls.push(settings.store.redis.tls_files());
+    }
+    if settings.telemetry.uses_tls() {
+        tls.push(settings.telemetry.tls_files());
+    }
+    let mut problems: Vec<String> = tls
+        .iter()
+        .filter_map(|files| crate::tls::client_config(files).err())
+        .map(|e| e.to_string())
+        .collect();
+    if let Err(e) = crate::limiter::hashing::KeyHasher::from_settings(&settings.keys) {
+        problems.push(e);
+    }
+    problems
 }
 
 fn write_rule_table(rules: &RuleSet, path: &Path, out: &mut dyn Write) -> std::io::Result<()> {

@@ -124,7 +124,7 @@ fn check_config_takes_the_file_either_way_and_warns_of_a_misspelt_variable() {
 }
 
 #[test]
-fn check_config_reads_the_tls_files_the_service_would_read_at_start_up() {
+fn check_config_reads_the_files_the_service_would_read_at_start_up() {
     let tls = ratelimiter_testkit::redis::TlsFiles::generate();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
@@ -161,4 +161,12 @@ fn check_config_reads_the_tls_files_the_service_would_read_at_start_up() {
         "{stderr}"
     );
     assert!(stderr.contains("telemetry.tls_key_file"), "{stderr}");
+
+    // The HMAC key of `[keys]`, also read only at start-up.
+    let (ok, stderr) = check("[keys]\nhash = \"hmac-sha256\"\nhmac_secret_file = \"/nonexistent/hmac\"\n");
+    assert!(!ok);
+    assert!(
+        stderr.contains("keys.hmac_secret_file: cannot read /nonexistent/hmac"),
+        "{stderr}"
+    );
 }

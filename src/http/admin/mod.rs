@@ -183,25 +183,23 @@ async fn put_override(State(state): Shared, headers: HeaderMap, body: Result<Byt
     ))
 }
 
-/// An operator's key as the limiter keeps keys (hashed when `[keys] hash`
-/// is on), so that overrides and list entries match the requests' keys.
+/// An operator's key as the limiter keeps keys (a credential header's
+/// value as its SHA-256, then hashed when `[keys] hash` is on), so that
+/// overrides and list entries match the requests' keys.
+fn kept_key(state: &HttpState, key: &str) -> String {
+    let key = credential_key(key, &state.forward.hash_headers);
+    state.ctx.limiter.kept_key(&key)
+}
+
 fn kept(state: &HttpState, key: Option<String>) -> Option<String> {
-    key.map(|key| {
-        state
-            .ctx
-            .limiter
-            .kept_key(&credential_key(&key, &state.forward.hash_headers))
-    })
+    key.map(|key| kept_key(state, &key))
 }
 
 /// A list entry as kept: a key hashed like the requests' keys; an address
 /// or range as it is (`client_ip` is never hashed).
 fn kept_entry(state: &HttpState, entry: ListEntry) -> String {
     match entry {
-        ListEntry::Key(key) => state
-            .ctx
-            .limiter
-            .kept_key(&credential_key(&key, &state.forward.hash_headers)),
+        ListEntry::Key(key) => kept_key(state, &key),
         net => net.to_string(),
     }
 }
