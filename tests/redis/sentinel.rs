@@ -12,6 +12,7 @@ use ratelimiter::store::{Store, StoreKey};
 use crate::common::{connect, standalone_settings, unique_prefix};
 use crate::contract::contract;
 use ratelimiter_testkit::redis::{cli, RedisSentinels};
+use ratelimiter_testkit::wait_until;
 
 pub fn sentinel_settings(group: &RedisSentinels, prefix: &str) -> RedisSettings {
     RedisSettings {
@@ -94,4 +95,25 @@ async fn sentinels_that_do_not_know_the_name_are_a_start_up_error() {
         Err(e) => e.to_string(),
     };
     assert!(err.contains("cannot connect to Redis at 127.0.0.1:"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_down_at_start_up_is_subscribed_to_once_it_is_back() {
+    let mut group = RedisSentinels::start();
+    // The last sentinel refuses connections while the store starts (the
+    // others name the master).
+    group.stop_sentinel(2);
+    let store = connect(&sentinel_settings(&group, &unique_prefix("sentinel-late"))).await;
+    wait_until(
+        "the two live sentinels to have the store's subscriber",
+        Duration::from_secs(10),
+        || group.sentinel_subscribers(0) == 1 && group.sentinel_subscribers(1) == 1,
+    );
+    group.restart_sentinel(2);
+    wait_until(
+        "the store to subscribe to the sentinel that is back",
+        Duration::from_secs(20),
+        || group.sentinel_subscribers(2) == 1,
+    );
+    drop(store);
 }

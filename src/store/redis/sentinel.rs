@@ -12,7 +12,8 @@
 //! moment the sentinels agree on the new one.
 //!
 //! One subscriber per sentinel, so the loss of a sentinel loses no
-//! announcement; duplicates only reconnect twice.
+//! announcement; duplicates only reconnect twice. A sentinel that is down
+//! when the store starts is retried, and subscribed to once it answers.
 
 use fred::clients::SubscriberClient;
 use fred::prelude::{ClientLike, Config, EventInterface, PubsubInterface, Server, ServerConfig};
@@ -24,6 +25,10 @@ use super::connection::Connector;
 
 /// The sentinels' announcement of a new master.
 const SWITCH_MASTER: &str = "+switch-master";
+
+/// How long to wait before subscribing again after a live connection
+/// refused the subscription.
+const RESUBSCRIBE_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Watches the sentinels while it lives; each announcement for the
 /// service bumps [`SentinelWatch::switches`] after the pool reconnected.
@@ -54,6 +59,9 @@ impl SentinelWatch {
                 username: username.clone(),
                 password: password.clone(),
                 database: None,
+                // A sentinel down now is retried by the reconnection
+                // policy rather than given up.
+                fail_fast: false,
                 ..connector.config().clone()
             };
             let Ok(client) = connector.subscriber_for(config) else {
@@ -94,8 +102,32 @@ async fn watch_one(
     let mut messages = client.message_rx();
     let _connection = client.connect();
     let _resubscribe = client.manage_subscriptions();
-    if client.wait_for_connect().await.is_err() || client.subscribe(SWITCH_MASTER).await.is_err() {
-        tracing::warn!(sentinel = %sentinel, "cannot subscribe to a sentinel's failover announcements");
+    // Until the first subscription succeeds: a sentinel that is down now
+    // is tried again by the reconnection policy, and subscribed to once it
+    // answers (after that, `manage_subscriptions` renews it).
+    let mut warned = false;
+    loop {
+        let subscribed = match client.wait_for_connect().await {
+            Ok(()) => client.subscribe(SWITCH_MASTER).await,
+            Err(e) => Err(e),
+        };
+        match subscribed {
+            Ok(()) => break,
+            Err(e) => {
+                if !warned {
+                    tracing::warn!(sentinel = %sentinel, error = %e, "cannot subscribe to a sentinel's failover announcements yet; retrying");
+                    warned = true;
+                }
+                // A failed subscribe on a live connection: wait as a
+                // reconnection would before asking again.
+                if client.is_connected() {
+                    tokio::time::sleep(RESUBSCRIBE_DELAY).await;
+                }
+            }
+        }
+    }
+    if warned {
+        tracing::info!(sentinel = %sentinel, "subscribed to a sentinel's failover announcements");
     }
     while let Ok(message) = messages.recv().await {
         // `<name> <old ip> <old port> <new ip> <new port>`

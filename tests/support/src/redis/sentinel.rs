@@ -159,6 +159,42 @@ impl RedisSentinels {
         })
     }
 
+    /// SIGKILLs sentinel `i`: its port refuses connections until
+    /// [`RedisSentinels::restart_sentinel`].
+    pub fn stop_sentinel(&mut self, i: usize) {
+        if let Some(child) = self.sentinels[i].child.take() {
+            kill_child(child);
+        }
+    }
+
+    /// Starts sentinel `i` again on its port, with the configuration it
+    /// rewrote (it still monitors the master and knows its peers), and
+    /// waits until it names the master.
+    pub fn restart_sentinel(&mut self, i: usize) {
+        self.stop_sentinel(i);
+        let sentinel_dir = self.dir.path().join(format!("sentinel-{i}"));
+        let port = self.sentinels[i].port;
+        let child = spawn_sentinel(port, &sentinel_dir, &sentinel_dir.join("sentinel.conf"))
+            .unwrap_or_else(|e| panic!("could not restart the sentinel on port {port}: {e}"));
+        self.sentinels[i].child = Some(child);
+        wait_until("the restarted sentinel to name the master", READY_TIMEOUT, || {
+            try_cli(port, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE_NAME])
+                .is_ok_and(|out| out.lines().count() == 2)
+        });
+    }
+
+    /// How many of sentinel `i`'s clients are subscribed to a channel
+    /// (`CLIENT LIST`'s `sub=`), not counting `redis-cli` itself.
+    pub fn sentinel_subscribers(&self, i: usize) -> usize {
+        try_cli(self.sentinels[i].port, &["CLIENT", "LIST"])
+            .map(|list| {
+                list.lines()
+                    .filter(|line| line.split(' ').any(|f| f.starts_with("sub=") && f != "sub=0"))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
     /// Where the servers and sentinels keep their logs and files.
     pub fn dir(&self) -> &Path {
         self.dir.path()
