@@ -64,10 +64,12 @@ impl KeyExtractor {
     /// The value of header `name` as `<name>:<value>` (the name in lower
     /// case), e.g. `x-org-id:acme`. An absent, empty or non-UTF-8 value
     /// yields no key. The headers that carry credentials, `x-api-key` and
-    /// `authorization`, are kept as `<name>:sha256:<hex of the value>`,
-    /// never the credential itself, as ratelimiter's `/check/forward` keeps
-    /// them (its `forward.hash_headers`); [`KeyExtractor::header_raw`] sends
-    /// the value as it is.
+    /// `authorization`, are sent as `<name>:sha256:<hex of the value>`,
+    /// never the credential itself. For `x-api-key` that is the key
+    /// ratelimiter's `/check/forward` makes too (its `forward.hash_headers`),
+    /// so both ways share one counter; `/check/forward` keys `authorization`
+    /// by a bearer JWT's `sub` instead, so a hashed `authorization` counts
+    /// apart from it. [`KeyExtractor::header_raw`] sends the value as it is.
     ///
     /// # Panics
     ///
@@ -183,8 +185,10 @@ impl KeyExtractor {
     }
 }
 
-/// The first address of `X-Forwarded-For` (every such header, in order),
-/// when it parses as an IP address. `::ffff:a.b.c.d` becomes `a.b.c.d`.
+/// The right-most address of `X-Forwarded-For` (every such header, in
+/// order), the one a proxy of yours wrote, when it parses as an IP address;
+/// `::ffff:a.b.c.d` becomes `a.b.c.d`. Behind several proxies, see
+/// [`forwarded_for_ip_hops`].
 pub fn forwarded_for_ip(parts: &Parts) -> Option<IpAddr> {
     forwarded_for_ip_hops(parts, 1)
 }
